@@ -1,1 +1,48 @@
-//! The consent engine (work in progress).
+//! The consent engine: decides, for every command, cookie and purpose, whether consent allows it.
+//!
+//! This crate contains no networking or storage code and does not get any timestamps from the
+//! operating system: it is a deterministic state machine driven by its caller. Inputs go in
+//! through [`Engine::handle`] with the caller's `now`; effects come out of [`Engine::poll_action`]
+//! as data ([`Action`]): release or reject a command, send a `setConsent` request, store or remove
+//! a cookie, persist state, append a consent record, notify subscribers, log.
+//!
+//! It implements the consent behaviour of Adobe's Web SDK to the letter — `defaultConsent`
+//! in/out/pending, the six-state machine with its messages, commands queued while pending and
+//! released in order on "in" or declined on "out", the serial `setConsent` chain, the consent
+//! cookie, the "unchanged consent" skip — and fixes that SDK's known privacy bugs (an unknown
+//! stored value is never "in", a failed call never reports consent as set, a missing consent
+//! cookie never leaves the engine stuck or skips a call, no cookie but the consent cookie is
+//! written before consent). It adds granular purposes and a read API.
+//!
+//! ```
+//! use consent_core::*;
+//!
+//! let mut engine = Engine::new(Config::new("ORG@AdobeOrg").default_consent("out".parse()?));
+//! let now = Timestamp::from_millis(0);
+//! engine.handle(now, Input::Start(Stored::default()))?;
+//! engine.handle(now, Input::Submit { id: CommandId(7), requirement: Requirement::general(), mode: Mode::Queue })?;
+//! let actions: Vec<Action> = std::iter::from_fn(|| engine.poll_action()).collect();
+//! assert!(actions.contains(&Action::Reject { command: CommandId(7), reason: RejectReason::NoPreferences }));
+//! assert_eq!(engine.check(Requirement::general()), Verdict::Declined(RejectReason::NoPreferences));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+mod cookie;
+mod engine;
+pub mod hash;
+mod payload;
+mod types;
+
+pub use cookie::{CONSENT_COOKIE_MAX_AGE, Cookie, CookieNames, StoredCookie, parse_consent_cookie};
+pub use engine::{
+    Action, CommandId, Config, ConfigError, ConsentRecord, ConsentView, DEFAULT_IAB_VENDOR_ID,
+    Engine, HandleError, Input, LogLevel, Mode, Origin, Outcome, RecordSource, RejectReason,
+    RequestId, Response, SetConsentId, SetConsentOutcome, Snapshot, Stored, Verdict,
+};
+pub use payload::{
+    ConsentObject, IabEvaluator, PayloadError, SetConsentOptions, Standard, validate_identity_map,
+};
+pub use types::{
+    ConsentState, Decision, DefaultConsent, DefaultConsentError, MAX_PURPOSES, Purpose,
+    Requirement, Timestamp,
+};

@@ -1,0 +1,1408 @@
+//! The engine: inputs in through [`Engine::handle`], effects out through [`Engine::poll_action`].
+
+use std::borrow::Cow;
+use std::collections::VecDeque;
+use std::fmt;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::cookie::{
+    CONSENT_COOKIE_MAX_AGE, Cookie, CookieNames, StoredCookie, parse_consent_cookie,
+};
+use crate::hash::ConsentFingerprint;
+use crate::payload::{IabEvaluator, LocalDecision, PayloadError, SetConsentOptions};
+use crate::types::{Decision, DefaultConsent, MAX_PURPOSES, Purpose, Requirement, Timestamp};
+
+/// The IAB vendor id whose consent the IAB evaluation requires by default (Adobe).
+pub const DEFAULT_IAB_VENDOR_ID: u16 = 565;
+
+/// The engine's configuration.
+///
+/// ```
+/// use consent_core::{Config, DefaultConsent};
+///
+/// let config = Config::new("ADB3LETTERSANDNUMBERS@AdobeOrg")
+///     .default_consent(DefaultConsent::Pending)
+///     .purpose("analytics")
+///     .unwrap();
+/// assert_eq!(config.default(), DefaultConsent::Pending);
+/// ```
+#[derive(Clone)]
+pub struct Config {
+    org_id: String,
+    default_consent: DefaultConsent,
+    iab_vendor_id: u16,
+    iab: Option<Arc<dyn IabEvaluator>>,
+    purposes: Vec<String>,
+}
+
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Config")
+            .field("org_id", &self.org_id)
+            .field("default_consent", &self.default_consent)
+            .field("iab_vendor_id", &self.iab_vendor_id)
+            .field("iab", &self.iab)
+            .field("purposes", &self.purposes)
+            .finish()
+    }
+}
+
+/// An invalid engine configuration.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The purpose is already known (well-known or registered before).
+    #[error("the purpose {0:?} is already defined")]
+    DuplicatePurpose(String),
+    /// An empty purpose name.
+    #[error("a purpose name must not be empty")]
+    EmptyPurpose,
+    /// More purposes than the engine can tell apart.
+    #[error("at most {MAX_PURPOSES} purposes can be defined")]
+    TooManyPurposes,
+}
+
+impl Config {
+    /// A configuration for the organisation `org_id` (which names the cookies), with
+    /// `defaultConsent` "in", IAB vendor 565 and the well-known purposes.
+    pub fn new(org_id: impl Into<String>) -> Self {
+        Self {
+            org_id: org_id.into(),
+            default_consent: DefaultConsent::In,
+            iab_vendor_id: DEFAULT_IAB_VENDOR_ID,
+            iab: None,
+            purposes: Purpose::WELL_KNOWN
+                .iter()
+                .map(|s| (*s).to_owned())
+                .collect(),
+        }
+    }
+
+    /// Sets `defaultConsent`.
+    #[must_use]
+    pub fn default_consent(mut self, default: DefaultConsent) -> Self {
+        self.default_consent = default;
+        self
+    }
+
+    /// The configured `defaultConsent`.
+    pub fn default(&self) -> DefaultConsent {
+        self.default_consent
+    }
+
+    /// The organisation id.
+    pub fn org_id(&self) -> &str {
+        &self.org_id
+    }
+
+    /// The IAB vendor whose consent the IAB evaluation requires (default 565).
+    #[must_use]
+    pub fn iab_vendor_id(mut self, vendor: u16) -> Self {
+        self.iab_vendor_id = vendor;
+        self
+    }
+
+    /// The decoder used to evaluate IAB TCF strings. Without one, an IAB object with
+    /// `gdprApplies: true` is evaluated as pending: the engine never guesses "in".
+    #[must_use]
+    pub fn iab_evaluator(mut self, evaluator: Arc<dyn IabEvaluator>) -> Self {
+        self.iab = Some(evaluator);
+        self
+    }
+
+    /// Registers a custom purpose; look it up afterwards with [`Engine::purpose`].
+    pub fn purpose(mut self, name: impl Into<String>) -> Result<Self, ConfigError> {
+        let name = name.into();
+        if name.is_empty() {
+            return Err(ConfigError::EmptyPurpose);
+        }
+        if self.purposes.contains(&name) {
+            return Err(ConfigError::DuplicatePurpose(name));
+        }
+        if self.purposes.len() >= MAX_PURPOSES {
+            return Err(ConfigError::TooManyPurposes);
+        }
+        self.purposes.push(name);
+        Ok(self)
+    }
+}
+
+/// Identifies a command submitted to the engine. The driver chooses it; it must be unique among
+/// the commands still queued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct CommandId(pub u64);
+
+/// Identifies one `setConsent` call. The driver chooses it, to match [`Action::SetConsentDone`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct SetConsentId(pub u64);
+
+/// Identifies a request the engine asked the driver to send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct RequestId(pub u64);
+
+/// What a command does while consent is pending.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Mode {
+    /// Wait in the queue until consent is decided (`awaitConsent`).
+    #[default]
+    Queue,
+    /// Fail at once with [`RejectReason::Pending`] (`withConsent`).
+    FailFast,
+}
+
+/// What the engine has read from storage at start-up.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Stored {
+    /// The consent cookie, if the jar holds one.
+    pub consent_cookie: Option<StoredCookie>,
+    /// Whether the jar holds the identity cookie.
+    pub identity_cookie: bool,
+    /// The engine's last persisted state ([`Action::PersistState`]).
+    pub snapshot: Option<Snapshot>,
+}
+
+/// The state the engine asks the driver to persist, and receives back at start-up.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Snapshot {
+    /// The fingerprint of the last `setConsent` the server accepted.
+    pub fingerprint: Option<ConsentFingerprint>,
+    /// Named purposes with a decision of their own, by name.
+    pub purposes: Vec<(String, Decision)>,
+}
+
+/// Which request a response answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Origin {
+    /// The `privacy/set-consent` request the engine asked for.
+    SetConsent(RequestId),
+    /// Any other request (`interact`, `collect`, `identity/acquire`) made for a released command.
+    Other,
+}
+
+/// How a request ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Outcome {
+    /// A 2xx answer with a body the protocol accepts.
+    Success,
+    /// A failed request: a network error, a timeout, or an answer outside 2xx.
+    Failure,
+}
+
+/// A server response, as the transport reports it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Response {
+    /// Which request this answers.
+    pub origin: Origin,
+    /// How it ended.
+    pub outcome: Outcome,
+    /// The cookies the server asked to store (`state:store` handles and `Set-Cookie` headers).
+    /// The engine decides which of them are written.
+    pub cookies: Vec<Cookie>,
+}
+
+/// An input to the engine.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum Input {
+    /// Start-up: what storage holds. Exactly once, before or after the first commands.
+    Start(Stored),
+    /// A command that needs consent.
+    Submit {
+        /// The command's id.
+        id: CommandId,
+        /// The purposes it needs.
+        requirement: Requirement,
+        /// Whether it waits while consent is pending.
+        mode: Mode,
+    },
+    /// A `setConsent` call. It is never gated by consent.
+    SetConsent {
+        /// The call's id.
+        id: SetConsentId,
+        /// The validated options.
+        options: SetConsentOptions,
+    },
+    /// A response to a request.
+    Response(Response),
+    /// Time has passed: call at [`Engine::poll_timeout`].
+    Tick,
+}
+
+/// Why a command was turned away.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum RejectReason {
+    /// Declined: out by default, before any preference was set.
+    NoPreferences,
+    /// Declined: the user (or the server for the user) said no.
+    UserDeclined,
+    /// A fail-fast command while consent is pending.
+    Pending,
+}
+
+impl RejectReason {
+    /// The Web SDK's message for this reason.
+    pub const fn message(self) -> &'static str {
+        match self {
+            RejectReason::NoPreferences => "No consent preferences have been set.",
+            RejectReason::UserDeclined => "The user declined consent.",
+            RejectReason::Pending => "Consent is pending.",
+        }
+    }
+
+    /// Whether this is a decline (the Web SDK's `declinedConsent` code), as opposed to pending.
+    pub const fn is_declined(self) -> bool {
+        !matches!(self, RejectReason::Pending)
+    }
+}
+
+impl fmt::Display for RejectReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.message())
+    }
+}
+
+/// The answer to "may a command with this requirement run now?".
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Verdict {
+    /// It may run.
+    Allowed,
+    /// It must not run; the reason says why.
+    Declined(RejectReason),
+    /// It must wait.
+    Pending,
+}
+
+/// How a `setConsent` call ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum SetConsentOutcome {
+    /// Sent, and the server accepted it.
+    Sent,
+    /// Not sent: the server already has exactly this consent and the consent cookie is present.
+    Skipped,
+    /// Sent, and the request failed. Consent was not set.
+    Failed,
+}
+
+/// Log levels for [`Action::Log`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum LogLevel {
+    /// Information.
+    Info,
+    /// A warning.
+    Warn,
+}
+
+/// Where a consent record's decision came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum RecordSource {
+    /// The configured default applied.
+    Default,
+    /// The stored consent was restored at start-up.
+    Restore,
+    /// A `setConsent` call the server accepted.
+    User,
+    /// A consent cookie in a response to another request.
+    Server,
+    /// The consent cookie expired and the default applied again.
+    Expiry,
+}
+
+/// A consent record: what was decided, when, how, and from what payload.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConsentRecord {
+    /// When.
+    pub at: Timestamp,
+    /// How.
+    pub source: RecordSource,
+    /// The standard and version of each consent object, for records of `setConsent` calls.
+    pub standards: Vec<String>,
+    /// The hash of each consent object (see [`crate::hash`]), for records of `setConsent` calls.
+    pub payload_hashes: Vec<String>,
+    /// The decision for `general` this record stands for.
+    pub general: Decision,
+    /// Named purposes with a decision of their own.
+    pub purposes: Vec<(String, Decision)>,
+}
+
+/// What the engine reports about consent: the Web SDK's `current()`, plus the purposes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConsentView {
+    /// `in`, `out` or `pending`.
+    pub state: Decision,
+    /// Whether the state comes from the user (a stored or new choice) rather than the default.
+    pub was_set: bool,
+    /// Named purposes with a decision of their own; the others follow `state`.
+    pub purposes: Vec<(String, Decision)>,
+}
+
+/// An effect the driver must carry out, in order.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum Action {
+    /// The command may run now. `queued_for_ms` is how long it waited.
+    Release {
+        /// The command.
+        command: CommandId,
+        /// Milliseconds between submission and release.
+        queued_for_ms: u64,
+    },
+    /// The command must not run. It is finished.
+    Reject {
+        /// The command.
+        command: CommandId,
+        /// Why.
+        reason: RejectReason,
+    },
+    /// Send a `privacy/set-consent` request with this body, and report the answer with
+    /// [`Input::Response`] and [`Origin::SetConsent`].
+    SendSetConsent {
+        /// The request's id.
+        request: RequestId,
+        /// The consent objects, exactly as given.
+        consent: Vec<Value>,
+        /// The identity map, if any.
+        identity_map: Option<Value>,
+        /// Configuration overrides, if any.
+        config_overrides: Option<Value>,
+    },
+    /// A `setConsent` call ended.
+    SetConsentDone {
+        /// The call.
+        id: SetConsentId,
+        /// How.
+        outcome: SetConsentOutcome,
+    },
+    /// Write this cookie to the jar.
+    StoreCookie(Cookie),
+    /// Remove this cookie from the jar (whatever its domain and path).
+    RemoveCookie {
+        /// The cookie's name.
+        name: String,
+    },
+    /// Persist this state; hand it back in [`Stored::snapshot`] at the next start.
+    PersistState(Snapshot),
+    /// Append this record to the consent log.
+    Record(ConsentRecord),
+    /// A cookie from a response was not written: consent does not allow it, or (for the consent
+    /// cookie) its value is not a valid consent. Nothing to do but count it.
+    CookieRefused {
+        /// The cookie's name.
+        name: String,
+    },
+    /// Consent changed: tell subscribers.
+    ConsentChanged(ConsentView),
+    /// Log a message (the Web SDK's wording).
+    Log {
+        /// The level.
+        level: LogLevel,
+        /// The message.
+        message: Cow<'static, str>,
+    },
+}
+
+/// An input the engine refused. The engine's state is unchanged.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum HandleError {
+    /// [`Input::Start`] was given twice.
+    #[error("the engine has already started")]
+    AlreadyStarted,
+    /// A command id that is still queued.
+    #[error("command {0:?} is already queued")]
+    DuplicateCommand(CommandId),
+    /// A `setConsent` id that is still in progress.
+    #[error("setConsent {0:?} is already in progress")]
+    DuplicateSetConsent(SetConsentId),
+    /// A response to a request that is not in flight.
+    #[error("no request {0:?} is in flight")]
+    UnknownRequest(RequestId),
+    /// A consent object the engine cannot evaluate (a TC string that does not decode).
+    #[error(transparent)]
+    Payload(#[from] PayloadError),
+}
+
+/// The six states of the Web SDK's consent state machine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Phase {
+    Initial,
+    InDefault,
+    In,
+    OutDefault,
+    Out,
+    Pending,
+}
+
+impl Phase {
+    fn decision(self) -> Decision {
+        match self {
+            Phase::InDefault | Phase::In => Decision::In,
+            Phase::OutDefault | Phase::Out => Decision::Out,
+            Phase::Initial | Phase::Pending => Decision::Pending,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Source {
+    Default,
+    Initial,
+    New,
+}
+
+/// Explicit per-purpose decisions, as disjoint masks. `general` is never in them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+struct PurposeMasks {
+    r#in: u64,
+    out: u64,
+    pending: u64,
+}
+
+impl PurposeMasks {
+    fn set(&mut self, purpose: Purpose, decision: Decision) {
+        let bit = purpose.bit();
+        self.r#in &= !bit;
+        self.out &= !bit;
+        self.pending &= !bit;
+        match decision {
+            Decision::In => self.r#in |= bit,
+            Decision::Out => self.out |= bit,
+            Decision::Pending => self.pending |= bit,
+        }
+    }
+
+    fn decided(&self) -> u64 {
+        self.r#in | self.out | self.pending
+    }
+
+    fn apply(&mut self, local: &LocalDecision) {
+        if local.all_purposes {
+            *self = PurposeMasks::default();
+        }
+        for &(purpose, decision) in &local.purposes {
+            if purpose != Purpose::GENERAL {
+                self.set(purpose, decision);
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Queued {
+    id: CommandId,
+    requirement: Requirement,
+    submitted: Timestamp,
+}
+
+#[derive(Debug, Clone)]
+struct Job {
+    id: SetConsentId,
+    consent: Vec<Value>,
+    identity_map: Option<Value>,
+    config_overrides: Option<Value>,
+    fingerprint: ConsentFingerprint,
+    local: LocalDecision,
+}
+
+#[derive(Debug, Clone)]
+struct Success {
+    local: LocalDecision,
+    /// Whether the server answered with a consent cookie (then the cookie decides).
+    had_cookie: bool,
+}
+
+/// A run of `setConsent` calls: the engine is suspended (pending) from the first call until the
+/// last one settles.
+#[derive(Debug, Clone)]
+struct Chain {
+    before_phase: Phase,
+    before_purposes: PurposeMasks,
+    in_flight: Option<(RequestId, Job)>,
+    waiting: VecDeque<Job>,
+    /// The purposes the accepted calls of this chain decided, applied when it ends.
+    purposes: Option<PurposeMasks>,
+    last_success: Option<Success>,
+}
+
+/// The consent engine.
+///
+/// # Driving it
+///
+/// Feed inputs with [`Engine::handle`], then call [`Engine::poll_action`] until it returns `None`
+/// and carry out every action in order; call `handle(now, Input::Tick)` at [`Engine::poll_timeout`].
+/// The engine does no I/O and never reads a clock: `now` is always the driver's.
+///
+/// Actions must be drained after every `handle`: they are effects that already happened as far as
+/// the engine is concerned (a released command must run; a cookie write must reach the jar).
+///
+/// ```
+/// use consent_core::*;
+///
+/// let mut engine = Engine::new(Config::new("ORG@AdobeOrg").default_consent(DefaultConsent::Pending));
+/// let t = Timestamp::from_millis(1_000);
+/// engine.handle(t, Input::Start(Stored::default())).unwrap();
+/// engine
+///     .handle(t, Input::Submit { id: CommandId(1), requirement: Requirement::general(), mode: Mode::Queue })
+///     .unwrap();
+/// engine
+///     .handle(t, Input::SetConsent {
+///         id: SetConsentId(1),
+///         options: SetConsentOptions::new(vec![ConsentObject::adobe_v1("in").unwrap()]),
+///     })
+///     .unwrap();
+/// let mut request = None;
+/// while let Some(action) = engine.poll_action() {
+///     if let Action::SendSetConsent { request: id, .. } = action {
+///         request = Some(id);
+///     }
+///     // Nothing is released yet.
+///     assert!(!matches!(action, Action::Release { .. }));
+/// }
+/// let names = CookieNames::new("ORG@AdobeOrg");
+/// engine
+///     .handle(t, Input::Response(Response {
+///         origin: Origin::SetConsent(request.unwrap()),
+///         outcome: Outcome::Success,
+///         cookies: vec![Cookie::new(names.consent(), "general=in", Some(15_552_000))],
+///     }))
+///     .unwrap();
+/// let actions: Vec<Action> = std::iter::from_fn(|| engine.poll_action()).collect();
+/// assert!(actions.contains(&Action::Release { command: CommandId(1), queued_for_ms: 0 }));
+/// assert_eq!(engine.consent().state, Decision::In);
+/// ```
+#[derive(Debug)]
+pub struct Engine {
+    config: Config,
+    names: CookieNames,
+    started: bool,
+    phase: Phase,
+    purposes: PurposeMasks,
+    eff_in: u64,
+    eff_out: u64,
+    explicit_out: u64,
+    general_reason: RejectReason,
+    queue: VecDeque<Queued>,
+    actions: VecDeque<Action>,
+    consent_cookie: Option<StoredCookie>,
+    identity_cookie: bool,
+    fingerprint: Option<ConsentFingerprint>,
+    chain: Option<Chain>,
+    next_request: u64,
+    last_view: Option<ConsentView>,
+    last_snapshot: Option<Snapshot>,
+}
+
+impl Engine {
+    /// A new engine in the initial state. Commands submitted before [`Input::Start`] wait.
+    pub fn new(config: Config) -> Self {
+        let names = CookieNames::new(&config.org_id);
+        let mut engine = Self {
+            config,
+            names,
+            started: false,
+            phase: Phase::Initial,
+            purposes: PurposeMasks::default(),
+            eff_in: 0,
+            eff_out: 0,
+            explicit_out: 0,
+            general_reason: RejectReason::UserDeclined,
+            queue: VecDeque::new(),
+            actions: VecDeque::new(),
+            consent_cookie: None,
+            identity_cookie: false,
+            fingerprint: None,
+            chain: None,
+            next_request: 0,
+            last_view: None,
+            last_snapshot: None,
+        };
+        engine.recompute();
+        engine
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The cookie names of the configured organisation.
+    pub fn cookie_names(&self) -> &CookieNames {
+        &self.names
+    }
+
+    /// Looks up a purpose by name: a well-known one (`share`, `personalize.content`, …) or one
+    /// registered with [`Config::purpose`].
+    pub fn purpose(&self, name: &str) -> Option<Purpose> {
+        self.config
+            .purposes
+            .iter()
+            .position(|p| p == name)
+            .and_then(Purpose::from_index)
+    }
+
+    /// The next effect to carry out, or `None` when there is nothing left to do.
+    pub fn poll_action(&mut self) -> Option<Action> {
+        self.actions.pop_front()
+    }
+
+    /// When to call `handle(now, Input::Tick)` next: the consent cookie's expiry.
+    pub fn poll_timeout(&self) -> Option<Timestamp> {
+        self.consent_cookie.as_ref().and_then(|c| c.expires)
+    }
+
+    /// May a command with this requirement run now? A few mask operations; never allocates.
+    #[inline]
+    pub fn check(&self, requirement: Requirement) -> Verdict {
+        let mask = requirement.mask();
+        if mask & self.eff_out != 0 {
+            if mask & self.explicit_out != 0 {
+                Verdict::Declined(RejectReason::UserDeclined)
+            } else {
+                Verdict::Declined(self.general_reason)
+            }
+        } else if mask & self.eff_in == mask {
+            Verdict::Allowed
+        } else {
+            Verdict::Pending
+        }
+    }
+
+    /// The decision that applies to `purpose` now (its own, or `general`'s).
+    pub fn decision(&self, purpose: Purpose) -> Decision {
+        let bit = purpose.bit();
+        if self.eff_in & bit != 0 {
+            Decision::In
+        } else if self.eff_out & bit != 0 {
+            Decision::Out
+        } else {
+            Decision::Pending
+        }
+    }
+
+    /// The current consent: state, whether it was set, and the purposes with their own decision.
+    pub fn consent(&self) -> ConsentView {
+        ConsentView {
+            state: self.phase.decision(),
+            was_set: matches!(self.phase, Phase::In | Phase::Out),
+            purposes: self.named_purposes(&self.purposes),
+        }
+    }
+
+    /// The commands still waiting, oldest first.
+    pub fn queued(&self) -> impl Iterator<Item = CommandId> + '_ {
+        self.queue.iter().map(|q| q.id)
+    }
+
+    /// Whether a `setConsent` is in progress (the engine is suspended until it settles).
+    pub fn is_setting_consent(&self) -> bool {
+        self.chain.is_some()
+    }
+
+    /// Whether the engine would write cookies other than the consent cookie now.
+    pub fn allows_cookies(&self) -> bool {
+        self.chain.is_none() && matches!(self.phase, Phase::In | Phase::InDefault)
+    }
+
+    /// Handles one input. On `Err` nothing changed and no action was queued.
+    pub fn handle(&mut self, now: Timestamp, input: Input) -> Result<(), HandleError> {
+        match input {
+            Input::Start(stored) => self.start(now, stored)?,
+            Input::Submit {
+                id,
+                requirement,
+                mode,
+            } => self.submit(now, id, requirement, mode)?,
+            Input::SetConsent { id, options } => self.set_consent(now, id, options)?,
+            Input::Response(response) => self.response(now, response)?,
+            Input::Tick => self.tick(now),
+        }
+        self.notify();
+        Ok(())
+    }
+
+    // ----- inputs -----
+
+    fn start(&mut self, now: Timestamp, stored: Stored) -> Result<(), HandleError> {
+        if self.started {
+            return Err(HandleError::AlreadyStarted);
+        }
+        self.started = true;
+        self.identity_cookie = stored.identity_cookie;
+        self.fingerprint = stored.snapshot.as_ref().and_then(|s| s.fingerprint.clone());
+        let cookie = stored
+            .consent_cookie
+            .filter(|c| c.expires.is_none_or(|at| at > now));
+        let general = cookie.as_ref().and_then(|c| {
+            parse_consent_cookie(&c.value)
+                .into_iter()
+                .find(|(name, _)| *name == "general")
+                .map(|(_, value)| value.to_owned())
+        });
+        self.consent_cookie = cookie;
+
+        // The Web SDK forgets the hashes whenever either cookie is missing, so the next
+        // setConsent is sent again.
+        if !self.identity_cookie || general.is_none() {
+            self.fingerprint = None;
+        }
+        let decided = match general.as_deref().map(Decision::from_wire) {
+            // Consent is tied to the identity: without the identity cookie a stored "in" (or
+            // "pending") is discarded. A stored "out" is kept: this engine never writes the
+            // identity cookie while consent is out, so discarding would turn every opt-out back
+            // into the default at the next start.
+            Some(Some(Decision::Out)) => Some(Decision::Out),
+            Some(Some(decision)) if self.identity_cookie => Some(decision),
+            Some(Some(_)) => None,
+            Some(None) => {
+                let value = general.clone().unwrap_or_default();
+                if !value.is_empty() {
+                    self.log(LogLevel::Warn, format!("Unknown consent value: {value}"));
+                }
+                None
+            }
+            None => None,
+        };
+        if decided.is_none() && self.consent_cookie.is_some() && !self.identity_cookie {
+            self.consent_cookie = None;
+            self.actions.push_back(Action::RemoveCookie {
+                name: self.names.consent().to_owned(),
+            });
+        }
+        match decided {
+            Some(decision) => {
+                if let Some(snapshot) = &stored.snapshot {
+                    self.purposes = self.masks_from_names(&snapshot.purposes);
+                }
+                self.set_phase(decision, Source::Initial);
+                self.record(now, RecordSource::Restore, &[]);
+            }
+            None => {
+                self.purposes = PurposeMasks::default();
+                self.set_phase(self.config.default_consent.decision(), Source::Default);
+                self.record(now, RecordSource::Default, &[]);
+            }
+        }
+        self.persist();
+        self.drain_queue(now);
+        Ok(())
+    }
+
+    fn submit(
+        &mut self,
+        now: Timestamp,
+        id: CommandId,
+        requirement: Requirement,
+        mode: Mode,
+    ) -> Result<(), HandleError> {
+        if self.queue.iter().any(|q| q.id == id) {
+            return Err(HandleError::DuplicateCommand(id));
+        }
+        match self.check(requirement) {
+            Verdict::Allowed => self.actions.push_back(Action::Release {
+                command: id,
+                queued_for_ms: 0,
+            }),
+            Verdict::Declined(reason) => self.actions.push_back(Action::Reject {
+                command: id,
+                reason,
+            }),
+            Verdict::Pending => match mode {
+                Mode::Queue => self.queue.push_back(Queued {
+                    id,
+                    requirement,
+                    submitted: now,
+                }),
+                Mode::FailFast => self.actions.push_back(Action::Reject {
+                    command: id,
+                    reason: RejectReason::Pending,
+                }),
+            },
+        }
+        Ok(())
+    }
+
+    fn set_consent(
+        &mut self,
+        now: Timestamp,
+        id: SetConsentId,
+        options: SetConsentOptions,
+    ) -> Result<(), HandleError> {
+        if let Some(chain) = &self.chain {
+            let busy = chain
+                .in_flight
+                .as_ref()
+                .is_some_and(|(_, job)| job.id == id)
+                || chain.waiting.iter().any(|job| job.id == id);
+            if busy {
+                return Err(HandleError::DuplicateSetConsent(id));
+            }
+        }
+        // Evaluate everything before changing anything, so that a bad object changes nothing.
+        let mut local = LocalDecision::default();
+        for (i, object) in options.consent.iter().enumerate() {
+            let one = match object.local_adobe_decision() {
+                Some(decision) => decision,
+                None => self.evaluate_iab(object, i)?,
+            };
+            // Several objects in one call: the strictest decision on general wins, purposes merge
+            // in order.
+            local.general = match (local.general, one.general) {
+                (Some(a), Some(b)) => Some(a.stricter(b)),
+                (a, b) => a.or(b),
+            };
+            if one.all_purposes {
+                local.purposes.clear();
+                local.all_purposes = true;
+            }
+            local.purposes.extend(one.purposes);
+        }
+        let consent = options.consent_json();
+        let fingerprint = ConsentFingerprint::of(&consent, options.identity_map.as_ref());
+        let job = Job {
+            id,
+            consent,
+            identity_map: options.identity_map,
+            config_overrides: options.edge_config_overrides,
+            fingerprint,
+            local,
+        };
+        // Suspend: from here until the chain settles, everything that needs consent waits.
+        let chain = self.chain.get_or_insert_with(|| Chain {
+            before_phase: self.phase,
+            before_purposes: self.purposes,
+            in_flight: None,
+            waiting: VecDeque::new(),
+            purposes: None,
+            last_success: None,
+        });
+        chain.waiting.push_back(job);
+        self.phase = Phase::Pending;
+        self.recompute();
+        self.start_next(now);
+        Ok(())
+    }
+
+    fn evaluate_iab(
+        &self,
+        object: &crate::payload::ConsentObject,
+        index: usize,
+    ) -> Result<LocalDecision, PayloadError> {
+        let Some((tc_string, gdpr_applies)) = object.iab() else {
+            return Ok(LocalDecision::default());
+        };
+        let general = if !gdpr_applies {
+            Decision::In
+        } else {
+            match &self.config.iab {
+                Some(evaluator) => {
+                    match evaluator.grants_collection(tc_string, self.config.iab_vendor_id) {
+                        Ok(true) => Decision::In,
+                        Ok(false) => Decision::Out,
+                        Err(reason) => {
+                            return Err(PayloadError::InvalidTcString {
+                                path: format!("consent[{index}]"),
+                                reason,
+                            });
+                        }
+                    }
+                }
+                None => Decision::Pending,
+            }
+        };
+        Ok(LocalDecision {
+            general: Some(general),
+            purposes: Vec::new(),
+            all_purposes: false,
+        })
+    }
+
+    fn response(&mut self, now: Timestamp, response: Response) -> Result<(), HandleError> {
+        let job = match response.origin {
+            Origin::SetConsent(request) => {
+                let in_flight = self
+                    .chain
+                    .as_mut()
+                    .and_then(|chain| match &chain.in_flight {
+                        Some((id, _)) if *id == request => chain.in_flight.take(),
+                        _ => None,
+                    });
+                match in_flight {
+                    Some((_, job)) => Some(job),
+                    None => return Err(HandleError::UnknownRequest(request)),
+                }
+            }
+            Origin::Other => None,
+        };
+
+        // The consent cookie is always written: it records the choice itself. The others wait
+        // until the state this response leads to is known.
+        let mut others = Vec::new();
+        let mut had_consent_cookie = false;
+        for cookie in response.cookies {
+            if cookie.name == self.names.consent() {
+                had_consent_cookie = true;
+                self.write_consent_cookie(now, cookie);
+            } else {
+                others.push(cookie);
+            }
+        }
+
+        match job {
+            Some(job) => {
+                let outcome = match response.outcome {
+                    Outcome::Success => {
+                        self.fingerprint = Some(job.fingerprint.clone());
+                        let general = job.local.general.unwrap_or(self.phase.decision());
+                        self.record_payload(now, &job, general);
+                        if let Some(chain) = self.chain.as_mut() {
+                            let base = chain.purposes.unwrap_or(chain.before_purposes);
+                            let mut purposes = base;
+                            purposes.apply(&job.local);
+                            chain.purposes = Some(purposes);
+                            chain.last_success = Some(Success {
+                                local: job.local,
+                                had_cookie: had_consent_cookie,
+                            });
+                        }
+                        SetConsentOutcome::Sent
+                    }
+                    Outcome::Failure => SetConsentOutcome::Failed,
+                };
+                self.actions.push_back(Action::SetConsentDone {
+                    id: job.id,
+                    outcome,
+                });
+                self.start_next(now);
+            }
+            None => {
+                if self.chain.is_none() {
+                    self.apply_cookie_state(now, RecordSource::Server);
+                }
+            }
+        }
+
+        for cookie in others {
+            self.offer_cookie(cookie);
+        }
+        self.persist();
+        Ok(())
+    }
+
+    fn tick(&mut self, now: Timestamp) {
+        let expired = self
+            .consent_cookie
+            .as_ref()
+            .and_then(|c| c.expires)
+            .is_some_and(|at| at <= now);
+        if !expired {
+            return;
+        }
+        self.consent_cookie = None;
+        self.fingerprint = None;
+        self.actions.push_back(Action::RemoveCookie {
+            name: self.names.consent().to_owned(),
+        });
+        if self.chain.is_none() {
+            self.purposes = PurposeMasks::default();
+            self.set_phase(self.config.default_consent.decision(), Source::Default);
+            self.record(now, RecordSource::Expiry, &[]);
+            self.drain_queue(now);
+        }
+        self.persist();
+    }
+
+    // ----- the setConsent chain -----
+
+    /// Sends the next waiting `setConsent`, skipping those the server already has; ends the chain
+    /// when nothing is left.
+    fn start_next(&mut self, now: Timestamp) {
+        loop {
+            let Some(chain) = self.chain.as_mut() else {
+                return;
+            };
+            if chain.in_flight.is_some() {
+                return;
+            }
+            let Some(job) = chain.waiting.pop_front() else {
+                self.finish_chain(now);
+                return;
+            };
+            // Skip only when the server provably has this consent: same fingerprint as the last
+            // accepted call, and its consent cookie still here.
+            let unchanged = self.consent_cookie.is_some()
+                && self.fingerprint.as_ref() == Some(&job.fingerprint);
+            if unchanged {
+                chain.last_success = Some(Success {
+                    local: job.local,
+                    had_cookie: true,
+                });
+                self.actions.push_back(Action::SetConsentDone {
+                    id: job.id,
+                    outcome: SetConsentOutcome::Skipped,
+                });
+                continue;
+            }
+            let request = RequestId(self.next_request);
+            self.next_request += 1;
+            self.actions.push_back(Action::SendSetConsent {
+                request,
+                consent: job.consent.clone(),
+                identity_map: job.identity_map.clone(),
+                config_overrides: job.config_overrides.clone(),
+            });
+            chain.in_flight = Some((request, job));
+            return;
+        }
+    }
+
+    fn finish_chain(&mut self, now: Timestamp) {
+        let Some(chain) = self.chain.take() else {
+            return;
+        };
+        let cookie_general = self.cookie_general();
+        match chain.last_success {
+            // The server accepted the last call but wrote no consent cookie: the locally
+            // evaluated decision applies (the Web SDK would stay pending forever), and the
+            // consent cookie is written so that the next start agrees.
+            Some(Success {
+                local,
+                had_cookie: false,
+            }) if local.general.is_some() => {
+                let decision = local.general.unwrap_or(Decision::Pending);
+                self.purposes = chain.purposes.unwrap_or(chain.before_purposes);
+                let cookie = Cookie::new(
+                    self.names.consent(),
+                    format!("general={decision}"),
+                    Some(CONSENT_COOKIE_MAX_AGE),
+                );
+                self.write_consent_cookie(now, cookie);
+                self.set_phase(decision, Source::New);
+            }
+            Some(_) => {
+                self.purposes = chain.purposes.unwrap_or(chain.before_purposes);
+                match cookie_general {
+                    Some(Some(decision)) => self.set_phase(decision, Source::New),
+                    _ => self.restore_phase(chain.before_phase),
+                }
+            }
+            // Nothing was accepted. The cookie, if the server wrote or kept one, still decides;
+            // otherwise the state before the chain comes back, unchanged and not "set".
+            None => {
+                self.purposes = chain.before_purposes;
+                match cookie_general {
+                    Some(Some(decision)) => self.set_phase(decision, Source::New),
+                    _ => self.restore_phase(chain.before_phase),
+                }
+            }
+        }
+        self.drain_queue(now);
+    }
+
+    /// Puts back the state from before a chain; a consent cookie with an unknown value is
+    /// reported, never taken as "in".
+    fn restore_phase(&mut self, before: Phase) {
+        if let Some(value) = self.cookie_general_raw()
+            && Decision::from_wire(&value).is_none()
+            && !value.is_empty()
+        {
+            self.log(LogLevel::Warn, format!("Unknown consent value: {value}"));
+        }
+        self.phase = before;
+        self.recompute();
+    }
+
+    /// Applies the consent cookie after a response to another request, when no `setConsent` is
+    /// in progress (the Web SDK's `readCookieIfQueueEmpty`).
+    fn apply_cookie_state(&mut self, now: Timestamp, source: RecordSource) {
+        match self.cookie_general() {
+            Some(Some(decision)) => {
+                let before = self.consent();
+                self.set_phase(decision, Source::New);
+                if self.consent() != before {
+                    self.record(now, source, &[]);
+                }
+                self.drain_queue(now);
+            }
+            Some(None) => {
+                if let Some(value) = self.cookie_general_raw()
+                    && !value.is_empty()
+                {
+                    self.log(LogLevel::Warn, format!("Unknown consent value: {value}"));
+                }
+            }
+            None => {}
+        }
+    }
+
+    /// `Some(Some(d))` for a known `general` value, `Some(None)` for an unknown one, `None`
+    /// without a cookie or without `general`.
+    #[allow(
+        clippy::option_option,
+        reason = "three distinct cases, named in the doc comment"
+    )]
+    fn cookie_general(&self) -> Option<Option<Decision>> {
+        self.cookie_general_raw().map(|v| Decision::from_wire(&v))
+    }
+
+    fn cookie_general_raw(&self) -> Option<String> {
+        let cookie = self.consent_cookie.as_ref()?;
+        parse_consent_cookie(&cookie.value)
+            .into_iter()
+            .find(|(name, _)| *name == "general")
+            .map(|(_, value)| value.to_owned())
+    }
+
+    // ----- cookies -----
+
+    fn write_consent_cookie(&mut self, now: Timestamp, cookie: Cookie) {
+        if cookie.is_removal() {
+            self.consent_cookie = None;
+            self.actions
+                .push_back(Action::RemoveCookie { name: cookie.name });
+            return;
+        }
+        // A consent cookie without a valid `general` value would replace a real choice with
+        // something the next start can only read as "use the default": keep the last good one.
+        let general = parse_consent_cookie(&cookie.value)
+            .into_iter()
+            .find(|(name, _)| *name == "general")
+            .map(|(_, value)| value.to_owned());
+        match general.as_deref().map(Decision::from_wire) {
+            Some(Some(_)) => {}
+            Some(None) => {
+                let value = general.unwrap_or_default();
+                self.log(LogLevel::Warn, format!("Unknown consent value: {value}"));
+                self.actions
+                    .push_back(Action::CookieRefused { name: cookie.name });
+                return;
+            }
+            None => {
+                self.log(
+                    LogLevel::Warn,
+                    "Consent cookie ignored: it has no general value.",
+                );
+                self.actions
+                    .push_back(Action::CookieRefused { name: cookie.name });
+                return;
+            }
+        }
+        self.consent_cookie = Some(StoredCookie {
+            value: cookie.value.clone(),
+            expires: cookie.max_age.map(|secs| now.plus_secs(secs)),
+        });
+        self.actions.push_back(Action::StoreCookie(cookie));
+    }
+
+    /// A cookie other than the consent cookie: written only when consent allows it now.
+    fn offer_cookie(&mut self, cookie: Cookie) {
+        if cookie.is_removal() {
+            // Removing a cookie never collects anything.
+            if cookie.name == self.names.identity() {
+                self.identity_cookie = false;
+            }
+            self.actions
+                .push_back(Action::RemoveCookie { name: cookie.name });
+        } else if self.allows_cookies() {
+            if cookie.name == self.names.identity() {
+                self.identity_cookie = true;
+            }
+            self.actions.push_back(Action::StoreCookie(cookie));
+        } else {
+            self.actions
+                .push_back(Action::CookieRefused { name: cookie.name });
+        }
+    }
+
+    // ----- state -----
+
+    fn set_phase(&mut self, decision: Decision, source: Source) {
+        let previous = self.phase;
+        let (phase, message): (Phase, Option<(LogLevel, &'static str)>) = match (decision, source) {
+            (Decision::In, Source::Default) => (Phase::InDefault, None),
+            (Decision::In, Source::Initial) => (
+                Phase::In,
+                Some((
+                    LogLevel::Info,
+                    "Loaded user consent preferences. The user previously consented.",
+                )),
+            ),
+            (Decision::In, Source::New) => (
+                Phase::In,
+                (previous != Phase::In).then_some((LogLevel::Info, "User consented.")),
+            ),
+            (Decision::Out, Source::Default) => (
+                Phase::OutDefault,
+                Some((
+                    LogLevel::Warn,
+                    "User consent preferences not found. Default consent of out will be used.",
+                )),
+            ),
+            (Decision::Out, Source::Initial) => (
+                Phase::Out,
+                Some((
+                    LogLevel::Warn,
+                    "Loaded user consent preferences. The user previously declined consent.",
+                )),
+            ),
+            (Decision::Out, Source::New) => (
+                Phase::Out,
+                (previous != Phase::Out).then_some((LogLevel::Warn, "User declined consent.")),
+            ),
+            (Decision::Pending, Source::Default) => (
+                Phase::Pending,
+                Some((
+                    LogLevel::Info,
+                    "User consent preferences not found. Default consent of pending will be used. Some commands may be delayed.",
+                )),
+            ),
+            (Decision::Pending, _) => (Phase::Pending, None),
+        };
+        if let Some((level, message)) = message {
+            self.log(level, message);
+        }
+        self.phase = phase;
+        self.recompute();
+    }
+
+    /// Recomputes the effective masks that [`Engine::check`] reads.
+    fn recompute(&mut self) {
+        let undecided = !self.purposes.decided() & !Purpose::GENERAL.bit();
+        let general = Purpose::GENERAL.bit();
+        let (eff_in, eff_out) = match self.phase.decision() {
+            Decision::In => (self.purposes.r#in | undecided | general, self.purposes.out),
+            Decision::Out => (self.purposes.r#in, self.purposes.out | undecided | general),
+            Decision::Pending => (self.purposes.r#in, self.purposes.out),
+        };
+        self.eff_in = eff_in;
+        self.eff_out = eff_out;
+        self.explicit_out = self.purposes.out;
+        self.general_reason = if self.phase == Phase::OutDefault {
+            RejectReason::NoPreferences
+        } else {
+            RejectReason::UserDeclined
+        };
+    }
+
+    /// Releases and declines queued commands as the current state allows, oldest first.
+    fn drain_queue(&mut self, now: Timestamp) {
+        let mut keep = VecDeque::with_capacity(self.queue.len());
+        while let Some(queued) = self.queue.pop_front() {
+            match self.check(queued.requirement) {
+                Verdict::Allowed => self.actions.push_back(Action::Release {
+                    command: queued.id,
+                    queued_for_ms: now.millis_since(queued.submitted),
+                }),
+                Verdict::Declined(reason) => self.actions.push_back(Action::Reject {
+                    command: queued.id,
+                    reason,
+                }),
+                Verdict::Pending => keep.push_back(queued),
+            }
+        }
+        self.queue = keep;
+    }
+
+    fn named_purposes(&self, masks: &PurposeMasks) -> Vec<(String, Decision)> {
+        self.config
+            .purposes
+            .iter()
+            .enumerate()
+            .filter_map(|(i, name)| {
+                let bit = Purpose::from_index(i)?.bit();
+                let decision = if masks.r#in & bit != 0 {
+                    Decision::In
+                } else if masks.out & bit != 0 {
+                    Decision::Out
+                } else if masks.pending & bit != 0 {
+                    Decision::Pending
+                } else {
+                    return None;
+                };
+                Some((name.clone(), decision))
+            })
+            .collect()
+    }
+
+    fn masks_from_names(&self, named: &[(String, Decision)]) -> PurposeMasks {
+        let mut masks = PurposeMasks::default();
+        for (name, decision) in named {
+            if let Some(purpose) = self.purpose(name)
+                && purpose != Purpose::GENERAL
+            {
+                masks.set(purpose, *decision);
+            }
+        }
+        masks
+    }
+
+    fn log(&mut self, level: LogLevel, message: impl Into<Cow<'static, str>>) {
+        self.actions.push_back(Action::Log {
+            level,
+            message: message.into(),
+        });
+    }
+
+    fn record(&mut self, now: Timestamp, source: RecordSource, hashes: &[String]) {
+        let record = ConsentRecord {
+            at: now,
+            source,
+            standards: Vec::new(),
+            payload_hashes: hashes.to_vec(),
+            general: self.phase.decision(),
+            purposes: self.named_purposes(&self.purposes),
+        };
+        self.actions.push_back(Action::Record(record));
+    }
+
+    fn record_payload(&mut self, now: Timestamp, job: &Job, general: Decision) {
+        let mut purposes = PurposeMasks::default();
+        purposes.apply(&job.local);
+        let record = ConsentRecord {
+            at: now,
+            source: RecordSource::User,
+            standards: job
+                .fingerprint
+                .objects
+                .iter()
+                .map(|o| o.key.clone())
+                .collect(),
+            payload_hashes: job
+                .fingerprint
+                .objects
+                .iter()
+                .map(|o| o.hash.clone())
+                .collect(),
+            general,
+            purposes: self.named_purposes(&purposes),
+        };
+        self.actions.push_back(Action::Record(record));
+    }
+
+    fn persist(&mut self) {
+        let snapshot = Snapshot {
+            fingerprint: self.fingerprint.clone(),
+            purposes: self.named_purposes(&self.purposes),
+        };
+        if self.last_snapshot.as_ref() != Some(&snapshot) {
+            self.last_snapshot = Some(snapshot.clone());
+            self.actions.push_back(Action::PersistState(snapshot));
+        }
+    }
+
+    fn notify(&mut self) {
+        if !self.started {
+            return;
+        }
+        let view = self.consent();
+        if self.last_view.as_ref() != Some(&view) {
+            self.last_view = Some(view.clone());
+            self.actions.push_back(Action::ConsentChanged(view));
+        }
+    }
+}

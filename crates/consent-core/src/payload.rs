@@ -1,0 +1,1045 @@
+//! `setConsent` payloads in the three standards, validated on the client with typed errors.
+//!
+//! The Web SDK sends consent objects to the server unchecked and lets the server answer 400; we
+//! check them before anything is sent, with the messages of the Web SDK's validators and the error
+//! codes the Edge server uses, so that `consent-server` can reuse the same checks.
+
+use std::fmt;
+
+use serde_json::{Map, Value};
+
+use crate::types::{Decision, Purpose};
+
+/// A consent standard and version that the engine understands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Standard {
+    /// `{standard: "Adobe", version: "1.0", value: {general: "in"|"out"}}`.
+    AdobeV1,
+    /// `{standard: "Adobe", version: "2.0", value: <XDM consents>}`.
+    AdobeV2,
+    /// `{standard: "IAB TCF", version: "2.0", value: <TC string>, gdprApplies, gdprContainsPersonalData?}`.
+    IabTcf,
+}
+
+impl Standard {
+    /// The `standard` field.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Standard::AdobeV1 | Standard::AdobeV2 => "Adobe",
+            Standard::IabTcf => "IAB TCF",
+        }
+    }
+
+    /// The `version` field.
+    pub const fn version(self) -> &'static str {
+        match self {
+            Standard::AdobeV1 => "1.0",
+            Standard::AdobeV2 | Standard::IabTcf => "2.0",
+        }
+    }
+}
+
+impl fmt::Display for Standard {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.name(), self.version())
+    }
+}
+
+/// An invalid consent object or `setConsent` options.
+///
+/// The message names the offending field as the Web SDK's validators do
+/// (`'consent[0].value.general': Expected one of these values: ["in","out"], but got "IN".`);
+/// [`PayloadError::edge_code`] and [`PayloadError::http_status`] give the answer an Edge server
+/// sends for the same input.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum PayloadError {
+    /// A required option or field is missing.
+    #[error("'{path}' is a required option")]
+    Required {
+        /// The field, e.g. `consent`.
+        path: String,
+    },
+    /// A field has the wrong JSON type.
+    #[error("'{path}': Expected {expected}, but got {got}.")]
+    WrongType {
+        /// The field.
+        path: String,
+        /// What was expected, e.g. `an array`.
+        expected: &'static str,
+        /// The received value, JSON-encoded.
+        got: String,
+    },
+    /// A field holds a value outside its enumeration.
+    #[error("'{path}': Expected one of these values: {allowed}, but got {got}.")]
+    NotOneOf {
+        /// The field.
+        path: String,
+        /// The allowed values, as a JSON array.
+        allowed: &'static str,
+        /// The received value, JSON-encoded.
+        got: String,
+    },
+    /// A field that the standard does not define.
+    #[error("'{path}': Unknown field.")]
+    UnknownField {
+        /// The field.
+        path: String,
+    },
+    /// A standard or version the engine does not support.
+    #[error(
+        "'{path}': Unsupported consent standard {standard} version {version}; expected Adobe 1.0, Adobe 2.0 or IAB TCF 2.0."
+    )]
+    UnsupportedStandard {
+        /// The consent object.
+        path: String,
+        /// The `standard` received, JSON-encoded.
+        standard: String,
+        /// The `version` received, JSON-encoded.
+        version: String,
+    },
+    /// A consent object without its `value`.
+    #[error("'{path}.value' is a required option")]
+    MissingValue {
+        /// The consent object.
+        path: String,
+    },
+    /// A consent object whose `value` is empty.
+    #[error("'{path}.value': Expected a non-empty value, but got {got}.")]
+    EmptyValue {
+        /// The consent object.
+        path: String,
+        /// The received value, JSON-encoded.
+        got: String,
+    },
+    /// An IAB TCF string that does not decode.
+    #[error("'{path}.value': Invalid IAB TCF consent string: {reason}")]
+    InvalidTcString {
+        /// The consent object.
+        path: String,
+        /// What the decoder said.
+        reason: String,
+    },
+}
+
+impl PayloadError {
+    /// The Edge error code for this error (`EXEG-0102-400`, `EXEG-0103-400`, `EXEG-0104-422`).
+    pub fn edge_code(&self) -> &'static str {
+        match self {
+            PayloadError::MissingValue { .. } => "EXEG-0103-400",
+            PayloadError::EmptyValue { .. } | PayloadError::InvalidTcString { .. } => {
+                "EXEG-0104-422"
+            }
+            _ => "EXEG-0102-400",
+        }
+    }
+
+    /// The HTTP status an Edge server answers with for this error.
+    pub fn http_status(&self) -> u16 {
+        match self {
+            PayloadError::EmptyValue { .. } | PayloadError::InvalidTcString { .. } => 422,
+            _ => 400,
+        }
+    }
+}
+
+fn json_of(value: &Value) -> String {
+    value.to_string()
+}
+
+/// The XDM `val` choices, case-sensitive.
+const XDM_VALS: &str = r#"["y","n","p","u","dy","dn","LI","CT","CP","VI","PI"]"#;
+
+/// Maps an XDM `val` to a decision: `y` is in, `n` is out, anything else (pending verification,
+/// unknown, defaults, legal bases) is pending. Returns `None` for a value outside the enumeration.
+fn xdm_decision(val: &str) -> Option<Decision> {
+    match val {
+        "y" => Some(Decision::In),
+        "n" => Some(Decision::Out),
+        "p" | "u" | "dy" | "dn" | "LI" | "CT" | "CP" | "VI" | "PI" => Some(Decision::Pending),
+        _ => None,
+    }
+}
+
+/// What one consent object says, evaluated locally.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub(crate) struct LocalDecision {
+    /// The decision for `general`, when the object makes one.
+    pub(crate) general: Option<Decision>,
+    /// Decisions for named purposes.
+    pub(crate) purposes: Vec<(Purpose, Decision)>,
+    /// Whether the object speaks for all purposes at once (Adobe 1.0), which clears any decision
+    /// a named purpose had of its own.
+    pub(crate) all_purposes: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Body {
+    AdobeV1 {
+        general: Decision,
+    },
+    AdobeV2 {
+        decision: LocalDecision,
+    },
+    IabTcf {
+        tc_string: String,
+        gdpr_applies: bool,
+        contains_personal_data: Option<bool>,
+    },
+}
+
+/// One validated consent object, kept with the JSON it was made from (which is what is sent).
+///
+/// ```
+/// use consent_core::{ConsentObject, Standard};
+///
+/// let object = ConsentObject::adobe_v1("in").unwrap();
+/// assert_eq!(object.standard(), Standard::AdobeV1);
+/// assert_eq!(object.to_json()["value"]["general"], "in");
+///
+/// let err = ConsentObject::adobe_v1("IN").unwrap_err();
+/// assert_eq!(
+///     err.to_string(),
+///     r#"'consent[0].value.general': Expected one of these values: ["in","out"], but got "IN"."#
+/// );
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConsentObject {
+    standard: Standard,
+    body: Body,
+    json: Value,
+}
+
+impl ConsentObject {
+    /// An Adobe 1.0 object `{general: value}`; `value` must be `"in"` or `"out"`.
+    pub fn adobe_v1(general: &str) -> Result<Self, PayloadError> {
+        Self::from_json(&serde_json::json!({
+            "standard": "Adobe", "version": "1.0", "value": {"general": general}
+        }))
+    }
+
+    /// An Adobe 2.0 object whose value is the XDM consents (`{"collect": {"val": "y"}, …}`).
+    pub fn adobe_v2(consents: Value) -> Result<Self, PayloadError> {
+        Self::from_json(&serde_json::json!({
+            "standard": "Adobe", "version": "2.0", "value": consents
+        }))
+    }
+
+    /// An IAB TCF 2.0 object. The TC string is decoded by the engine's IAB evaluator when the
+    /// object reaches the engine.
+    pub fn iab_tcf(tc_string: &str, gdpr_applies: bool) -> Result<Self, PayloadError> {
+        Self::from_json(&serde_json::json!({
+            "standard": "IAB TCF", "version": "2.0", "value": tc_string, "gdprApplies": gdpr_applies
+        }))
+    }
+
+    /// Validates one consent object given as JSON, as element 0 of the `consent` array.
+    pub fn from_json(value: &Value) -> Result<Self, PayloadError> {
+        Self::from_json_at(value, "consent[0]")
+    }
+
+    fn from_json_at(value: &Value, path: &str) -> Result<Self, PayloadError> {
+        let Value::Object(map) = value else {
+            return Err(PayloadError::WrongType {
+                path: path.to_owned(),
+                expected: "an object",
+                got: json_of(value),
+            });
+        };
+        let standard = map.get("standard").unwrap_or(&Value::Null);
+        let version = map.get("version").unwrap_or(&Value::Null);
+        let kind = match (standard.as_str(), version.as_str()) {
+            (Some("Adobe"), Some("1.0")) => Standard::AdobeV1,
+            (Some("Adobe"), Some("2.0")) => Standard::AdobeV2,
+            (Some("IAB TCF"), Some("2.0")) => Standard::IabTcf,
+            _ => {
+                return Err(PayloadError::UnsupportedStandard {
+                    path: path.to_owned(),
+                    standard: json_of(standard),
+                    version: json_of(version),
+                });
+            }
+        };
+        let allowed_fields: &[&str] = match kind {
+            Standard::AdobeV1 | Standard::AdobeV2 => &["standard", "version", "value"],
+            Standard::IabTcf => &[
+                "standard",
+                "version",
+                "value",
+                "gdprApplies",
+                "gdprContainsPersonalData",
+            ],
+        };
+        reject_unknown(map, allowed_fields, path)?;
+        let Some(inner) = map.get("value").filter(|v| !v.is_null()) else {
+            return Err(PayloadError::MissingValue {
+                path: path.to_owned(),
+            });
+        };
+        let value_path = format!("{path}.value");
+        let body = match kind {
+            Standard::AdobeV1 => parse_adobe_v1(inner, &value_path)?,
+            Standard::AdobeV2 => parse_adobe_v2(inner, &value_path)?,
+            Standard::IabTcf => parse_iab(map, inner, path)?,
+        };
+        Ok(Self {
+            standard: kind,
+            body,
+            json: value.clone(),
+        })
+    }
+
+    /// The standard and version.
+    pub fn standard(&self) -> Standard {
+        self.standard
+    }
+
+    /// The object as JSON, exactly as it is sent to the server.
+    pub fn to_json(&self) -> &Value {
+        &self.json
+    }
+
+    /// For IAB TCF objects: the TC string and `gdprApplies`.
+    pub fn iab(&self) -> Option<(&str, bool)> {
+        match &self.body {
+            Body::IabTcf {
+                tc_string,
+                gdpr_applies,
+                ..
+            } => Some((tc_string, *gdpr_applies)),
+            _ => None,
+        }
+    }
+
+    /// For IAB TCF objects: `gdprContainsPersonalData`, when given.
+    pub fn gdpr_contains_personal_data(&self) -> Option<bool> {
+        match &self.body {
+            Body::IabTcf {
+                contains_personal_data,
+                ..
+            } => *contains_personal_data,
+            _ => None,
+        }
+    }
+
+    /// The local evaluation of an Adobe object. IAB objects need the TC string decoder and are
+    /// evaluated by the engine.
+    pub(crate) fn local_adobe_decision(&self) -> Option<LocalDecision> {
+        match &self.body {
+            Body::AdobeV1 { general } => Some(LocalDecision {
+                general: Some(*general),
+                purposes: Vec::new(),
+                all_purposes: true,
+            }),
+            Body::AdobeV2 { decision } => Some(decision.clone()),
+            Body::IabTcf { .. } => None,
+        }
+    }
+}
+
+fn reject_unknown(
+    map: &Map<String, Value>,
+    allowed: &[&str],
+    path: &str,
+) -> Result<(), PayloadError> {
+    match map.keys().find(|key| !allowed.contains(&key.as_str())) {
+        Some(key) => Err(PayloadError::UnknownField {
+            path: format!("{path}.{key}"),
+        }),
+        None => Ok(()),
+    }
+}
+
+fn parse_adobe_v1(value: &Value, path: &str) -> Result<Body, PayloadError> {
+    let Value::Object(map) = value else {
+        return Err(PayloadError::WrongType {
+            path: path.to_owned(),
+            expected: "an object",
+            got: json_of(value),
+        });
+    };
+    reject_unknown(map, &["general"], path)?;
+    let general = map.get("general").ok_or_else(|| PayloadError::Required {
+        path: format!("{path}.general"),
+    })?;
+    let decision = match general.as_str() {
+        Some("in") => Decision::In,
+        Some("out") => Decision::Out,
+        _ => {
+            return Err(PayloadError::NotOneOf {
+                path: format!("{path}.general"),
+                allowed: r#"["in","out"]"#,
+                got: json_of(general),
+            });
+        }
+    };
+    Ok(Body::AdobeV1 { general: decision })
+}
+
+/// Reads `{val: <choice>, ...}`: `val` is required and must be one of the XDM choices; the other
+/// fields the XDM type allows (`time`, `reason`, `idType`, `subscriptions`) are accepted as given.
+fn parse_field(value: &Value, path: &str, extra: &[&str]) -> Result<Decision, PayloadError> {
+    let Value::Object(map) = value else {
+        return Err(PayloadError::WrongType {
+            path: path.to_owned(),
+            expected: "an object",
+            got: json_of(value),
+        });
+    };
+    let mut allowed = vec!["val"];
+    allowed.extend_from_slice(extra);
+    reject_unknown(map, &allowed, path)?;
+    let val = map.get("val").ok_or_else(|| PayloadError::Required {
+        path: format!("{path}.val"),
+    })?;
+    val.as_str()
+        .and_then(xdm_decision)
+        .ok_or_else(|| PayloadError::NotOneOf {
+            path: format!("{path}.val"),
+            allowed: XDM_VALS,
+            got: json_of(val),
+        })
+}
+
+fn parse_adobe_v2(value: &Value, path: &str) -> Result<Body, PayloadError> {
+    let Value::Object(map) = value else {
+        return Err(PayloadError::WrongType {
+            path: path.to_owned(),
+            expected: "an object",
+            got: json_of(value),
+        });
+    };
+    if map.is_empty() {
+        return Err(PayloadError::EmptyValue {
+            path: path.trim_end_matches(".value").to_owned(),
+            got: "{}".to_owned(),
+        });
+    }
+    reject_unknown(
+        map,
+        &[
+            "collect",
+            "share",
+            "personalize",
+            "marketing",
+            "adID",
+            "metadata",
+            "idSpecific",
+        ],
+        path,
+    )?;
+    let mut decision = LocalDecision::default();
+    if let Some(collect) = map.get("collect") {
+        decision.general = Some(parse_field(collect, &format!("{path}.collect"), &["time"])?);
+    }
+    if let Some(share) = map.get("share") {
+        let d = parse_field(share, &format!("{path}.share"), &["time"])?;
+        decision.purposes.push((Purpose::SHARE, d));
+    }
+    if let Some(ad_id) = map.get("adID") {
+        let d = parse_field(ad_id, &format!("{path}.adID"), &["idType", "time"])?;
+        if let Some(id_type) = ad_id.get("idType")
+            && !matches!(id_type.as_str(), Some("IDFA" | "GAID"))
+        {
+            return Err(PayloadError::NotOneOf {
+                path: format!("{path}.adID.idType"),
+                allowed: r#"["IDFA","GAID"]"#,
+                got: json_of(id_type),
+            });
+        }
+        decision.purposes.push((Purpose::AD_ID, d));
+    }
+    if let Some(personalize) = map.get("personalize") {
+        let ppath = format!("{path}.personalize");
+        let Value::Object(pmap) = personalize else {
+            return Err(PayloadError::WrongType {
+                path: ppath,
+                expected: "an object",
+                got: json_of(personalize),
+            });
+        };
+        reject_unknown(pmap, &["content"], &ppath)?;
+        if let Some(content) = pmap.get("content") {
+            let d = parse_field(content, &format!("{ppath}.content"), &["time"])?;
+            decision.purposes.push((Purpose::PERSONALIZE_CONTENT, d));
+        }
+    }
+    if let Some(marketing) = map.get("marketing") {
+        parse_marketing(marketing, &format!("{path}.marketing"), &mut decision)?;
+    }
+    if let Some(metadata) = map.get("metadata") {
+        let mpath = format!("{path}.metadata");
+        let Value::Object(mmap) = metadata else {
+            return Err(PayloadError::WrongType {
+                path: mpath,
+                expected: "an object",
+                got: json_of(metadata),
+            });
+        };
+        reject_unknown(mmap, &["time"], &mpath)?;
+        if let Some(time) = mmap.get("time")
+            && !time.is_string()
+        {
+            return Err(PayloadError::WrongType {
+                path: format!("{mpath}.time"),
+                expected: "a date-time string",
+                got: json_of(time),
+            });
+        }
+    }
+    if let Some(id_specific) = map.get("idSpecific")
+        && !id_specific.is_object()
+    {
+        return Err(PayloadError::WrongType {
+            path: format!("{path}.idSpecific"),
+            expected: "an object",
+            got: json_of(id_specific),
+        });
+    }
+    Ok(Body::AdobeV2 { decision })
+}
+
+const MARKETING_PREFERRED: &str = r#"["email","push","inApp","sms","whatsApp","phone","phyMail","inVehicle","inHome","iot","social","other","none","unknown"]"#;
+
+/// Reads `marketing`, applying `marketing.any`: `n` overrides every channel, `y` makes unset
+/// channels `y`, unset leaves each channel to itself.
+fn parse_marketing(
+    value: &Value,
+    path: &str,
+    decision: &mut LocalDecision,
+) -> Result<(), PayloadError> {
+    let Value::Object(map) = value else {
+        return Err(PayloadError::WrongType {
+            path: path.to_owned(),
+            expected: "an object",
+            got: json_of(value),
+        });
+    };
+    let mut allowed = vec!["preferred", "any"];
+    allowed.extend(Purpose::MARKETING_CHANNELS.iter().map(|(name, _)| *name));
+    reject_unknown(map, &allowed, path)?;
+    if let Some(preferred) = map.get("preferred") {
+        let ok = preferred
+            .as_str()
+            .is_some_and(|p| MARKETING_PREFERRED.contains(&format!("\"{p}\"")));
+        if !ok {
+            return Err(PayloadError::NotOneOf {
+                path: format!("{path}.preferred"),
+                allowed: MARKETING_PREFERRED,
+                got: json_of(preferred),
+            });
+        }
+    }
+    let field_extras = ["time", "reason", "subscriptions"];
+    let any = match map.get("any") {
+        Some(any) => Some(parse_field(any, &format!("{path}.any"), &field_extras)?),
+        None => None,
+    };
+    if let Some(any) = any {
+        decision.purposes.push((Purpose::MARKETING_ANY, any));
+    }
+    for (name, purpose) in Purpose::MARKETING_CHANNELS {
+        let own = match map.get(name) {
+            Some(channel) => Some(parse_field(
+                channel,
+                &format!("{path}.{name}"),
+                &field_extras,
+            )?),
+            None => None,
+        };
+        let effective = match (any, own) {
+            (Some(Decision::Out), _) => Some(Decision::Out),
+            (_, Some(own)) => Some(own),
+            (Some(Decision::In), None) => Some(Decision::In),
+            _ => None,
+        };
+        if let Some(d) = effective {
+            decision.purposes.push((purpose, d));
+        }
+    }
+    Ok(())
+}
+
+fn parse_iab(map: &Map<String, Value>, value: &Value, path: &str) -> Result<Body, PayloadError> {
+    let Some(tc) = value.as_str() else {
+        return Err(PayloadError::WrongType {
+            path: format!("{path}.value"),
+            expected: "a TC string",
+            got: json_of(value),
+        });
+    };
+    if tc.is_empty() {
+        return Err(PayloadError::EmptyValue {
+            path: path.to_owned(),
+            got: json_of(value),
+        });
+    }
+    let flag = |name: &str| -> Result<Option<bool>, PayloadError> {
+        match map.get(name) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::Bool(b)) => Ok(Some(*b)),
+            Some(other) => Err(PayloadError::WrongType {
+                path: format!("{path}.{name}"),
+                expected: "a boolean",
+                got: json_of(other),
+            }),
+        }
+    };
+    Ok(Body::IabTcf {
+        tc_string: tc.to_owned(),
+        // Without `gdprApplies` the strict reading applies: the string must grant consent.
+        gdpr_applies: flag("gdprApplies")?.unwrap_or(true),
+        contains_personal_data: flag("gdprContainsPersonalData")?,
+    })
+}
+
+/// Validated `setConsent` options: the consent objects, and optionally an identity map and
+/// configuration overrides.
+///
+/// [`SetConsentOptions::from_json`] accepts and rejects exactly what the Web SDK's option
+/// validator does, with its messages, and additionally validates every consent object.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SetConsentOptions {
+    /// The consent objects, in order.
+    pub consent: Vec<ConsentObject>,
+    /// The identity map sent as the body's top-level `identityMap`.
+    pub identity_map: Option<Value>,
+    /// Configuration overrides, sent as `meta.configOverrides`.
+    pub edge_config_overrides: Option<Value>,
+}
+
+impl SetConsentOptions {
+    /// Options carrying the given consent objects and nothing else.
+    pub fn new(consent: Vec<ConsentObject>) -> Self {
+        Self {
+            consent,
+            identity_map: None,
+            edge_config_overrides: None,
+        }
+    }
+
+    /// Validates `{consent: [...], identityMap?, edgeConfigOverrides?}`.
+    ///
+    /// ```
+    /// use consent_core::SetConsentOptions;
+    /// use serde_json::json;
+    ///
+    /// let err = SetConsentOptions::from_json(&json!({"consent": []})).unwrap_err();
+    /// assert_eq!(err.to_string(), "'consent': Expected a non-empty array, but got [].");
+    /// ```
+    pub fn from_json(options: &Value) -> Result<Self, PayloadError> {
+        let map = match options {
+            Value::Null => {
+                return Err(PayloadError::Required {
+                    path: "undefined".to_owned(),
+                });
+            }
+            Value::Object(map) => map,
+            other => {
+                return Err(PayloadError::WrongType {
+                    path: "undefined".to_owned(),
+                    expected: "an object",
+                    got: json_of(other),
+                });
+            }
+        };
+        reject_unknown(map, &["consent", "identityMap", "edgeConfigOverrides"], "").map_err(
+            |err| match err {
+                PayloadError::UnknownField { path } => PayloadError::UnknownField {
+                    path: path.trim_start_matches('.').to_owned(),
+                },
+                other => other,
+            },
+        )?;
+        let consent = match map.get("consent") {
+            None | Some(Value::Null) => {
+                return Err(PayloadError::Required {
+                    path: "consent".to_owned(),
+                });
+            }
+            Some(Value::Array(items)) if items.is_empty() => {
+                return Err(PayloadError::WrongType {
+                    path: "consent".to_owned(),
+                    expected: "a non-empty array",
+                    got: "[]".to_owned(),
+                });
+            }
+            Some(Value::Array(items)) => items
+                .iter()
+                .enumerate()
+                .map(|(i, item)| ConsentObject::from_json_at(item, &format!("consent[{i}]")))
+                .collect::<Result<Vec<_>, _>>()?,
+            Some(other) => {
+                return Err(PayloadError::WrongType {
+                    path: "consent".to_owned(),
+                    expected: "an array",
+                    got: json_of(other),
+                });
+            }
+        };
+        let identity_map = match map.get("identityMap") {
+            None | Some(Value::Null) => None,
+            Some(value) => {
+                validate_identity_map(value)?;
+                Some(value.clone())
+            }
+        };
+        let edge_config_overrides = match map.get("edgeConfigOverrides") {
+            None | Some(Value::Null) => None,
+            Some(value @ Value::Object(_)) => Some(value.clone()),
+            Some(other) => {
+                return Err(PayloadError::WrongType {
+                    path: "edgeConfigOverrides".to_owned(),
+                    expected: "an object",
+                    got: json_of(other),
+                });
+            }
+        };
+        Ok(Self {
+            consent,
+            identity_map,
+            edge_config_overrides,
+        })
+    }
+
+    /// The consent objects as the JSON array sent in the request body.
+    pub fn consent_json(&self) -> Vec<Value> {
+        self.consent.iter().map(|c| c.to_json().clone()).collect()
+    }
+}
+
+/// The Web SDK's identity map check: a map of namespaces to arrays of identity objects with only
+/// `authenticatedState`, `id`, `namespace`, `primary` and `xid`.
+pub fn validate_identity_map(value: &Value) -> Result<(), PayloadError> {
+    let Value::Object(map) = value else {
+        return Err(PayloadError::WrongType {
+            path: "identityMap".to_owned(),
+            expected: "an object",
+            got: json_of(value),
+        });
+    };
+    for (namespace, identities) in map {
+        let npath = format!("identityMap.{namespace}");
+        let Value::Array(items) = identities else {
+            return Err(PayloadError::WrongType {
+                path: npath,
+                expected: "an array",
+                got: json_of(identities),
+            });
+        };
+        for (i, identity) in items.iter().enumerate() {
+            let ipath = format!("{npath}[{i}]");
+            let Value::Object(fields) = identity else {
+                return Err(PayloadError::WrongType {
+                    path: ipath,
+                    expected: "an object",
+                    got: json_of(identity),
+                });
+            };
+            reject_unknown(
+                fields,
+                &["authenticatedState", "id", "namespace", "primary", "xid"],
+                &ipath,
+            )?;
+            for (field, check) in [
+                ("id", Value::is_string as fn(&Value) -> bool),
+                ("xid", Value::is_string),
+                ("primary", Value::is_boolean),
+            ] {
+                if let Some(v) = fields.get(field)
+                    && !check(v)
+                {
+                    return Err(PayloadError::WrongType {
+                        path: format!("{ipath}.{field}"),
+                        expected: if field == "primary" {
+                            "true or false"
+                        } else {
+                            "a string"
+                        },
+                        got: json_of(v),
+                    });
+                }
+            }
+            if let Some(state) = fields.get("authenticatedState")
+                && !matches!(
+                    state.as_str(),
+                    Some("ambiguous" | "authenticated" | "loggedOut")
+                )
+            {
+                return Err(PayloadError::NotOneOf {
+                    path: format!("{ipath}.authenticatedState"),
+                    allowed: r#"["ambiguous","authenticated","loggedOut"]"#,
+                    got: json_of(state),
+                });
+            }
+            if let Some(ns) = fields.get("namespace") {
+                let ok = ns.as_object().is_some_and(|o| {
+                    o.keys().all(|k| k == "code") && o.get("code").is_none_or(Value::is_string)
+                });
+                if !ok {
+                    return Err(PayloadError::WrongType {
+                        path: format!("{ipath}.namespace"),
+                        expected: "an object with a string code",
+                        got: json_of(ns),
+                    });
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Decides what an IAB TCF string means for data collection.
+///
+/// The engine asks it once per IAB consent object, when the object arrives; a string it cannot
+/// decode is refused with [`PayloadError::InvalidTcString`] and changes nothing.
+pub trait IabEvaluator: fmt::Debug + Send + Sync {
+    /// Whether `tc_string` grants purpose 1 (store and access information on a device) and
+    /// consent for `vendor_id`. `Err` carries the decoder's reason.
+    fn grants_collection(&self, tc_string: &str, vendor_id: u16) -> Result<bool, String>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn check(options: Value, expected: Result<usize, &str>) {
+        match (SetConsentOptions::from_json(&options), expected) {
+            (Ok(parsed), Ok(n)) => assert_eq!(parsed.consent.len(), n, "{options}"),
+            (Err(err), Err(message)) => assert_eq!(err.to_string(), message, "{options}"),
+            (got, want) => panic!("{options}: got {got:?}, want {want:?}"),
+        }
+    }
+
+    const IN: &str = r#"{"standard":"Adobe","version":"1.0","value":{"general":"in"}}"#;
+
+    fn adobe_in() -> Value {
+        serde_json::from_str(IN).unwrap()
+    }
+
+    #[test]
+    fn set_consent_options_match_the_web_sdk_validator() {
+        check(json!(null), Err("'undefined' is a required option"));
+        check(
+            json!("in"),
+            Err(r#"'undefined': Expected an object, but got "in"."#),
+        );
+        check(json!({}), Err("'consent' is a required option"));
+        check(
+            json!({"consent": []}),
+            Err("'consent': Expected a non-empty array, but got []."),
+        );
+        check(
+            json!({"consent": {}}),
+            Err("'consent': Expected an array, but got {}."),
+        );
+        check(
+            json!({"consent": [adobe_in()], "foo": 1}),
+            Err("'foo': Unknown field."),
+        );
+        check(json!({"consent": [adobe_in()]}), Ok(1));
+        check(
+            json!({"consent": [{"standard": "IAB TCF", "version": "2.0", "value": "1234abcd", "gdprApplies": true}, adobe_in()]}),
+            Ok(2),
+        );
+        check(
+            json!({"consent": [adobe_in()], "identityMap": {"HYP": [{}]}}),
+            Ok(1),
+        );
+        check(
+            json!({"consent": [adobe_in()], "identityMap": {"HYP": [{"id": "1234", "authenticatedState": "ambiguous"}]}}),
+            Ok(1),
+        );
+        check(
+            json!({"consent": [adobe_in()], "identityMap": {"email": []}}),
+            Ok(1),
+        );
+        check(
+            json!({"consent": [adobe_in()], "identityMap": {"HYP": [{"blah": "1234"}]}}),
+            Err("'identityMap.HYP[0].blah': Unknown field."),
+        );
+        check(
+            json!({"consent": [adobe_in()], "identityMap": []}),
+            Err("'identityMap': Expected an object, but got []."),
+        );
+        check(
+            json!({"consent": [adobe_in()], "identityMap": {"email": [[]]}}),
+            Err("'identityMap.email[0]': Expected an object, but got []."),
+        );
+        check(
+            json!({"consent": [adobe_in()], "edgeConfigOverrides": {}}),
+            Ok(1),
+        );
+        check(
+            json!({"consent": [adobe_in()], "edgeConfigOverrides": {"datastreamId": "x"}}),
+            Ok(1),
+        );
+        // Stricter than the Web SDK, which leaves the contents to the server.
+        check(
+            json!({"consent": [1]}),
+            Err("'consent[0]': Expected an object, but got 1."),
+        );
+    }
+
+    fn object(value: Value) -> Result<ConsentObject, PayloadError> {
+        ConsentObject::from_json(&value)
+    }
+
+    fn code(value: Value) -> &'static str {
+        object(value).unwrap_err().edge_code()
+    }
+
+    #[test]
+    fn standards_are_checked_with_edge_codes() {
+        // Adobe 1.0 accepts only `general` (production Edge answers EXEG-0102-400).
+        let err =
+            object(json!({"standard": "Adobe", "version": "1.0", "value": {"analytics": "in"}}))
+                .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "'consent[0].value.analytics': Unknown field."
+        );
+        assert_eq!((err.edge_code(), err.http_status()), ("EXEG-0102-400", 400));
+        assert_eq!(
+            code(json!({"standard": "IAB", "version": "2.0", "value": "x", "gdprApplies": true})),
+            "EXEG-0102-400"
+        );
+        assert_eq!(
+            code(
+                json!({"standard": "IAB TCF", "version": "6.9", "value": "x", "gdprApplies": true})
+            ),
+            "EXEG-0102-400"
+        );
+        let missing = object(json!({"standard": "IAB TCF", "version": "2.0", "gdprApplies": true}))
+            .unwrap_err();
+        assert_eq!(missing.edge_code(), "EXEG-0103-400");
+        assert_eq!(
+            missing.to_string(),
+            "'consent[0].value' is a required option"
+        );
+        let empty = object(
+            json!({"standard": "IAB TCF", "version": "2.0", "value": "", "gdprApplies": true}),
+        )
+        .unwrap_err();
+        assert_eq!(
+            (empty.edge_code(), empty.http_status()),
+            ("EXEG-0104-422", 422)
+        );
+        assert_eq!(
+            code(json!({"standard": "Adobe", "version": "1.0", "value": {"general": "pending"}})),
+            "EXEG-0102-400"
+        );
+        assert_eq!(
+            code(
+                json!({"standard": "IAB TCF", "version": "2.0", "value": "x", "gdprApplies": "yes"})
+            ),
+            "EXEG-0102-400"
+        );
+    }
+
+    fn local(value: Value) -> LocalDecision {
+        ConsentObject::adobe_v2(value)
+            .unwrap()
+            .local_adobe_decision()
+            .unwrap()
+    }
+
+    #[test]
+    fn adobe_v2_collect_decides_general() {
+        for (val, expected) in [
+            ("y", Decision::In),
+            ("n", Decision::Out),
+            ("p", Decision::Pending),
+            ("u", Decision::Pending),
+            ("dy", Decision::Pending),
+            ("dn", Decision::Pending),
+            ("LI", Decision::Pending),
+            ("CT", Decision::Pending),
+            ("CP", Decision::Pending),
+            ("VI", Decision::Pending),
+            ("PI", Decision::Pending),
+        ] {
+            assert_eq!(
+                local(json!({"collect": {"val": val}})).general,
+                Some(expected),
+                "{val}"
+            );
+        }
+        let err = ConsentObject::adobe_v2(json!({"collect": {"val": "Y"}})).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            r#"'consent[0].value.collect.val': Expected one of these values: ["y","n","p","u","dy","dn","LI","CT","CP","VI","PI"], but got "Y"."#
+        );
+        let err = ConsentObject::adobe_v2(json!({"collect": {}})).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "'consent[0].value.collect.val' is a required option"
+        );
+        assert!(ConsentObject::adobe_v2(json!({})).is_err());
+        assert!(ConsentObject::adobe_v2(json!({"colect": {"val": "y"}})).is_err());
+        assert!(ConsentObject::adobe_v2(json!({"adID": {"val": "y", "idType": "X"}})).is_err());
+        assert!(
+            ConsentObject::adobe_v2(json!({"marketing": {"preferred": "carrier pigeon"}})).is_err()
+        );
+    }
+
+    #[test]
+    fn adobe_v2_purposes_and_marketing_any() {
+        let d = local(json!({
+            "collect": {"val": "y"},
+            "share": {"val": "n"},
+            "personalize": {"content": {"val": "y"}},
+            "adID": {"val": "p", "idType": "IDFA"},
+            "metadata": {"time": "2019-01-01T15:52:25+00:00"}
+        }));
+        assert_eq!(d.general, Some(Decision::In));
+        assert!(d.purposes.contains(&(Purpose::SHARE, Decision::Out)));
+        assert!(
+            d.purposes
+                .contains(&(Purpose::PERSONALIZE_CONTENT, Decision::In))
+        );
+        assert!(d.purposes.contains(&(Purpose::AD_ID, Decision::Pending)));
+        assert!(!d.all_purposes);
+
+        // `any: n` overrides every channel.
+        let d = local(json!({"marketing": {"any": {"val": "n"}, "email": {"val": "y"}}}));
+        assert_eq!(d.general, None);
+        assert!(
+            d.purposes
+                .contains(&(Purpose::MARKETING_EMAIL, Decision::Out))
+        );
+        assert!(
+            d.purposes
+                .contains(&(Purpose::MARKETING_SMS, Decision::Out))
+        );
+        // `any: y` fills unset channels, explicit `n` still wins.
+        let d = local(json!({"marketing": {"any": {"val": "y"}, "email": {"val": "n"}}}));
+        assert!(
+            d.purposes
+                .contains(&(Purpose::MARKETING_EMAIL, Decision::Out))
+        );
+        assert!(
+            d.purposes
+                .contains(&(Purpose::MARKETING_PUSH, Decision::In))
+        );
+        // Unset `any` leaves each channel to itself.
+        let d = local(json!({"marketing": {"push": {"val": "n"}}}));
+        assert_eq!(d.purposes, vec![(Purpose::MARKETING_PUSH, Decision::Out)]);
+    }
+
+    #[test]
+    fn iab_objects_keep_their_flags() {
+        let o = ConsentObject::iab_tcf("CO1", false).unwrap();
+        assert_eq!(o.iab(), Some(("CO1", false)));
+        let o = object(json!({"standard": "IAB TCF", "version": "2.0", "value": "CO1", "gdprContainsPersonalData": true}))
+            .unwrap();
+        assert_eq!(o.iab(), Some(("CO1", true)), "gdprApplies defaults to true");
+        assert_eq!(o.gdpr_contains_personal_data(), Some(true));
+        assert!(
+            object(json!({"standard": "IAB TCF", "version": "2.0", "value": "CO1", "extra": 1}))
+                .is_err()
+        );
+    }
+}
