@@ -414,6 +414,10 @@ pub enum HandleError {
     /// [`Input::Start`] was given twice.
     #[error("the engine has already started")]
     AlreadyStarted,
+    /// A `setConsent` call or a response before [`Input::Start`]: the engine must know the stored
+    /// consent before it can send or apply one.
+    #[error("the engine has not started: give it Input::Start first")]
+    NotStarted,
     /// A command id that is still queued.
     #[error("command {0:?} is already queued")]
     DuplicateCommand(CommandId),
@@ -718,6 +722,9 @@ impl Engine {
                 requirement,
                 mode,
             } => self.submit(now, id, requirement, mode)?,
+            Input::SetConsent { .. } | Input::Response(_) if !self.started => {
+                return Err(HandleError::NotStarted);
+            }
             Input::SetConsent { id, options } => self.set_consent(now, id, options)?,
             Input::Response(response) => self.response(now, response)?,
             Input::Tick => self.tick(now),

@@ -263,7 +263,7 @@ fn fnv(s: &str) -> u64 {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 1000, ..ProptestConfig::default() })]
 
     #[test]
     fn engine_invariants_hold_after_every_step(

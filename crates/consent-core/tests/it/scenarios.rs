@@ -121,6 +121,30 @@ fn commands_before_start_wait_for_the_stored_state() {
     assert!(h.released.is_empty());
     let fast = h.submit_with(Requirement::general(), Mode::FailFast);
     assert_eq!(h.reason_of(fast), Some(RejectReason::Pending));
+    // setConsent and responses need the stored state first.
+    let options = SetConsentOptions::new(vec![ConsentObject::adobe_v1("in").unwrap()]);
+    let err = h
+        .engine
+        .handle(
+            h.now,
+            Input::SetConsent {
+                id: SetConsentId(1),
+                options,
+            },
+        )
+        .unwrap_err();
+    assert_eq!(err, HandleError::NotStarted);
+    let response = Response {
+        origin: Origin::Other,
+        outcome: Outcome::Success,
+        cookies: vec![],
+    };
+    assert_eq!(
+        h.engine
+            .handle(h.now, Input::Response(response))
+            .unwrap_err(),
+        HandleError::NotStarted
+    );
     h.start();
     assert_eq!(h.released, vec![c]);
 }
