@@ -1,0 +1,434 @@
+//! The small file-system interface every store goes through.
+//!
+//! Everything durable in this crate is built from a handful of primitives: append to a file, sync it,
+//! write a new file, rename it over an old one, sync the directory. Putting them behind [`Io`] lets the
+//! same code run on the real disk ([`DiskIo`]), in memory ([`MemIo`], which can also simulate a power
+//! loss) and under injected faults ([`FaultyIo`](crate::FaultyIo)).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Debug;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+/// File-system primitives used by the stores.
+///
+/// Implementations must give the POSIX guarantees the stores rely on: `rename` replaces the target
+/// atomically, data written to a file is durable once [`IoFile::sync`] returned, and a new or renamed
+/// directory entry is durable once [`Io::sync_dir`] returned for its directory.
+pub trait Io: Clone + Debug + Send + Sync + 'static {
+    /// An open file, positioned for appending.
+    type File: IoFile;
+
+    /// Creates `dir` and its parents if they are missing.
+    fn create_dir_all(&self, dir: &Path) -> io::Result<()>;
+    /// Reads a whole file; a missing file is an error of kind [`io::ErrorKind::NotFound`].
+    fn read(&self, path: &Path) -> io::Result<Vec<u8>>;
+    /// Reads a whole file into `buf`, replacing its content; reusing one buffer for many files
+    /// saves allocating and faulting in fresh memory for each.
+    fn read_into(&self, path: &Path, buf: &mut Vec<u8>) -> io::Result<()> {
+        *buf = self.read(path)?;
+        Ok(())
+    }
+    /// Reads `len` bytes at `offset`.
+    fn read_range(&self, path: &Path, offset: u64, len: usize) -> io::Result<Vec<u8>>;
+    /// Opens a file for appending, creating it empty if it is missing.
+    fn open_append(&self, path: &Path) -> io::Result<Self::File>;
+    /// Creates a file, truncating it if it exists, opened for appending.
+    fn create(&self, path: &Path) -> io::Result<Self::File>;
+    /// Renames `from` to `to`, atomically replacing `to`.
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
+    /// Removes a file.
+    fn remove_file(&self, path: &Path) -> io::Result<()>;
+    /// Lists the names of the files in `dir`.
+    fn list(&self, dir: &Path) -> io::Result<Vec<String>>;
+    /// Makes the entries of `dir` (created, renamed and removed files) durable.
+    fn sync_dir(&self, dir: &Path) -> io::Result<()>;
+}
+
+/// An open file handed out by an [`Io`].
+pub trait IoFile: Debug + Send {
+    /// Appends all of `buf` at the end of the file.
+    fn write_all(&mut self, buf: &[u8]) -> io::Result<()>;
+    /// Makes the data written so far durable (`fdatasync`).
+    fn sync(&mut self) -> io::Result<()>;
+    /// Cuts the file to `len` bytes; later appends continue from there.
+    fn truncate(&mut self, len: u64) -> io::Result<()>;
+}
+
+/// The real file system, through `std::fs`.
+///
+/// Directory sync opens the directory and calls `sync_all` on it, which is what Linux and the BSDs
+/// need for a rename or a new file to survive a power loss.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DiskIo;
+
+/// A file opened by [`DiskIo`].
+#[derive(Debug)]
+pub struct DiskFile(File);
+
+impl Io for DiskIo {
+    type File = DiskFile;
+
+    fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
+        fs::create_dir_all(dir)
+    }
+
+    fn read(&self, path: &Path) -> io::Result<Vec<u8>> {
+        fs::read(path)
+    }
+
+    fn read_into(&self, path: &Path, buf: &mut Vec<u8>) -> io::Result<()> {
+        buf.clear();
+        File::open(path)?.read_to_end(buf)?;
+        Ok(())
+    }
+
+    fn read_range(&self, path: &Path, offset: u64, len: usize) -> io::Result<Vec<u8>> {
+        let mut file = File::open(path)?;
+        file.seek(SeekFrom::Start(offset))?;
+        let mut buf = vec![0; len];
+        file.read_exact(&mut buf)?;
+        Ok(buf)
+    }
+
+    fn open_append(&self, path: &Path) -> io::Result<DiskFile> {
+        OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map(DiskFile)
+    }
+
+    fn create(&self, path: &Path) -> io::Result<DiskFile> {
+        OpenOptions::new()
+            .create(true)
+            .write(true)
+            .truncate(true)
+            .open(path)
+            .map(DiskFile)
+    }
+
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        fs::rename(from, to)
+    }
+
+    fn remove_file(&self, path: &Path) -> io::Result<()> {
+        fs::remove_file(path)
+    }
+
+    fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
+        let mut names = Vec::new();
+        for entry in fs::read_dir(dir)? {
+            let entry = entry?;
+            if entry.file_type()?.is_file()
+                && let Some(name) = entry.file_name().to_str()
+            {
+                names.push(name.to_owned());
+            }
+        }
+        Ok(names)
+    }
+
+    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        File::open(dir)?.sync_all()
+    }
+}
+
+impl IoFile for DiskFile {
+    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+        self.0.write_all(buf)
+    }
+
+    fn sync(&mut self) -> io::Result<()> {
+        self.0.sync_data()
+    }
+
+    fn truncate(&mut self, len: u64) -> io::Result<()> {
+        self.0.set_len(len)
+    }
+}
+
+/// An in-memory file system that remembers what has been made durable.
+///
+/// Every file keeps the bytes written to it and the bytes it had at its last sync; every directory
+/// keeps its live entries and the entries it had at its last directory sync. [`MemIo::crash`] throws
+/// away everything that was not made durable, the way a power loss would, so tests can check that a
+/// store written through [`Io`] recovers.
+#[derive(Debug, Clone, Default)]
+pub struct MemIo {
+    fs: Arc<Mutex<MemFs>>,
+}
+
+#[derive(Debug, Default)]
+struct MemFs {
+    next_id: u64,
+    nodes: BTreeMap<u64, Node>,
+    live: BTreeMap<PathBuf, u64>,
+    durable: BTreeMap<PathBuf, u64>,
+    dirs: BTreeSet<PathBuf>,
+}
+
+#[derive(Debug, Default)]
+struct Node {
+    data: Vec<u8>,
+    synced: Vec<u8>,
+}
+
+/// A file opened by [`MemIo`].
+#[derive(Debug)]
+pub struct MemFile {
+    fs: MemIo,
+    id: u64,
+}
+
+fn not_found(path: &Path) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::NotFound,
+        format!("{} not found", path.display()),
+    )
+}
+
+impl MemIo {
+    /// Creates an empty in-memory file system.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, MemFs> {
+        self.fs.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Simulates a power loss: every file goes back to its content at its last sync and every
+    /// directory to its entries at its last directory sync.
+    pub fn crash(&self) {
+        let mut fs = self.lock();
+        fs.live = fs.durable.clone();
+        for node in fs.nodes.values_mut() {
+            node.data = node.synced.clone();
+        }
+        let reachable: BTreeSet<u64> = fs.live.values().copied().collect();
+        fs.nodes.retain(|id, _| reachable.contains(id));
+    }
+
+    /// Overwrites one byte of a file in place, as a test that tampers with or damages a file would.
+    pub fn corrupt(&self, path: &Path, offset: usize, byte: u8) -> io::Result<()> {
+        let mut fs = self.lock();
+        let id = *fs.live.get(path).ok_or_else(|| not_found(path))?;
+        let node = fs.nodes.entry(id).or_default();
+        let slot = node
+            .data
+            .get_mut(offset)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "offset past end"))?;
+        *slot = byte;
+        node.synced = node.data.clone();
+        Ok(())
+    }
+
+    /// Replaces a file's content wholesale and makes it durable, for tests that edit files.
+    pub fn replace(&self, path: &Path, data: Vec<u8>) -> io::Result<()> {
+        let mut fs = self.lock();
+        let id = *fs.live.get(path).ok_or_else(|| not_found(path))?;
+        let node = fs.nodes.entry(id).or_default();
+        node.synced = data.clone();
+        node.data = data;
+        Ok(())
+    }
+
+    fn open_node(&self, path: &Path, truncate: bool) -> io::Result<MemFile> {
+        let mut fs = self.lock();
+        let parent = path.parent().unwrap_or(Path::new(""));
+        if !parent.as_os_str().is_empty() && !fs.dirs.contains(parent) {
+            return Err(not_found(parent));
+        }
+        let id = match fs.live.get(path) {
+            Some(&id) => {
+                if truncate {
+                    fs.nodes.entry(id).or_default().data.clear();
+                }
+                id
+            }
+            None => {
+                let id = fs.next_id;
+                fs.next_id += 1;
+                fs.nodes.insert(id, Node::default());
+                fs.live.insert(path.to_path_buf(), id);
+                id
+            }
+        };
+        Ok(MemFile {
+            fs: self.clone(),
+            id,
+        })
+    }
+}
+
+impl Io for MemIo {
+    type File = MemFile;
+
+    fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
+        let mut fs = self.lock();
+        for ancestor in dir.ancestors() {
+            if !ancestor.as_os_str().is_empty() {
+                fs.dirs.insert(ancestor.to_path_buf());
+            }
+        }
+        Ok(())
+    }
+
+    fn read(&self, path: &Path) -> io::Result<Vec<u8>> {
+        let fs = self.lock();
+        let id = fs.live.get(path).ok_or_else(|| not_found(path))?;
+        Ok(fs.nodes.get(id).map(|n| n.data.clone()).unwrap_or_default())
+    }
+
+    fn read_range(&self, path: &Path, offset: u64, len: usize) -> io::Result<Vec<u8>> {
+        let fs = self.lock();
+        let id = fs.live.get(path).ok_or_else(|| not_found(path))?;
+        let data = fs
+            .nodes
+            .get(id)
+            .map(|n| n.data.as_slice())
+            .unwrap_or_default();
+        let start = usize::try_from(offset).unwrap_or(usize::MAX);
+        data.get(start..start.saturating_add(len))
+            .map(<[u8]>::to_vec)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::UnexpectedEof, "read past end"))
+    }
+
+    fn open_append(&self, path: &Path) -> io::Result<MemFile> {
+        self.open_node(path, false)
+    }
+
+    fn create(&self, path: &Path) -> io::Result<MemFile> {
+        self.open_node(path, true)
+    }
+
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        let mut fs = self.lock();
+        let id = fs.live.remove(from).ok_or_else(|| not_found(from))?;
+        fs.live.insert(to.to_path_buf(), id);
+        Ok(())
+    }
+
+    fn remove_file(&self, path: &Path) -> io::Result<()> {
+        let mut fs = self.lock();
+        fs.live
+            .remove(path)
+            .map(|_| ())
+            .ok_or_else(|| not_found(path))
+    }
+
+    fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
+        let fs = self.lock();
+        if !fs.dirs.contains(dir) {
+            return Err(not_found(dir));
+        }
+        Ok(fs
+            .live
+            .keys()
+            .filter(|p| p.parent() == Some(dir))
+            .filter_map(|p| p.file_name().and_then(|n| n.to_str()).map(str::to_owned))
+            .collect())
+    }
+
+    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        let mut fs = self.lock();
+        fs.durable.retain(|p, _| p.parent() != Some(dir));
+        let entries: Vec<(PathBuf, u64)> = fs
+            .live
+            .iter()
+            .filter(|(p, _)| p.parent() == Some(dir))
+            .map(|(p, id)| (p.clone(), *id))
+            .collect();
+        fs.durable.extend(entries);
+        Ok(())
+    }
+}
+
+impl IoFile for MemFile {
+    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+        let mut fs = self.fs.lock();
+        fs.nodes
+            .entry(self.id)
+            .or_default()
+            .data
+            .extend_from_slice(buf);
+        Ok(())
+    }
+
+    fn sync(&mut self) -> io::Result<()> {
+        let mut fs = self.fs.lock();
+        let node = fs.nodes.entry(self.id).or_default();
+        node.synced = node.data.clone();
+        Ok(())
+    }
+
+    fn truncate(&mut self, len: u64) -> io::Result<()> {
+        let mut fs = self.fs.lock();
+        let len = usize::try_from(len).unwrap_or(usize::MAX);
+        fs.nodes.entry(self.id).or_default().data.truncate(len);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn crash_keeps_only_what_was_synced() {
+        let io = MemIo::new();
+        let dir = Path::new("/d");
+        io.create_dir_all(dir).unwrap();
+        let mut f = io.create(&dir.join("a")).unwrap();
+        f.write_all(b"one").unwrap();
+        f.sync().unwrap();
+        f.write_all(b"two").unwrap();
+        io.sync_dir(dir).unwrap();
+        let mut g = io.create(&dir.join("b")).unwrap();
+        g.write_all(b"x").unwrap();
+        g.sync().unwrap();
+        io.crash();
+        assert_eq!(io.read(&dir.join("a")).unwrap(), b"one");
+        assert_eq!(
+            io.read(&dir.join("b")).unwrap_err().kind(),
+            io::ErrorKind::NotFound
+        );
+    }
+
+    #[test]
+    fn rename_is_durable_only_after_dir_sync() {
+        let io = MemIo::new();
+        let dir = Path::new("/d");
+        io.create_dir_all(dir).unwrap();
+        let mut f = io.create(&dir.join("tmp")).unwrap();
+        f.write_all(b"new").unwrap();
+        f.sync().unwrap();
+        io.sync_dir(dir).unwrap();
+        io.rename(&dir.join("tmp"), &dir.join("final")).unwrap();
+        io.crash();
+        assert!(io.read(&dir.join("final")).is_err());
+        io.rename(&dir.join("tmp"), &dir.join("final")).unwrap();
+        io.sync_dir(dir).unwrap();
+        io.crash();
+        assert_eq!(io.read(&dir.join("final")).unwrap(), b"new");
+    }
+
+    #[test]
+    fn disk_io_round_trips() {
+        let dir = tempfile::tempdir().unwrap();
+        let io = DiskIo;
+        let path = dir.path().join("f");
+        let mut f = io.open_append(&path).unwrap();
+        f.write_all(b"hello world").unwrap();
+        f.truncate(5).unwrap();
+        f.write_all(b"!").unwrap();
+        f.sync().unwrap();
+        io.sync_dir(dir.path()).unwrap();
+        assert_eq!(io.read(&path).unwrap(), b"hello!");
+        assert_eq!(io.read_range(&path, 1, 3).unwrap(), b"ell");
+        assert_eq!(io.list(dir.path()).unwrap(), vec!["f".to_owned()]);
+    }
+}

@@ -1,0 +1,1368 @@
+//! The durable event queue: segment files of checksummed frames, a head pointer and group commit.
+//!
+//! # On disk
+//!
+//! The queue directory holds segment files named after the sequence number of their first event
+//! (`00000000000000000042.seg`) and a `head` file. A segment is a run of frames:
+//!
+//! ```text
+//! crc32c: u32 LE | length: u32 LE | sequence: u64 LE | payload: length bytes
+//! ```
+//!
+//! The CRC-32C covers everything after it: the length, the sequence number and the payload. `head` is a small log of
+//! head records (the sequence number of the first event not yet acknowledged, 8 bytes LE, and their
+//! CRC-32C); the last valid record wins. Moving the head appends one record and syncs it, which costs
+//! one `fdatasync`; every 1,024 records, and when the queue is opened, the file is replaced
+//! atomically by one holding only the last record. Events are only ever appended; acknowledging one
+//! moves the head, and a segment is deleted once all its events are behind the head.
+//!
+//! # Recovery
+//!
+//! Opening scans every segment and checks each frame's checksum and sequence number. The scan of a
+//! segment stops at the first frame that is cut short or does not check out: that is a torn tail,
+//! left by a crash in the middle of a write. The tail of the last segment is cut off; the scan
+//! accepts a torn tail in an earlier segment only when the next segment carries on with the very
+//! next sequence number, so nothing in the middle can disappear unnoticed. A gap is reported as
+//! [`OpenQueueError::Gap`], never skipped.
+
+use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crate::fsutil::{Context, FsError, parent, read_optional, write_atomic};
+use crate::io::{DiskIo, Io, IoFile};
+
+/// Bytes before the payload in a frame.
+pub const FRAME_HEADER: u64 = 16;
+const HEAD_FILE: &str = "head";
+/// Under group commit, frames are written to the segment once this many bytes are buffered, and at
+/// every sync.
+const WRITE_BUFFER: usize = 256 << 10;
+/// Head records appended to the head file before it is rewritten with just the last one.
+const HEAD_LOG_MAX: u64 = 1024;
+const SEGMENT_SUFFIX: &str = ".seg";
+
+/// When appended events are made durable with `fsync`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SyncPolicy {
+    /// Sync after every append: an event is durable when [`EventQueue::append`] returns.
+    EveryWrite,
+    /// Group commit: once the last sync is at least this long ago, the next append or
+    /// acknowledgement writes out what is buffered and hands the sync to a background thread, so
+    /// one write and one `fdatasync` cover every event appended in between and appends go on while
+    /// the disk works. Until then events are buffered in the process (written to the segment every
+    /// 256 KiB) and are not durable: [`Appended::durable`] and [`EventQueue::durable_seq`] say when
+    /// they are. The owner calls [`EventQueue::sync`] at [`EventQueue::poll_timeout`] so the last
+    /// events do not wait for another append. If the thread cannot be started, syncs run inline.
+    GroupCommit(Duration),
+    /// Never sync: each event is written to the segment at once, so it survives a crash of the
+    /// process, not a power loss.
+    None,
+}
+
+impl Default for SyncPolicy {
+    /// Group commit every 10 ms.
+    fn default() -> Self {
+        Self::GroupCommit(Duration::from_millis(10))
+    }
+}
+
+/// Limits and durability of an [`EventQueue`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct QueueConfig {
+    /// When appends are synced.
+    pub sync: SyncPolicy,
+    /// The most events waiting at once; one more is refused with [`AppendError::Full`].
+    pub max_events: u64,
+    /// The most bytes waiting at once, frames included; one more is refused with [`AppendError::Full`].
+    pub max_bytes: u64,
+    /// A segment is closed and a new one started once it holds this many bytes.
+    pub segment_bytes: u64,
+}
+
+impl Default for QueueConfig {
+    /// Group commit every 10 ms, at most 100,000 events and 128 MiB, 4 MiB segments.
+    fn default() -> Self {
+        Self {
+            sync: SyncPolicy::default(),
+            max_events: 100_000,
+            max_bytes: 128 << 20,
+            segment_bytes: 4 << 20,
+        }
+    }
+}
+
+impl QueueConfig {
+    /// Sets the sync policy.
+    pub fn with_sync(mut self, sync: SyncPolicy) -> Self {
+        self.sync = sync;
+        self
+    }
+
+    /// Sets the most events waiting at once.
+    pub fn with_max_events(mut self, max_events: u64) -> Self {
+        self.max_events = max_events;
+        self
+    }
+
+    /// Sets the most bytes waiting at once.
+    pub fn with_max_bytes(mut self, max_bytes: u64) -> Self {
+        self.max_bytes = max_bytes;
+        self
+    }
+
+    /// Sets the size at which a new segment is started.
+    pub fn with_segment_bytes(mut self, segment_bytes: u64) -> Self {
+        self.segment_bytes = segment_bytes;
+        self
+    }
+}
+
+/// An event read back from the queue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    /// Its sequence number, given at append and never reused.
+    pub seq: u64,
+    /// The bytes appended.
+    pub payload: Vec<u8>,
+}
+
+/// The result of a successful append.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Appended {
+    /// The event's sequence number.
+    pub seq: u64,
+    /// Whether the event is already synced; otherwise it is once
+    /// [`EventQueue::durable_seq`] is past `seq`.
+    pub durable: bool,
+}
+
+/// Counters of what the queue did since it was opened.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct QueueStats {
+    /// Events appended.
+    pub appended: u64,
+    /// Events refused because the queue was full.
+    pub refused: u64,
+    /// Events released by acknowledgements.
+    pub acked: u64,
+    /// Events deleted by purges.
+    pub purged: u64,
+    /// Syncs of segment data.
+    pub syncs: u64,
+    /// Segment files deleted.
+    pub segments_deleted: u64,
+    /// Bytes of torn tail dropped when the queue was opened.
+    pub torn_bytes: u64,
+}
+
+/// Why the queue could not be opened.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum OpenQueueError {
+    /// A file could not be read, repaired or removed.
+    #[error(transparent)]
+    Io(#[from] FsError),
+    /// The head file does not check out.
+    #[error("queue head file {} is corrupt", path.display())]
+    CorruptHead {
+        /// The file.
+        path: PathBuf,
+    },
+    /// Events that were never acknowledged are missing between two segments.
+    #[error("queue events {expected}..{found} are missing or corrupt (in {})", path.display())]
+    Gap {
+        /// The first missing sequence number.
+        expected: u64,
+        /// The sequence number the data carries on with.
+        found: u64,
+        /// The segment where the data carries on.
+        path: PathBuf,
+    },
+}
+
+/// Why an event was not appended. In every case the event is not in the queue.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AppendError {
+    /// The queue holds `max_events` events or `max_bytes` bytes; the event was refused and counted
+    /// in [`QueueStats::refused`].
+    #[error("event queue is full ({events} events, {bytes} bytes waiting)")]
+    Full {
+        /// Events waiting.
+        events: u64,
+        /// Bytes waiting.
+        bytes: u64,
+    },
+    /// The event alone is larger than the queue may hold.
+    #[error("event of {0} bytes is larger than the queue allows")]
+    TooLarge(usize),
+    /// A write or sync failed. The queue must be reopened: the event may or may not be found then.
+    #[error(transparent)]
+    Io(#[from] FsError),
+    /// An earlier write or sync failed; reopen the queue to recover.
+    #[error("event queue is unusable after an I/O error; reopen it")]
+    Poisoned,
+}
+
+/// Why a sync failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SyncError {
+    /// A sync or a write of the head failed; the queue must be reopened.
+    #[error(transparent)]
+    Io(#[from] FsError),
+    /// An earlier write or sync failed; reopen the queue to recover.
+    #[error("event queue is unusable after an I/O error; reopen it")]
+    Poisoned,
+}
+
+/// Why an acknowledgement failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AckError {
+    /// The sequence number was never given out.
+    #[error("cannot acknowledge event {seq}: the next event will be {next}")]
+    Beyond {
+        /// The sequence number acknowledged.
+        seq: u64,
+        /// The next sequence number to be given out.
+        next: u64,
+    },
+    /// Persisting the head failed.
+    #[error(transparent)]
+    Sync(#[from] SyncError),
+}
+
+/// Why a purge failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PurgeError {
+    /// The head could not be durably moved past the events: they may or may not be purged after a
+    /// crash. Retry the purge.
+    #[error("purge failed; it may not survive a crash")]
+    Head(#[source] FsError),
+    /// The head was durably moved past every event, so they are gone for good, but deleting a
+    /// segment file failed; it is deleted when the queue is next compacted or opened.
+    #[error("events purged, but their segment files are not all deleted yet")]
+    Delete(#[source] FsError),
+}
+
+/// Why events could not be read.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReadError {
+    /// A segment could not be read.
+    #[error(transparent)]
+    Io(#[from] FsError),
+    /// A frame no longer checks out (the file changed since it was opened).
+    #[error("event {seq} is corrupt in {}", path.display())]
+    Corrupt {
+        /// The event.
+        seq: u64,
+        /// Its segment.
+        path: PathBuf,
+    },
+}
+
+#[derive(Debug)]
+struct Segment {
+    base: u64,
+    path: PathBuf,
+    /// Byte offset of each frame; event `base + i` starts at `offsets[i]`.
+    offsets: Vec<u64>,
+    /// Bytes of valid frames.
+    len: u64,
+}
+
+impl Segment {
+    fn end(&self) -> u64 {
+        self.base + self.offsets.len() as u64
+    }
+
+    fn frame_len(&self, seq: u64) -> u64 {
+        let i = usize::try_from(seq - self.base).unwrap_or(usize::MAX);
+        let start = self.offsets.get(i).copied().unwrap_or(self.len);
+        let end = self.offsets.get(i + 1).copied().unwrap_or(self.len);
+        end - start
+    }
+}
+
+/// A durable FIFO of opaque events, for events waiting for consent or for the server.
+///
+/// Appends go to the end of the newest segment; [`ack`](Self::ack) releases events from the front
+/// by moving the head; [`purge`](Self::purge) drops everything, durably, for consent "out".
+/// Sequence numbers start at 0 and are never reused, even across purges.
+///
+/// Delivery is at least once: an event whose acknowledgement did not reach the disk before a crash
+/// is read again after it. An append that returned an error may or may not be found after a reopen;
+/// one that was reported durable always is. After an I/O error the queue refuses further appends
+/// ([`AppendError::Poisoned`]) until it is reopened, because only recovery can tell what reached the
+/// disk; [`purge`](Self::purge) still works.
+///
+/// ```
+/// use consent_store::{MemoryStore, QueueConfig, SyncPolicy};
+/// let store = MemoryStore::in_memory();
+/// let config = QueueConfig::default().with_sync(SyncPolicy::EveryWrite);
+/// let mut queue = store.queue(config)?;
+/// let a = queue.append(br#"{"eventType":"web.webpagedetails.pageViews"}"#)?;
+/// assert!(a.durable);
+/// queue.append(b"second")?;
+/// let events = queue.peek(10)?;
+/// assert_eq!(events.len(), 2);
+/// queue.ack(a.seq)?; // the server took the first one
+/// drop(queue);
+/// let mut queue = store.queue(config)?; // after a restart
+/// assert_eq!(queue.peek(10)?[0].payload, b"second");
+/// queue.purge()?; // consent "out"
+/// assert!(queue.is_empty());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug)]
+pub struct EventQueue<I: Io = DiskIo> {
+    io: I,
+    dir: PathBuf,
+    config: QueueConfig,
+    segments: VecDeque<Segment>,
+    /// The open last segment, when it is being appended to.
+    active: Option<I::File>,
+    /// First event not acknowledged.
+    head: u64,
+    /// Head as last written to the head file.
+    persisted_head: u64,
+    /// The head file, open for appending records.
+    head_file: Option<I::File>,
+    /// Records in the head file (0 when there is none).
+    head_records: u64,
+    /// Sequence number of the next append.
+    next_seq: u64,
+    /// Every event below this is synced.
+    durable_seq: u64,
+    /// Frame bytes of the events from `head` on.
+    bytes: u64,
+    last_sync: Instant,
+    poisoned: bool,
+    stats: QueueStats,
+    /// Frames appended to the last segment under group commit and not yet written to it.
+    wbuf: Vec<u8>,
+    /// Files of purged segments that could not be deleted yet.
+    garbage: Vec<PathBuf>,
+    /// Under group commit, the thread that syncs the last segment while appends go on.
+    syncer: Option<Syncer>,
+}
+
+/// A background thread that syncs one file at a time on request, so that a group commit does not
+/// stall the appends that follow it.
+#[derive(Debug)]
+struct Syncer {
+    shared: Arc<SyncShared>,
+    thread: Option<JoinHandle<()>>,
+}
+
+#[derive(Debug, Default)]
+struct SyncShared {
+    state: Mutex<SyncState>,
+    cond: Condvar,
+}
+
+#[derive(Debug, Default)]
+struct SyncState {
+    /// A file to sync and the sequence number that is durable once it is.
+    request: Option<(PathBuf, u64)>,
+    busy: bool,
+    /// Every event below this is durable.
+    done: u64,
+    error: Option<FsError>,
+    shutdown: bool,
+}
+
+impl SyncShared {
+    fn lock(&self) -> MutexGuard<'_, SyncState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl Syncer {
+    fn spawn<I: Io>(io: I, done: u64) -> std::io::Result<Self> {
+        let shared = Arc::new(SyncShared::default());
+        shared.lock().done = done;
+        let worker = Arc::clone(&shared);
+        let thread = std::thread::Builder::new()
+            .name("consent-store-sync".into())
+            .spawn(move || run_syncer(&io, &worker))?;
+        Ok(Self {
+            shared,
+            thread: Some(thread),
+        })
+    }
+
+    /// Posts a sync unless one is already queued or running; says whether it was posted.
+    fn request(&self, path: PathBuf, seq: u64) -> bool {
+        let mut st = self.shared.lock();
+        if st.busy || st.request.is_some() {
+            return false;
+        }
+        st.request = Some((path, seq));
+        self.shared.cond.notify_all();
+        true
+    }
+
+    fn is_idle(&self) -> bool {
+        let st = self.shared.lock();
+        !st.busy && st.request.is_none()
+    }
+
+    /// Waits until no sync is queued or running.
+    fn wait_idle(&self) {
+        let mut st = self.shared.lock();
+        while st.busy || st.request.is_some() {
+            st = self
+                .shared
+                .cond
+                .wait(st)
+                .unwrap_or_else(PoisonError::into_inner);
+        }
+    }
+
+    fn done(&self) -> u64 {
+        self.shared.lock().done
+    }
+
+    fn take_error(&self) -> Option<FsError> {
+        self.shared.lock().error.take()
+    }
+}
+
+impl Drop for Syncer {
+    fn drop(&mut self) {
+        self.shared.lock().shutdown = true;
+        self.shared.cond.notify_all();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn run_syncer<I: Io>(io: &I, shared: &SyncShared) {
+    let mut st = shared.lock();
+    loop {
+        while st.request.is_none() && !st.shutdown {
+            st = shared.cond.wait(st).unwrap_or_else(PoisonError::into_inner);
+        }
+        let Some((path, seq)) = st.request.take() else {
+            return;
+        };
+        st.busy = true;
+        drop(st);
+        // fsync through another descriptor flushes the same file.
+        let result = io
+            .open_append(&path)
+            .and_then(|mut f| f.sync())
+            .ctx("sync", &path);
+        st = shared.lock();
+        st.busy = false;
+        match result {
+            Ok(()) => st.done = st.done.max(seq),
+            Err(e) => st.error = Some(e),
+        }
+        shared.cond.notify_all();
+    }
+}
+
+fn segment_name(base: u64) -> String {
+    format!("{base:020}{SEGMENT_SUFFIX}")
+}
+
+fn encode_head(seq: u64) -> [u8; 12] {
+    let mut out = [0; 12];
+    out[..8].copy_from_slice(&seq.to_le_bytes());
+    out[8..].copy_from_slice(&crc32c::crc32c(&seq.to_le_bytes()).to_le_bytes());
+    out
+}
+
+/// Reads a head log: the last valid record and whether anything after it is torn.
+fn decode_head_log(bytes: &[u8]) -> Option<(u64, u64, bool)> {
+    let mut last = None;
+    let mut count = 0;
+    let mut chunks = bytes.chunks_exact(12);
+    for chunk in &mut chunks {
+        match decode_head(chunk) {
+            Some(seq) => {
+                last = Some(seq);
+                count += 1;
+            }
+            None => return last.map(|seq| (seq, count, true)),
+        }
+    }
+    last.map(|seq| (seq, count, !chunks.remainder().is_empty()))
+}
+
+fn decode_head(bytes: &[u8]) -> Option<u64> {
+    let seq: [u8; 8] = bytes.get(..8)?.try_into().ok()?;
+    let crc: [u8; 4] = bytes.get(8..12)?.try_into().ok()?;
+    (bytes.len() == 12 && crc32c::crc32c(&seq) == u32::from_le_bytes(crc))
+        .then(|| u64::from_le_bytes(seq))
+}
+
+/// One frame parsed from `data` at `at`: its sequence number and payload, if it checks out.
+fn parse_frame(data: &[u8], at: usize) -> Option<(u64, &[u8])> {
+    let header = data.get(at..at + FRAME_HEADER as usize)?;
+    let crc = u32::from_le_bytes(header[0..4].try_into().ok()?);
+    let len = u32::from_le_bytes(header[4..8].try_into().ok()?);
+    let seq = u64::from_le_bytes(header[8..16].try_into().ok()?);
+    let start = at + FRAME_HEADER as usize;
+    let end = start.checked_add(usize::try_from(len).ok()?)?;
+    let covered = data.get(at + 4..end)?;
+    (crc32c::crc32c(covered) == crc).then(|| (seq, &covered[12..]))
+}
+
+/// Scans a segment: offsets of the valid frames and the length they cover.
+fn scan(data: &[u8], base: u64) -> (Vec<u64>, u64) {
+    let mut offsets = Vec::new();
+    let mut at = 0usize;
+    let mut expected = base;
+    while let Some((seq, payload)) = parse_frame(data, at) {
+        if seq != expected {
+            break;
+        }
+        offsets.push(at as u64);
+        at += FRAME_HEADER as usize + payload.len();
+        expected += 1;
+    }
+    (offsets, at as u64)
+}
+
+impl<I: Io> EventQueue<I> {
+    /// Opens the queue in `dir`, creating it if needed, and recovers it: a torn tail is cut off,
+    /// segments that were fully acknowledged are deleted.
+    pub fn open(
+        io: I,
+        dir: impl Into<PathBuf>,
+        config: QueueConfig,
+    ) -> Result<Self, OpenQueueError> {
+        let dir = dir.into();
+        io.create_dir_all(&dir).ctx("create directory", &dir)?;
+        // The directory itself may be new: make its entry durable before anything relies on it.
+        let parent_dir = parent(&dir);
+        io.sync_dir(parent_dir).ctx("sync directory", parent_dir)?;
+        let head_path = dir.join(HEAD_FILE);
+        let (head, head_records) = match read_optional(&io, &head_path)? {
+            None => (0, 0),
+            Some(bytes) => {
+                // The first record is written whole before the file gets its name, so a file
+                // without one valid record is damage, not a torn write.
+                let (head, count, torn) =
+                    decode_head_log(&bytes).ok_or(OpenQueueError::CorruptHead {
+                        path: head_path.clone(),
+                    })?;
+                if torn || count > 1 {
+                    // Compact, and get rid of a torn record before appending after it.
+                    write_atomic(&io, &head_path, &encode_head(head), true)?;
+                }
+                (head, 1)
+            }
+        };
+        let mut bases = Vec::new();
+        for name in io.list(&dir).ctx("list", &dir)? {
+            if let Some(base) = name
+                .strip_suffix(SEGMENT_SUFFIX)
+                .and_then(|b| b.parse::<u64>().ok())
+            {
+                bases.push(base);
+            } else if name.ends_with(".tmp") {
+                // A head update that crashed before its rename.
+                let _ = io.remove_file(&dir.join(name));
+            }
+        }
+        bases.sort_unstable();
+        // A crash may have left a rename (of the head) or a new segment visible but not durable;
+        // recovery acts on what it sees, so make that durable first.
+        io.sync_dir(&dir).ctx("sync directory", &dir)?;
+
+        let mut queue = Self {
+            io,
+            dir,
+            config,
+            segments: VecDeque::new(),
+            active: None,
+            head,
+            persisted_head: head,
+            head_file: None,
+            head_records,
+            next_seq: head,
+            durable_seq: head,
+            bytes: 0,
+            last_sync: Instant::now(),
+            poisoned: false,
+            stats: QueueStats::default(),
+            wbuf: Vec::new(),
+            garbage: Vec::new(),
+            syncer: None,
+        };
+        let mut expected: Option<u64> = None;
+        let count = bases.len();
+        let mut data = Vec::new();
+        for (i, base) in bases.into_iter().enumerate() {
+            let path = queue.dir.join(segment_name(base));
+            queue.io.read_into(&path, &mut data).ctx("read", &path)?;
+            let (offsets, len) = scan(&data, base);
+            let end = base + offsets.len() as u64;
+            match expected {
+                // A gap between segments is harmless only when everything missing was acknowledged.
+                Some(e) if base != e && !(base > e && base <= head) => {
+                    return Err(OpenQueueError::Gap {
+                        expected: e,
+                        found: base,
+                        path,
+                    });
+                }
+                None if base > head => {
+                    return Err(OpenQueueError::Gap {
+                        expected: head,
+                        found: base,
+                        path,
+                    });
+                }
+                _ => {}
+            }
+            expected = Some(end);
+            let is_last = i + 1 == count;
+            if is_last {
+                // Keep the last segment open for appending. Sync it even when nothing was torn: what
+                // a killed process left in the page cache is only durable after this.
+                let mut file = queue.io.open_append(&path).ctx("open", &path)?;
+                if len < data.len() as u64 {
+                    queue.stats.torn_bytes += data.len() as u64 - len;
+                    file.truncate(len).ctx("truncate", &path)?;
+                }
+                file.sync().ctx("sync", &path)?;
+                queue.active = Some(file);
+            }
+            queue.segments.push_back(Segment {
+                base,
+                path,
+                offsets,
+                len,
+            });
+        }
+        queue.next_seq = expected.unwrap_or(head).max(head);
+        queue.durable_seq = queue.next_seq;
+        for segment in &queue.segments {
+            for seq in segment.base.max(head)..segment.end() {
+                queue.bytes += segment.frame_len(seq);
+            }
+        }
+        queue.delete_acked_segments(true)?;
+        if let SyncPolicy::GroupCommit(_) = config.sync {
+            // Without the thread, group commit syncs inline: slower, just as safe.
+            queue.syncer = Syncer::spawn(queue.io.clone(), queue.durable_seq).ok();
+        }
+        Ok(queue)
+    }
+
+    /// The directory the queue lives in.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The configuration the queue was opened with.
+    pub fn config(&self) -> &QueueConfig {
+        &self.config
+    }
+
+    /// Number of events waiting (appended and not acknowledged or purged).
+    pub fn len(&self) -> u64 {
+        self.next_seq - self.head
+    }
+
+    /// Whether no event is waiting.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Bytes of the waiting events, frame headers included.
+    pub fn pending_bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    /// Sequence number of the first waiting event (or of the next append when none waits).
+    pub fn head(&self) -> u64 {
+        self.head
+    }
+
+    /// Sequence number the next append gets.
+    pub fn next_seq(&self) -> u64 {
+        self.next_seq
+    }
+
+    /// Every event with a lower sequence number than this is durable.
+    pub fn durable_seq(&self) -> u64 {
+        self.syncer
+            .as_ref()
+            .map_or(self.durable_seq, |s| s.done().max(self.durable_seq))
+    }
+
+    /// Takes the result of background syncs: a failed one poisons the queue.
+    fn check_background(&mut self) -> Result<(), FsError> {
+        if let Some(e) = self.syncer.as_ref().and_then(Syncer::take_error) {
+            self.poisoned = true;
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// Waits for a background sync in flight, and takes its result.
+    fn wait_background(&mut self) -> Result<(), FsError> {
+        if let Some(syncer) = &self.syncer {
+            syncer.wait_idle();
+            self.durable_seq = self.durable_seq.max(syncer.done());
+        }
+        self.check_background()
+    }
+
+    /// Counters since the queue was opened.
+    pub fn stats(&self) -> QueueStats {
+        self.stats
+    }
+
+    /// When [`sync`](Self::sync) should be called next under group commit, if anything waits for it.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        match self.config.sync {
+            SyncPolicy::GroupCommit(every) if self.has_unsynced() => Some(self.last_sync + every),
+            _ => None,
+        }
+    }
+
+    fn has_unsynced(&self) -> bool {
+        self.durable_seq() < self.next_seq || self.persisted_head != self.head
+    }
+
+    /// Appends one event.
+    ///
+    /// When the queue is full the event is refused with [`AppendError::Full`] and counted; the queue
+    /// never drops an event to make room.
+    pub fn append(&mut self, payload: &[u8]) -> Result<Appended, AppendError> {
+        if self.poisoned {
+            return Err(AppendError::Poisoned);
+        }
+        self.check_background()?;
+        let frame_len = FRAME_HEADER + payload.len() as u64;
+        let len = u32::try_from(payload.len()).map_err(|_| AppendError::TooLarge(payload.len()))?;
+        if frame_len > self.config.max_bytes {
+            return Err(AppendError::TooLarge(payload.len()));
+        }
+        if self.len() >= self.config.max_events || self.bytes + frame_len > self.config.max_bytes {
+            self.stats.refused += 1;
+            return Err(AppendError::Full {
+                events: self.len(),
+                bytes: self.bytes,
+            });
+        }
+        let seq = self.next_seq;
+        let needs_new = match self.segments.back() {
+            None => true,
+            Some(last) => {
+                last.end() != seq
+                    || (last.len > 0 && last.len + frame_len > self.config.segment_bytes)
+            }
+        };
+        if needs_new || self.active.is_none() {
+            self.roll(needs_new).inspect_err(|_| self.poisoned = true)?;
+        }
+
+        let at = self.wbuf.len();
+        self.wbuf.extend_from_slice(&[0; 4]);
+        self.wbuf.extend_from_slice(&len.to_le_bytes());
+        self.wbuf.extend_from_slice(&seq.to_le_bytes());
+        self.wbuf.extend_from_slice(payload);
+        let sum = crc32c::crc32c(&self.wbuf[at + 4..]);
+        self.wbuf[at..at + 4].copy_from_slice(&sum.to_le_bytes());
+        let Some(segment) = self.segments.back_mut() else {
+            return Err(AppendError::Poisoned);
+        };
+        segment.offsets.push(segment.len);
+        segment.len += frame_len;
+        self.next_seq += 1;
+        self.bytes += frame_len;
+        self.stats.appended += 1;
+        let buffered = matches!(self.config.sync, SyncPolicy::GroupCommit(_));
+        if !buffered || self.wbuf.len() >= WRITE_BUFFER {
+            self.flush_buffer()?;
+        }
+        self.maybe_sync().map_err(|e| match e {
+            SyncError::Io(e) => AppendError::Io(e),
+            SyncError::Poisoned => AppendError::Poisoned,
+        })?;
+        Ok(Appended {
+            seq,
+            durable: self.durable_seq() > seq,
+        })
+    }
+
+    /// Writes the buffered frames to the last segment (without syncing).
+    fn flush_buffer(&mut self) -> Result<(), FsError> {
+        if self.wbuf.is_empty() {
+            return Ok(());
+        }
+        let (Some(segment), Some(file)) = (self.segments.back(), self.active.as_mut()) else {
+            return Ok(());
+        };
+        let result = file.write_all(&self.wbuf).ctx("write", &segment.path);
+        if result.is_err() {
+            // The frames may be half written; only a reopen can tell what is on disk.
+            self.poisoned = true;
+        }
+        self.wbuf.clear();
+        result
+    }
+
+    /// Opens the last segment for appending, or starts a new one at `next_seq`.
+    fn roll(&mut self, new_segment: bool) -> Result<(), FsError> {
+        if !new_segment && let Some(last) = self.segments.back() {
+            self.active = Some(self.io.open_append(&last.path).ctx("open", &last.path)?);
+            return Ok(());
+        }
+        self.flush_buffer()?;
+        self.wait_background()?;
+        if self.config.sync != SyncPolicy::None && self.durable_seq < self.next_seq {
+            // Seal the old segment first, so that only the last segment can ever have a torn tail.
+            self.sync_data()?;
+        }
+        let path = self.dir.join(segment_name(self.next_seq));
+        // A purged segment may have had this name; it is about to be truncated and reused.
+        self.garbage.retain(|p| *p != path);
+        let file = self.io.create(&path).ctx("create", &path)?;
+        if self.config.sync != SyncPolicy::None {
+            self.io
+                .sync_dir(&self.dir)
+                .ctx("sync directory", &self.dir)?;
+        }
+        self.active = Some(file);
+        self.segments.push_back(Segment {
+            base: self.next_seq,
+            path,
+            offsets: Vec::new(),
+            len: 0,
+        });
+        Ok(())
+    }
+
+    fn sync_data(&mut self) -> Result<(), FsError> {
+        self.flush_buffer()?;
+        if self.durable_seq < self.next_seq {
+            if let (Some(file), Some(segment)) = (self.active.as_mut(), self.segments.back()) {
+                file.sync().ctx("sync", &segment.path)?;
+                self.stats.syncs += 1;
+            }
+            self.durable_seq = self.next_seq;
+        }
+        Ok(())
+    }
+
+    fn maybe_sync(&mut self) -> Result<(), SyncError> {
+        match self.config.sync {
+            SyncPolicy::EveryWrite => self.sync().map(drop),
+            SyncPolicy::GroupCommit(every) => {
+                if self.last_sync.elapsed() < every {
+                    return Ok(());
+                }
+                let Some(syncer) = &self.syncer else {
+                    return self.sync().map(drop);
+                };
+                if !syncer.is_idle() {
+                    // The previous group is still being synced: this one joins the next.
+                    return Ok(());
+                }
+                self.flush_buffer()?;
+                let target = self.next_seq;
+                if self.durable_seq() < target
+                    && let (Some(syncer), Some(segment)) = (&self.syncer, self.segments.back())
+                    && syncer.request(segment.path.clone(), target)
+                {
+                    self.stats.syncs += 1;
+                }
+                self.write_head()?;
+                self.last_sync = Instant::now();
+                Ok(())
+            }
+            SyncPolicy::None => {
+                // Nothing is synced, but the head still has to reach the file system.
+                self.durable_seq = self.next_seq;
+                self.write_head()
+            }
+        }
+    }
+
+    /// Persists the head, durably whatever the sync policy: a head file that a power loss could
+    /// leave empty would make the queue unreadable.
+    fn write_head(&mut self) -> Result<(), SyncError> {
+        if self.persisted_head != self.head {
+            if let Err(e) = self.append_head() {
+                self.poisoned = true;
+                return Err(e.into());
+            }
+            self.persisted_head = self.head;
+            // Deleting released segments is only housekeeping: one that cannot be deleted now is
+            // retried at the next head update and when the queue is opened.
+            let _ = self.delete_acked_segments(false);
+            let _ = self.collect_garbage();
+        }
+        Ok(())
+    }
+
+    /// Appends the head to the head file and syncs it, or replaces the file when it is missing, long,
+    /// or may end in a torn record after an error.
+    fn append_head(&mut self) -> Result<(), FsError> {
+        let path = self.dir.join(HEAD_FILE);
+        let record = encode_head(self.head);
+        if self.poisoned || self.head_records == 0 || self.head_records >= HEAD_LOG_MAX {
+            self.head_file = None;
+            self.head_records = 0;
+            write_atomic(&self.io, &path, &record, true)?;
+            self.head_records = 1;
+            return Ok(());
+        }
+        let file = match &mut self.head_file {
+            Some(file) => file,
+            None => self
+                .head_file
+                .insert(self.io.open_append(&path).ctx("open", &path)?),
+        };
+        file.write_all(&record).ctx("write", &path)?;
+        file.sync().ctx("sync", &path)?;
+        self.head_records += 1;
+        Ok(())
+    }
+
+    /// Makes every appended event and every acknowledgement durable now, and deletes the segments
+    /// that are fully acknowledged. Returns [`durable_seq`](Self::durable_seq).
+    pub fn sync(&mut self) -> Result<u64, SyncError> {
+        if self.poisoned {
+            return Err(SyncError::Poisoned);
+        }
+        self.wait_background()?;
+        let durable = self.config.sync != SyncPolicy::None;
+        if durable {
+            if let Err(e) = self.sync_data() {
+                // After a failed fsync the kernel may have dropped the dirty pages: only a reopen,
+                // which reads what really is on disk, can tell what survived.
+                self.poisoned = true;
+                return Err(e.into());
+            }
+        } else {
+            self.durable_seq = self.next_seq;
+        }
+        self.write_head()?;
+        self.last_sync = Instant::now();
+        Ok(self.durable_seq)
+    }
+
+    /// Acknowledges every event up to and including `seq`: they are released and their segments are
+    /// deleted once the new head is persisted, which happens under the queue's sync policy.
+    pub fn ack(&mut self, seq: u64) -> Result<(), AckError> {
+        if seq >= self.next_seq {
+            return Err(AckError::Beyond {
+                seq,
+                next: self.next_seq,
+            });
+        }
+        if self.poisoned {
+            return Err(SyncError::Poisoned.into());
+        }
+        let new_head = seq + 1;
+        if new_head <= self.head {
+            return Ok(());
+        }
+        for segment in &self.segments {
+            for s in segment.base.max(self.head)..segment.end().min(new_head) {
+                self.bytes -= segment.frame_len(s);
+            }
+        }
+        self.stats.acked += new_head - self.head;
+        self.head = new_head;
+        self.maybe_sync()?;
+        Ok(())
+    }
+
+    /// Deletes every waiting event for good, for consent "out".
+    ///
+    /// The head is durably moved past the last event first (whatever the sync policy), so once this
+    /// returns `Ok`, or [`PurgeError::Delete`], no event can come back; then every segment file is
+    /// deleted and the deletion synced. Works on a queue poisoned by an earlier I/O error too.
+    /// Returns how many events were purged.
+    pub fn purge(&mut self) -> Result<u64, PurgeError> {
+        if let Some(syncer) = &self.syncer {
+            // Nothing may still be syncing a segment about to be deleted; an error it had does not
+            // matter once every segment is gone.
+            syncer.wait_idle();
+            let _ = syncer.take_error();
+        }
+        let purged = self.len();
+        let old_head = self.head;
+        self.head = self.next_seq;
+        if let Err(e) = self.append_head() {
+            self.head = old_head;
+            self.poisoned = true;
+            return Err(PurgeError::Head(e));
+        }
+        self.stats.purged += purged;
+        self.persisted_head = self.head;
+        self.durable_seq = self.next_seq;
+        self.bytes = 0;
+        self.wbuf.clear();
+        self.active = None;
+        // Every segment is gone from the queue now, whether or not its file can be deleted yet.
+        let stale: Vec<PathBuf> = self.segments.drain(..).map(|s| s.path).collect();
+        self.garbage.extend(stale);
+        self.collect_garbage().map_err(PurgeError::Delete)?;
+        self.io
+            .sync_dir(&self.dir)
+            .ctx("sync directory", &self.dir)
+            .map_err(PurgeError::Delete)?;
+        // No segment is left, so whatever an earlier failure left half-written is gone too.
+        self.poisoned = false;
+        Ok(purged)
+    }
+
+    /// Deletes the files of purged segments; the ones that fail stay listed for the next try.
+    fn collect_garbage(&mut self) -> Result<(), FsError> {
+        let mut first_error = None;
+        let io = &self.io;
+        let mut deleted = 0;
+        self.garbage.retain(|path| match io.remove_file(path) {
+            Ok(()) => {
+                deleted += 1;
+                false
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
+            Err(e) => {
+                first_error.get_or_insert(FsError {
+                    op: "remove",
+                    path: path.clone(),
+                    source: e,
+                });
+                true
+            }
+        });
+        self.stats.segments_deleted += deleted;
+        first_error.map_or(Ok(()), Err)
+    }
+
+    /// Deletes the segments whose events are all behind the persisted head; the last segment too
+    /// when `include_last`.
+    fn delete_acked_segments(&mut self, include_last: bool) -> Result<(), FsError> {
+        while let Some(first) = self.segments.front() {
+            let is_last = self.segments.len() == 1;
+            if first.end() > self.persisted_head || (is_last && !include_last) {
+                break;
+            }
+            if is_last {
+                self.active = None;
+            }
+            match self.io.remove_file(&first.path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e).ctx("remove", &first.path),
+            }
+            self.stats.segments_deleted += 1;
+            self.segments.pop_front();
+        }
+        Ok(())
+    }
+
+    /// Reads up to `max` waiting events from the head on.
+    pub fn peek(&self, max: usize) -> Result<Vec<Event>, ReadError> {
+        self.read_from(self.head, max)
+    }
+
+    /// Reads up to `max` waiting events starting at sequence number `from` (or the head, if later).
+    pub fn read_from(&self, from: u64, max: usize) -> Result<Vec<Event>, ReadError> {
+        let mut out = Vec::with_capacity(max.min(self.len() as usize));
+        let mut seq = from.max(self.head);
+        let idx = self.segments.partition_point(|s| s.end() <= seq);
+        let last = self.segments.len().saturating_sub(1);
+        for (i, segment) in self.segments.range(idx..).enumerate() {
+            if out.len() >= max {
+                break;
+            }
+            seq = seq.max(segment.base);
+            let first = usize::try_from(seq - segment.base).unwrap_or(usize::MAX);
+            let Some(&start) = segment.offsets.get(first) else {
+                continue;
+            };
+            let count = (max - out.len()).min(segment.offsets.len() - first);
+            let end = segment
+                .offsets
+                .get(first + count)
+                .copied()
+                .unwrap_or(segment.len);
+            // The end of the last segment may still be in the write buffer.
+            let on_disk = if idx + i == last {
+                segment.len - self.wbuf.len() as u64
+            } else {
+                segment.len
+            };
+            let mut data = Vec::new();
+            if start < on_disk {
+                data = self
+                    .io
+                    .read_range(&segment.path, start, (end.min(on_disk) - start) as usize)
+                    .ctx("read", &segment.path)?;
+            }
+            if end > on_disk {
+                let from = (start.max(on_disk) - on_disk) as usize;
+                data.extend_from_slice(
+                    self.wbuf.get(from..(end - on_disk) as usize).unwrap_or(&[]),
+                );
+            }
+            let mut at = 0;
+            for _ in 0..count {
+                match parse_frame(&data, at) {
+                    Some((s, payload)) if s == seq => {
+                        at += FRAME_HEADER as usize + payload.len();
+                        out.push(Event {
+                            seq,
+                            payload: payload.to_vec(),
+                        });
+                        seq += 1;
+                    }
+                    _ => {
+                        return Err(ReadError::Corrupt {
+                            seq,
+                            path: segment.path.clone(),
+                        });
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+impl<I: Io> Drop for EventQueue<I> {
+    fn drop(&mut self) {
+        // Best effort: a clean shutdown should not leave the last group unsynced. Errors cannot be
+        // reported from here; call `sync` before dropping to see them.
+        if !self.poisoned && self.has_unsynced() {
+            let _ = self.sync();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::io::MemIo;
+
+    fn open(io: &MemIo, config: QueueConfig) -> EventQueue<MemIo> {
+        EventQueue::open(io.clone(), "/q", config).unwrap()
+    }
+
+    fn every_write() -> QueueConfig {
+        QueueConfig::default()
+            .with_sync(SyncPolicy::EveryWrite)
+            .with_segment_bytes(100)
+    }
+
+    fn payloads(q: &EventQueue<MemIo>) -> Vec<(u64, Vec<u8>)> {
+        q.peek(usize::MAX)
+            .unwrap()
+            .into_iter()
+            .map(|e| (e.seq, e.payload))
+            .collect()
+    }
+
+    #[test]
+    fn appends_survive_a_power_loss_with_every_write() {
+        let io = MemIo::new();
+        let mut q = open(&io, every_write());
+        for i in 0..20u8 {
+            assert!(q.append(&[i; 30]).unwrap().durable);
+        }
+        assert!(q.segments.len() > 3, "small segments roll");
+        std::mem::forget(q); // no clean shutdown
+        io.crash();
+        let q = open(&io, every_write());
+        let got = payloads(&q);
+        assert_eq!(got.len(), 20);
+        for (i, (seq, p)) in got.into_iter().enumerate() {
+            assert_eq!(seq, i as u64);
+            assert_eq!(p, vec![i as u8; 30]);
+        }
+    }
+
+    #[test]
+    fn group_commit_syncs_at_the_deadline() {
+        let io = MemIo::new();
+        let config =
+            QueueConfig::default().with_sync(SyncPolicy::GroupCommit(Duration::from_secs(3600)));
+        let mut q = open(&io, config);
+        q.last_sync = Instant::now();
+        let a = q.append(b"a").unwrap();
+        assert!(!a.durable);
+        assert_eq!(
+            payloads(&q),
+            vec![(0, b"a".to_vec())],
+            "buffered events can be read"
+        );
+        assert!(q.poll_timeout().is_some());
+        assert_eq!(q.sync().unwrap(), 1);
+        assert_eq!(q.poll_timeout(), None);
+        q.append(b"b").unwrap();
+        std::mem::forget(q);
+        io.crash();
+        let q = open(&io, config);
+        assert_eq!(payloads(&q), vec![(0, b"a".to_vec())]);
+    }
+
+    #[test]
+    fn acks_delete_whole_segments_and_survive_reopen() {
+        let io = MemIo::new();
+        let mut q = open(&io, every_write());
+        for i in 0..20u8 {
+            q.append(&[i; 30]).unwrap();
+        }
+        let before = io.list(Path::new("/q")).unwrap().len();
+        q.ack(9).unwrap();
+        assert_eq!(q.len(), 10);
+        assert_eq!(q.pending_bytes(), 10 * (FRAME_HEADER + 30));
+        assert!(io.list(Path::new("/q")).unwrap().len() < before);
+        assert!(q.ack(5).is_ok(), "acknowledging again is a no-op");
+        assert!(matches!(
+            q.ack(20),
+            Err(AckError::Beyond { seq: 20, next: 20 })
+        ));
+        drop(q);
+        io.crash();
+        let q = open(&io, every_write());
+        assert_eq!(q.head(), 10);
+        assert_eq!(q.peek(1).unwrap()[0].payload, vec![10; 30]);
+        assert_eq!(
+            q.read_from(15, 2)
+                .unwrap()
+                .iter()
+                .map(|e| e.seq)
+                .collect::<Vec<_>>(),
+            [15, 16]
+        );
+        assert_eq!(q.pending_bytes(), 10 * (FRAME_HEADER + 30));
+    }
+
+    #[test]
+    fn full_queue_refuses_and_counts() {
+        let io = MemIo::new();
+        let mut q = open(&io, every_write().with_max_events(3));
+        for _ in 0..3 {
+            q.append(b"x").unwrap();
+        }
+        assert!(matches!(
+            q.append(b"y"),
+            Err(AppendError::Full { events: 3, .. })
+        ));
+        assert!(matches!(q.append(b"y"), Err(AppendError::Full { .. })));
+        assert_eq!(q.stats().refused, 2);
+        q.ack(0).unwrap();
+        q.append(b"z").unwrap();
+        assert_eq!(q.len(), 3);
+
+        let mut q = EventQueue::open(io.clone(), "/q2", every_write().with_max_bytes(100)).unwrap();
+        q.append(&[0; 50]).unwrap();
+        assert!(matches!(
+            q.append(&[0; 50]),
+            Err(AppendError::Full {
+                events: 1,
+                bytes: 66
+            })
+        ));
+        assert!(matches!(q.append(&[0; 90]), Err(AppendError::TooLarge(90))));
+        assert_eq!(q.stats().refused, 1);
+    }
+
+    #[test]
+    fn purge_is_durable_and_keeps_sequence_numbers() {
+        let io = MemIo::new();
+        let mut q = open(&io, QueueConfig::default().with_segment_bytes(100));
+        for i in 0..10u8 {
+            q.append(&[i; 30]).unwrap();
+        }
+        assert_eq!(q.purge().unwrap(), 10);
+        std::mem::forget(q);
+        io.crash();
+        let mut q = open(&io, every_write());
+        assert!(q.is_empty());
+        assert_eq!(io.list(Path::new("/q")).unwrap(), vec!["head".to_owned()]);
+        assert_eq!(q.append(b"after").unwrap().seq, 10);
+    }
+
+    #[test]
+    fn torn_tail_is_cut_and_appends_continue() {
+        let io = MemIo::new();
+        let config = every_write().with_segment_bytes(1 << 20);
+        let mut q = open(&io, config);
+        for i in 0..5u8 {
+            q.append(&[i; 10]).unwrap();
+        }
+        drop(q);
+        let seg = Path::new("/q").join(segment_name(0));
+        let full = io.read(&seg).unwrap();
+        // Cut inside the last frame at every possible point.
+        for cut in (full.len() - 26 + 1)..full.len() {
+            io.replace(&seg, full[..cut].to_vec()).unwrap();
+            let mut q = open(&io, config);
+            assert_eq!(q.len(), 4, "cut at {cut}");
+            assert_eq!(q.stats().torn_bytes, (cut - (full.len() - 26)) as u64);
+            assert_eq!(q.append(b"new").unwrap().seq, 4);
+            drop(q);
+            let q = open(&io, config);
+            assert_eq!(q.peek(10).unwrap().last().unwrap().payload, b"new");
+            drop(q);
+        }
+    }
+
+    #[test]
+    fn a_hole_in_the_middle_is_an_error() {
+        let io = MemIo::new();
+        let mut q = open(&io, every_write());
+        for i in 0..20u8 {
+            q.append(&[i; 30]).unwrap();
+        }
+        drop(q);
+        io.remove_file(&Path::new("/q").join(segment_name(2)))
+            .unwrap();
+        assert!(matches!(
+            EventQueue::open(io.clone(), "/q", every_write()),
+            Err(OpenQueueError::Gap {
+                expected: 2,
+                found: 4,
+                ..
+            })
+        ));
+        io.remove_file(&Path::new("/q").join(segment_name(0)))
+            .unwrap();
+        assert!(matches!(
+            EventQueue::open(io.clone(), "/q", every_write()),
+            Err(OpenQueueError::Gap { expected: 0, .. })
+        ));
+    }
+
+    #[test]
+    fn head_file_round_trips() {
+        assert_eq!(decode_head(&encode_head(42)), Some(42));
+        let mut log = [encode_head(1), encode_head(5), encode_head(9)].concat();
+        assert_eq!(decode_head_log(&log), Some((9, 3, false)));
+        log.truncate(30);
+        assert_eq!(decode_head_log(&log), Some((5, 2, true)));
+        log[20] ^= 1;
+        assert_eq!(decode_head_log(&log), Some((1, 1, true)));
+        assert_eq!(decode_head_log(&log[..11]), None);
+        let mut bad = encode_head(42);
+        bad[0] ^= 1;
+        assert_eq!(decode_head(&bad), None);
+        assert_eq!(decode_head(&bad[..5]), None);
+    }
+}
