@@ -1,0 +1,215 @@
+//! Load benchmark: set-consent and preference updates at 64 connections on loopback, next to a
+//! bare axum endpoint measured in the same run (the ceiling of this machine and client).
+//!
+//! `cargo bench -p consent-server --bench load` (set `CONSENT_LOAD_SECS`, default 5, and
+//! `CONSENT_LOAD_DATABASE`, default a SQLite file in a temporary directory). The load generator
+//! runs in the same process as the servers, so on a small machine they share the cores.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::print_stdout,
+    missing_docs,
+    reason = "a benchmark binary that reports on stdout"
+)]
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use serde_json::json;
+
+const CONNECTIONS: usize = 64;
+const DS: &str = "bench-datastream";
+const ORG: &str = "BENCH@AdobeOrg";
+
+#[derive(Debug)]
+struct Outcome {
+    name: &'static str,
+    requests: usize,
+    errors: usize,
+    secs: f64,
+    p50: Duration,
+    p99: Duration,
+}
+
+/// Runs `CONNECTIONS` workers for `secs`; each calls `one(worker, i)` in a loop.
+async fn run<F, Fut>(name: &'static str, secs: f64, one: F) -> Outcome
+where
+    F: Fn(usize, usize) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = bool> + Send,
+{
+    let one = Arc::new(one);
+    let start = Instant::now();
+    let stop = start + Duration::from_secs_f64(secs);
+    let mut workers = tokio::task::JoinSet::new();
+    for worker in 0..CONNECTIONS {
+        let one = one.clone();
+        workers.spawn(async move {
+            let mut latencies = Vec::new();
+            let mut errors = 0;
+            let mut i = 0;
+            while Instant::now() < stop {
+                let t = Instant::now();
+                if !one(worker, i).await {
+                    errors += 1;
+                }
+                latencies.push(t.elapsed());
+                i += 1;
+            }
+            (latencies, errors)
+        });
+    }
+    let mut all = Vec::new();
+    let mut errors = 0;
+    while let Some(result) = workers.join_next().await {
+        let (l, e) = result.unwrap();
+        all.extend(l);
+        errors += e;
+    }
+    let secs = start.elapsed().as_secs_f64();
+    all.sort();
+    let pick = |q: f64| {
+        all.get(((all.len() as f64 * q) as usize).min(all.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or_default()
+    };
+    Outcome {
+        name,
+        requests: all.len(),
+        errors,
+        secs,
+        p50: pick(0.50),
+        p99: pick(0.99),
+    }
+}
+
+fn keys() -> String {
+    json!({
+        "link_keys": [{"id": "bench", "secret": base64::engine::general_purpose::STANDARD.encode([9u8; 32])}],
+        "api_keys": [{"key": "bench-key", "token": "bench-token", "org": ORG, "sandbox": "prod"}],
+        "datastreams": [{"id": DS, "org": ORG, "sandbox": "prod"}]
+    })
+    .to_string()
+}
+
+fn main() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(bench());
+}
+
+async fn bench() {
+    let secs: f64 = std::env::var("CONSENT_LOAD_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(5.0);
+    let dir = tempfile::tempdir().unwrap();
+    let database = std::env::var("CONSENT_LOAD_DATABASE")
+        .unwrap_or_else(|_| format!("sqlite://{}", dir.path().join("bench.db").display()));
+
+    // The ceiling: a bare axum endpoint on the same runtime.
+    let bare = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let bare_addr = bare.local_addr().unwrap();
+    let app = axum::Router::new().route("/bare", axum::routing::post(|| async { "{}" }));
+    tokio::spawn(async move { axum::serve(bare, app).await });
+
+    let mut config = consent_server::Config::new("127.0.0.1:0".parse().unwrap(), database).unwrap();
+    config.keys = consent_server::Keys::from_json(&keys()).unwrap();
+    config.rate_limit_per_sec = 0;
+    let server = consent_server::serve(config).await.unwrap();
+    let base = format!("http://{}", server.local_addr());
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(CONNECTIONS)
+        .build()
+        .unwrap();
+
+    let mut outcomes = Vec::new();
+    {
+        let client = client.clone();
+        let url = format!("http://{bare_addr}/bare");
+        outcomes.push(
+            run("bare axum endpoint", secs, move |_, _| {
+                let request = client.post(&url).body("{}").send();
+                async move { request.await.is_ok_and(|r| r.status().is_success()) }
+            })
+            .await,
+        );
+    }
+    {
+        let client = client.clone();
+        let url = format!("{base}/ee/v1/privacy/set-consent?configId={DS}");
+        outcomes.push(
+            run("set-consent (Adobe 1.0, alternating in/out)", secs, move |worker, i| {
+                let general = if i % 2 == 0 { "in" } else { "out" };
+                let body = json!({
+                    "consent": [{"standard": "Adobe", "version": "1.0", "value": {"general": general}}],
+                    "identityMap": {"ECID": [{"id": format!("{:038}", worker + 1)}]}
+                });
+                let request = client.post(&url).json(&body).send();
+                async move { request.await.is_ok_and(|r| r.status().is_success()) }
+            })
+            .await,
+        );
+    }
+    {
+        // One link per worker; the choice alternates so every request writes.
+        let mut links = Vec::new();
+        for worker in 0..CONNECTIONS {
+            let link: serde_json::Value = client
+                .post(format!("{base}/admin/v1/unsubscribe-links"))
+                .header("x-api-key", "bench-key")
+                .header("authorization", "Bearer bench-token")
+                .header("x-gw-ims-org-id", ORG)
+                .header("x-sandbox-name", "prod")
+                .json(&json!({"profile": {"namespace": "CRMID", "id": format!("p{worker}")}, "channel": "email"}))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            links.push(format!(
+                "{base}/imp/consent/preferences?params={}&pid={}&sig={}",
+                link["params"].as_str().unwrap(),
+                link["pid"].as_str().unwrap(),
+                link["sig"].as_str().unwrap()
+            ));
+        }
+        let client = client.clone();
+        let links = Arc::new(links);
+        outcomes.push(
+            run("preference update (email yes/no)", secs, move |worker, i| {
+                let choice = if i % 2 == 0 { "no" } else { "yes" };
+                let request = client
+                    .post(&links[worker])
+                    .header("x-api-key", "bench-key")
+                    .header("authorization", "Bearer bench-token")
+                    .header("x-gw-ims-org-id", ORG)
+                    .header("x-sandbox-name", "prod")
+                    .json(&json!({"marketing": [{"type": "email", "choice": choice, "scope": "channel"}]}))
+                    .send();
+                async move { request.await.is_ok_and(|r| r.status().is_success()) }
+            })
+            .await,
+        );
+    }
+    server.shutdown().await.unwrap();
+
+    let ceiling = outcomes[0].requests as f64 / outcomes[0].secs;
+    println!("| endpoint | req/s | vs bare | p50 | p99 | errors |");
+    println!("|---|---:|---:|---:|---:|---:|");
+    for o in &outcomes {
+        let rate = o.requests as f64 / o.secs;
+        println!(
+            "| {} | {:.0} | {:.2} | {:.2} ms | {:.2} ms | {} |",
+            o.name,
+            rate,
+            rate / ceiling,
+            o.p50.as_secs_f64() * 1000.0,
+            o.p99.as_secs_f64() * 1000.0,
+            o.errors
+        );
+    }
+}

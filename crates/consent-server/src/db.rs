@@ -1,0 +1,816 @@
+//! Storage: one schema on SQLite (the default, a file in WAL mode) or PostgreSQL, through sqlx.
+//!
+//! Every statement is parameterised (`$1`, `$2`, … on both databases); nothing a client sends is
+//! ever spliced into SQL text. Consent changes go through [`Db::apply_consent`], which updates the
+//! profile and appends a hash-chained consent record in one transaction.
+
+use std::collections::HashMap;
+
+use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::{AnyPool, Row};
+use tokio::sync::{mpsc, oneshot};
+
+/// The hash that the first record of every chain points back to.
+pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// The migrations, in order: version, name, SQLite text, PostgreSQL text.
+const MIGRATIONS: &[(i64, &str, &str, &str)] = &[(
+    1,
+    "init",
+    include_str!("../migrations/sqlite/0001_init.sql"),
+    include_str!("../migrations/postgres/0001_init.sql"),
+)];
+
+/// Which database a [`Db`] talks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Backend {
+    /// SQLite, a file in WAL mode.
+    Sqlite,
+    /// PostgreSQL.
+    Postgres,
+}
+
+/// Opening the database or migrating it failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum OpenError {
+    /// The URL names no database this server supports.
+    #[error("unsupported database URL {0:?}: expected sqlite://PATH, a file path or postgres://…")]
+    UnsupportedUrl(String),
+    /// Connecting failed.
+    #[error("cannot connect to the database: {0}")]
+    Connect(#[source] sqlx::Error),
+    /// A migration failed.
+    #[error("migration {version} ({name}) failed: {source}")]
+    Migrate {
+        /// The migration's version.
+        version: i64,
+        /// The migration's name.
+        name: &'static str,
+        /// What the database said.
+        #[source]
+        source: sqlx::Error,
+    },
+}
+
+/// A storage operation failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The database refused or failed.
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    /// A stored JSON document did not parse.
+    #[error("stored JSON is corrupt: {0}")]
+    Corrupt(#[from] serde_json::Error),
+    /// The database has been closed.
+    #[error("the database is closed")]
+    Closed,
+}
+
+/// The key of one profile.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ProfileKey {
+    /// The IMS organisation.
+    pub org: String,
+    /// The sandbox.
+    pub sandbox: String,
+    /// The identity namespace, e.g. `ECID` or `CRMID`.
+    pub namespace: String,
+    /// The identity value.
+    pub id: String,
+}
+
+/// One stored profile.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Profile {
+    /// `in`, `out` or `pending`.
+    pub general: String,
+    /// The XDM consents (`{"collect":{"val":"y"},"marketing":{…},"idSpecific":{…}}`).
+    pub consents: Value,
+    /// The marketing subscriptions (`{"<name>":{"val":"n", …}}`).
+    pub subscriptions: Value,
+    /// Milliseconds since the epoch of the last change.
+    pub updated_at: i64,
+}
+
+/// One consent record.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConsentRecord {
+    /// Position in the organisation's and sandbox's chain, from 1.
+    pub seq: i64,
+    /// The profile's identity namespace.
+    pub namespace: String,
+    /// The profile's identity value.
+    pub profile_id: String,
+    /// What produced it (`edge:set-consent`, `preferences`, `one-click`, …).
+    pub source: String,
+    /// The change, as JSON.
+    pub payload: Value,
+    /// Milliseconds since the epoch.
+    pub created_at: i64,
+    /// The hash of the record before.
+    pub prev_hash: String,
+    /// This record's hash.
+    pub hash: String,
+}
+
+/// An edit of a profile's consents and subscriptions.
+pub type Edit = Box<dyn Fn(&mut Value, &mut Value) + Send + Sync>;
+
+/// A consent change to apply to one profile.
+pub struct ConsentChange {
+    /// The new `general` decision, when the change makes one.
+    pub general: Option<String>,
+    /// Edits the consents and subscriptions in place. It may run more than once (a failed
+    /// batch is retried), so it must be a pure function of its arguments.
+    pub edit: Edit,
+    /// What produced the change.
+    pub source: String,
+    /// The record's payload.
+    pub payload: Value,
+}
+
+impl std::fmt::Debug for ConsentChange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConsentChange")
+            .field("general", &self.general)
+            .field("source", &self.source)
+            .field("payload", &self.payload)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The database handle; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Db {
+    pool: AnyPool,
+    backend: Backend,
+    writer: mpsc::Sender<Job>,
+}
+
+/// Turns `--database` into a URL sqlx understands: a bare path becomes a SQLite file.
+pub(crate) fn normalise_url(url: &str) -> Result<(String, Backend), OpenError> {
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        return Ok((url.to_owned(), Backend::Postgres));
+    }
+    let path = if let Some(rest) = url.strip_prefix("sqlite://") {
+        rest
+    } else if let Some(rest) = url.strip_prefix("sqlite:") {
+        rest
+    } else if url.contains("://") || url.is_empty() {
+        return Err(OpenError::UnsupportedUrl(url.to_owned()));
+    } else {
+        url
+    };
+    let sep = if path.contains('?') { '&' } else { '?' };
+    let path = if path.contains("mode=") {
+        path.to_owned()
+    } else {
+        format!("{path}{sep}mode=rwc")
+    };
+    Ok((format!("sqlite://{path}"), Backend::Sqlite))
+}
+
+fn now_millis() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+impl Db {
+    /// Connects and runs the migrations.
+    pub async fn open(url: &str) -> Result<Self, OpenError> {
+        sqlx::any::install_default_drivers();
+        let (url, backend) = normalise_url(url)?;
+        let options = AnyPoolOptions::new()
+            .max_connections(if backend == Backend::Sqlite { 8 } else { 16 })
+            .after_connect(move |conn, _meta| {
+                Box::pin(async move {
+                    if backend == Backend::Sqlite {
+                        // WAL lets readers run beside the one writer; the busy timeout makes a
+                        // writer wait for the lock instead of failing at once.
+                        sqlx::raw_sql(
+                            "PRAGMA busy_timeout = 5000; PRAGMA journal_mode = WAL; \
+                             PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;",
+                        )
+                        .execute(conn)
+                        .await?;
+                    }
+                    Ok(())
+                })
+            });
+        let pool = options.connect(&url).await.map_err(OpenError::Connect)?;
+        let (writer, jobs) = mpsc::channel(4 * MAX_BATCH);
+        let db = Self {
+            pool: pool.clone(),
+            backend,
+            writer,
+        };
+        db.migrate().await?;
+        tokio::spawn(run_writer(pool, jobs));
+        Ok(db)
+    }
+
+    /// The database in use.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// The connection pool, for operations and tests that need raw access.
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    /// Closes the pool, waiting for connections in use.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    async fn migrate(&self) -> Result<(), OpenError> {
+        let wrap = |version, name| {
+            move |source| OpenError::Migrate {
+                version,
+                name,
+                source,
+            }
+        };
+        // Two servers starting at once on one PostgreSQL database take turns: each migration
+        // transaction first takes the same transaction-scoped advisory lock. (SQLite serialises
+        // writers by itself.)
+        // On SQLite a transaction that reads before it writes cannot wait for the write lock
+        // (it would be told "database is locked" at once), so the lock statement there is a
+        // write that changes nothing.
+        let lock = match self.backend {
+            Backend::Postgres => "SELECT pg_advisory_xact_lock(80580001)",
+            Backend::Sqlite => "UPDATE schema_migrations SET version = version WHERE version < 0",
+        };
+        let mut tx = self
+            .pool
+            .begin()
+            .await
+            .map_err(wrap(0, "schema_migrations"))?;
+        if self.backend == Backend::Postgres {
+            sqlx::query(lock)
+                .execute(&mut *tx)
+                .await
+                .map_err(wrap(0, "schema_migrations"))?;
+        }
+        sqlx::raw_sql(
+            "CREATE TABLE IF NOT EXISTS schema_migrations (\
+             version BIGINT PRIMARY KEY, name TEXT NOT NULL, applied_at BIGINT NOT NULL)",
+        )
+        .execute(&mut *tx)
+        .await
+        .map_err(wrap(0, "schema_migrations"))?;
+        tx.commit().await.map_err(wrap(0, "schema_migrations"))?;
+        for &(version, name, sqlite, postgres) in MIGRATIONS {
+            let mut tx = self.pool.begin().await.map_err(wrap(version, name))?;
+            sqlx::query(lock)
+                .execute(&mut *tx)
+                .await
+                .map_err(wrap(version, name))?;
+            let done = sqlx::query("SELECT version FROM schema_migrations WHERE version = $1")
+                .bind(version)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(wrap(version, name))?;
+            if done.is_some() {
+                continue;
+            }
+            let text = match self.backend {
+                Backend::Sqlite => sqlite,
+                Backend::Postgres => postgres,
+            };
+            sqlx::raw_sql(text)
+                .execute(&mut *tx)
+                .await
+                .map_err(wrap(version, name))?;
+            sqlx::query(
+                "INSERT INTO schema_migrations (version, name, applied_at) VALUES ($1, $2, $3)",
+            )
+            .bind(version)
+            .bind(name)
+            .bind(now_millis())
+            .execute(&mut *tx)
+            .await
+            .map_err(wrap(version, name))?;
+            tx.commit().await.map_err(wrap(version, name))?;
+            tracing::info!(version, name, "applied migration");
+        }
+        Ok(())
+    }
+
+    /// Checks that the database answers.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    /// Reads one profile.
+    pub async fn profile(&self, key: &ProfileKey) -> Result<Option<Profile>, StoreError> {
+        let row = sqlx::query(
+            "SELECT general, consents, subscriptions, updated_at FROM profiles \
+             WHERE org = $1 AND sandbox = $2 AND namespace = $3 AND id = $4",
+        )
+        .bind(&key.org)
+        .bind(&key.sandbox)
+        .bind(&key.namespace)
+        .bind(&key.id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|row| profile_from_row(&row)).transpose()
+    }
+
+    /// Applies a consent change to a profile (creating it) and appends a consent record, in one
+    /// transaction. Returns the profile after the change and the record's sequence number.
+    ///
+    /// Changes go through one writer task that commits whatever is queued in one transaction
+    /// (group commit): every change in an organisation and sandbox is serialised anyway by its
+    /// record chain, and one commit per batch instead of one per change is what makes SQLite
+    /// keep up under load.
+    pub async fn apply_consent(
+        &self,
+        key: &ProfileKey,
+        change: ConsentChange,
+    ) -> Result<(Profile, i64), StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.writer
+            .send(Job {
+                key: key.clone(),
+                change,
+                reply,
+            })
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        answer.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Stores an event unless one with the same id is already stored. Returns whether it was new.
+    pub async fn insert_event(
+        &self,
+        key: &ProfileKey,
+        event_id: &str,
+        body: &Value,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "INSERT INTO events (org, sandbox, event_id, namespace, profile_id, body, received_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (org, sandbox, event_id) DO NOTHING",
+        )
+        .bind(&key.org)
+        .bind(&key.sandbox)
+        .bind(event_id)
+        .bind(&key.namespace)
+        .bind(&key.id)
+        .bind(body.to_string())
+        .bind(now_millis())
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    /// Counts the events stored for one profile.
+    pub async fn count_events(&self, key: &ProfileKey) -> Result<i64, StoreError> {
+        let row = sqlx::query(
+            "SELECT COUNT(*) AS n FROM events \
+             WHERE org = $1 AND sandbox = $2 AND namespace = $3 AND profile_id = $4",
+        )
+        .bind(&key.org)
+        .bind(&key.sandbox)
+        .bind(&key.namespace)
+        .bind(&key.id)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(row.try_get("n")?)
+    }
+
+    /// The consent records of one profile, oldest first.
+    pub async fn records(&self, key: &ProfileKey) -> Result<Vec<ConsentRecord>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT seq, namespace, profile_id, source, payload, created_at, prev_hash, hash \
+             FROM consent_records WHERE org = $1 AND sandbox = $2 AND namespace = $3 \
+             AND profile_id = $4 ORDER BY seq",
+        )
+        .bind(&key.org)
+        .bind(&key.sandbox)
+        .bind(&key.namespace)
+        .bind(&key.id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(record_from_row).collect()
+    }
+
+    /// Recomputes the whole chain of one organisation and sandbox. Returns the number of records,
+    /// or the sequence number of the first record that does not verify.
+    pub async fn verify_chain(
+        &self,
+        org: &str,
+        sandbox: &str,
+    ) -> Result<Result<i64, i64>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT seq, namespace, profile_id, source, payload, created_at, prev_hash, hash \
+             FROM consent_records WHERE org = $1 AND sandbox = $2 ORDER BY seq",
+        )
+        .bind(org)
+        .bind(sandbox)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut prev = GENESIS_HASH.to_owned();
+        let mut count = 0;
+        for row in &rows {
+            let record = record_from_row(row)?;
+            let key = ProfileKey {
+                org: org.to_owned(),
+                sandbox: sandbox.to_owned(),
+                namespace: record.namespace.clone(),
+                id: record.profile_id.clone(),
+            };
+            let payload: String = row.try_get("payload")?;
+            let expected = record_hash(
+                &prev,
+                record.seq,
+                &key,
+                &record.source,
+                record.created_at,
+                &payload,
+            );
+            if record.seq != count + 1 || record.prev_hash != prev || record.hash != expected {
+                return Ok(Err(record.seq));
+            }
+            prev = record.hash;
+            count += 1;
+        }
+        Ok(Ok(count))
+    }
+}
+
+/// One queued consent change.
+struct Job {
+    key: ProfileKey,
+    change: ConsentChange,
+    reply: oneshot::Sender<Result<(Profile, i64), StoreError>>,
+}
+
+/// The most changes committed in one transaction.
+const MAX_BATCH: usize = 256;
+
+/// Commits queued changes in batches. A batch that fails is retried one change at a time, so
+/// one bad change fails alone.
+async fn run_writer(pool: AnyPool, mut jobs: mpsc::Receiver<Job>) {
+    while let Some(first) = jobs.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match jobs.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        match write_batch(&pool, &batch).await {
+            Ok(results) => {
+                for (job, result) in batch.into_iter().zip(results) {
+                    let _ = job.reply.send(Ok(result));
+                }
+            }
+            Err(err) if batch.len() == 1 => {
+                if let Some(job) = batch.pop() {
+                    let _ = job.reply.send(Err(err));
+                }
+            }
+            Err(_) => {
+                for job in batch {
+                    let result = write_batch(&pool, std::slice::from_ref(&job))
+                        .await
+                        .map(|mut r| r.remove(0));
+                    let _ = job.reply.send(result);
+                }
+            }
+        }
+    }
+}
+
+/// Rows per multi-row statement: small enough for every database's limits on parameters
+/// (SQLite: 32766) and expression depth.
+const ROWS_PER_STATEMENT: usize = 64;
+
+/// `($1, $2, …, $n), ($n+1, …)`: placeholders for `rows` rows of `width` values; `repeat` adds
+/// the row's last placeholder once more (for `created_at, updated_at`).
+fn placeholders(rows: usize, width: usize, repeat: bool) -> String {
+    let mut out = String::new();
+    let mut n = 0;
+    for row in 0..rows {
+        if row > 0 {
+            out.push_str(", ");
+        }
+        out.push('(');
+        for col in 0..width {
+            n += 1;
+            if col > 0 {
+                out.push_str(", ");
+            }
+            out.push_str(&format!("${n}"));
+        }
+        if repeat {
+            out.push_str(&format!(", ${n}"));
+        }
+        out.push(')');
+    }
+    out
+}
+
+/// Commits a batch of changes in one transaction with a fixed number of statements per batch:
+/// the chain heads, one read of every profile involved, one upsert of them, one insert of the
+/// records.
+async fn write_batch(pool: &AnyPool, batch: &[Job]) -> Result<Vec<(Profile, i64)>, StoreError> {
+    let now = now_millis();
+    let mut tx = pool.begin().await?;
+    // (org, sandbox) -> (seq, hash) of every chain this batch touches.
+    let mut heads: HashMap<(String, String), (i64, String)> = HashMap::new();
+    for job in batch {
+        let key = &job.key;
+        let chain = (key.org.clone(), key.sandbox.clone());
+        if heads.contains_key(&chain) {
+            continue;
+        }
+        // Writing first takes the write lock at once (SQLite) or the chain's row lock
+        // (PostgreSQL), so the chain cannot fork even with several servers on one database.
+        sqlx::query(
+            "INSERT INTO chain_heads (org, sandbox, seq, hash) VALUES ($1, $2, 0, $3) \
+             ON CONFLICT (org, sandbox) DO NOTHING",
+        )
+        .bind(&key.org)
+        .bind(&key.sandbox)
+        .bind(GENESIS_HASH)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("UPDATE chain_heads SET seq = seq WHERE org = $1 AND sandbox = $2")
+            .bind(&key.org)
+            .bind(&key.sandbox)
+            .execute(&mut *tx)
+            .await?;
+        let head = sqlx::query("SELECT seq, hash FROM chain_heads WHERE org = $1 AND sandbox = $2")
+            .bind(&key.org)
+            .bind(&key.sandbox)
+            .fetch_one(&mut *tx)
+            .await?;
+        heads.insert(chain, (head.try_get("seq")?, head.try_get("hash")?));
+    }
+
+    // Every profile the batch touches, read once.
+    let mut keys: Vec<&ProfileKey> = Vec::new();
+    for job in batch {
+        if !keys.contains(&&job.key) {
+            keys.push(&job.key);
+        }
+    }
+    let mut profiles: HashMap<ProfileKey, Profile> = HashMap::new();
+    for chunk in keys.chunks(ROWS_PER_STATEMENT) {
+        let mut sql = String::from(
+            "SELECT org, sandbox, namespace, id, general, consents, subscriptions, updated_at \
+             FROM profiles WHERE ",
+        );
+        for i in 0..chunk.len() {
+            if i > 0 {
+                sql.push_str(" OR ");
+            }
+            let n = i * 4;
+            sql.push_str(&format!(
+                "(org = ${} AND sandbox = ${} AND namespace = ${} AND id = ${})",
+                n + 1,
+                n + 2,
+                n + 3,
+                n + 4
+            ));
+        }
+        // The text is built from placeholders only; every value is bound.
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for key in chunk {
+            query = query
+                .bind(&key.org)
+                .bind(&key.sandbox)
+                .bind(&key.namespace)
+                .bind(&key.id);
+        }
+        for row in query.fetch_all(&mut *tx).await? {
+            let key = ProfileKey {
+                org: row.try_get("org")?,
+                sandbox: row.try_get("sandbox")?,
+                namespace: row.try_get("namespace")?,
+                id: row.try_get("id")?,
+            };
+            profiles.insert(key, profile_from_row(&row)?);
+        }
+    }
+
+    // Apply the changes in order and chain their records.
+    struct NewRecord<'a> {
+        key: &'a ProfileKey,
+        seq: i64,
+        source: &'a str,
+        payload: String,
+        prev_hash: String,
+        hash: String,
+    }
+    let mut records = Vec::with_capacity(batch.len());
+    let mut results = Vec::with_capacity(batch.len());
+    for job in batch {
+        let key = &job.key;
+        let change = &job.change;
+        let profile = profiles.entry(key.clone()).or_insert_with(|| Profile {
+            general: "pending".to_owned(),
+            consents: Value::Object(Map::new()),
+            subscriptions: Value::Object(Map::new()),
+            updated_at: now,
+        });
+        (change.edit)(&mut profile.consents, &mut profile.subscriptions);
+        if let Some(general) = &change.general {
+            general.clone_into(&mut profile.general);
+        }
+        profile.updated_at = now;
+        let Some((prev_seq, prev_hash)) = heads.get_mut(&(key.org.clone(), key.sandbox.clone()))
+        else {
+            return Err(StoreError::Closed);
+        };
+        let seq = *prev_seq + 1;
+        let payload = change.payload.to_string();
+        let hash = record_hash(prev_hash, seq, key, &change.source, now, &payload);
+        records.push(NewRecord {
+            key,
+            seq,
+            source: &change.source,
+            payload,
+            prev_hash: std::mem::replace(prev_hash, hash.clone()),
+            hash,
+        });
+        *prev_seq = seq;
+        results.push((profile.clone(), seq));
+    }
+
+    // Write the profiles, then the records, a chunk of rows per statement.
+    let touched: Vec<(&ProfileKey, &Profile)> = keys
+        .iter()
+        .filter_map(|key| profiles.get(*key).map(|p| (*key, p)))
+        .collect();
+    for chunk in touched.chunks(ROWS_PER_STATEMENT) {
+        let sql = format!(
+            "INSERT INTO profiles (org, sandbox, namespace, id, general, consents, subscriptions, \
+             created_at, updated_at) VALUES {} \
+             ON CONFLICT (org, sandbox, namespace, id) DO UPDATE SET general = excluded.general, \
+             consents = excluded.consents, subscriptions = excluded.subscriptions, \
+             updated_at = excluded.updated_at",
+            placeholders(chunk.len(), 8, true)
+        );
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for (key, profile) in chunk {
+            query = query
+                .bind(&key.org)
+                .bind(&key.sandbox)
+                .bind(&key.namespace)
+                .bind(&key.id)
+                .bind(&profile.general)
+                .bind(profile.consents.to_string())
+                .bind(profile.subscriptions.to_string())
+                .bind(now);
+        }
+        query.execute(&mut *tx).await?;
+    }
+    for chunk in records.chunks(ROWS_PER_STATEMENT) {
+        let sql = format!(
+            "INSERT INTO consent_records (org, sandbox, seq, namespace, profile_id, source, \
+             payload, created_at, prev_hash, hash) VALUES {}",
+            placeholders(chunk.len(), 10, false)
+        );
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for record in chunk {
+            query = query
+                .bind(&record.key.org)
+                .bind(&record.key.sandbox)
+                .bind(record.seq)
+                .bind(&record.key.namespace)
+                .bind(&record.key.id)
+                .bind(record.source)
+                .bind(&record.payload)
+                .bind(now)
+                .bind(&record.prev_hash)
+                .bind(&record.hash);
+        }
+        query.execute(&mut *tx).await?;
+    }
+    for ((org, sandbox), (seq, hash)) in &heads {
+        sqlx::query("UPDATE chain_heads SET seq = $1, hash = $2 WHERE org = $3 AND sandbox = $4")
+            .bind(*seq)
+            .bind(hash)
+            .bind(org)
+            .bind(sandbox)
+            .execute(&mut *tx)
+            .await?;
+    }
+    tx.commit().await?;
+    Ok(results)
+}
+
+fn profile_from_row(row: &AnyRow) -> Result<Profile, StoreError> {
+    let consents: String = row.try_get("consents")?;
+    let subscriptions: String = row.try_get("subscriptions")?;
+    Ok(Profile {
+        general: row.try_get("general")?,
+        consents: serde_json::from_str(&consents)?,
+        subscriptions: serde_json::from_str(&subscriptions)?,
+        updated_at: row.try_get("updated_at")?,
+    })
+}
+
+fn record_from_row(row: &AnyRow) -> Result<ConsentRecord, StoreError> {
+    let payload: String = row.try_get("payload")?;
+    Ok(ConsentRecord {
+        seq: row.try_get("seq")?,
+        namespace: row.try_get("namespace")?,
+        profile_id: row.try_get("profile_id")?,
+        source: row.try_get("source")?,
+        payload: serde_json::from_str(&payload)?,
+        created_at: row.try_get("created_at")?,
+        prev_hash: row.try_get("prev_hash")?,
+        hash: row.try_get("hash")?,
+    })
+}
+
+/// SHA-256 over the previous hash and every field of the record, each length-prefixed so that
+/// no two different records hash the same input.
+fn record_hash(
+    prev: &str,
+    seq: i64,
+    key: &ProfileKey,
+    source: &str,
+    created_at: i64,
+    payload: &str,
+) -> String {
+    let mut hasher = Sha256::new();
+    let seq = seq.to_string();
+    let created = created_at.to_string();
+    for field in [
+        prev,
+        &seq,
+        &key.org,
+        &key.sandbox,
+        &key.namespace,
+        &key.id,
+        source,
+        &created,
+        payload,
+    ] {
+        hasher.update((field.len() as u64).to_be_bytes());
+        hasher.update(field.as_bytes());
+    }
+    hex(&hasher.finalize())
+}
+
+/// Lower-case hex.
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        let _ = write!(out, "{b:02x}");
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn placeholders_number_every_row() {
+        assert_eq!(placeholders(2, 3, false), "($1, $2, $3), ($4, $5, $6)");
+        assert_eq!(placeholders(2, 2, true), "($1, $2, $2), ($3, $4, $4)");
+        assert_eq!(placeholders(0, 2, false), "");
+    }
+
+    #[test]
+    fn urls_are_normalised() {
+        let check = |input: &str, want: Option<(&str, Backend)>| {
+            let got = normalise_url(input).ok();
+            assert_eq!(got.as_ref().map(|(u, b)| (u.as_str(), *b)), want, "{input}");
+        };
+        check(
+            "consent.db",
+            Some(("sqlite://consent.db?mode=rwc", Backend::Sqlite)),
+        );
+        check(
+            "sqlite://consent.db",
+            Some(("sqlite://consent.db?mode=rwc", Backend::Sqlite)),
+        );
+        check(
+            "sqlite:x.db?mode=ro",
+            Some(("sqlite://x.db?mode=ro", Backend::Sqlite)),
+        );
+        check(
+            "postgres://u@h/db",
+            Some(("postgres://u@h/db", Backend::Postgres)),
+        );
+        check("mysql://h/db", None);
+        check("", None);
+    }
+}

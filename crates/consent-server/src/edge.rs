@@ -1,0 +1,539 @@
+//! The Edge-compatible endpoints: `interact`, `collect`, `privacy/set-consent`, `identity/acquire`.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use consent_core::{
+    CONSENT_COOKIE_MAX_AGE, CookieNames, Decision, PayloadError, SetConsentOptions, Standard,
+};
+use serde_json::{Value, json};
+
+use crate::db::ProfileKey;
+use crate::ops::inc;
+use crate::server::AppState;
+
+/// The identity cookie's max-age, as Edge sends it (395 days).
+const IDENTITY_MAX_AGE: u64 = 34_128_000;
+/// The cluster cookie's max-age (30 minutes).
+const CLUSTER_MAX_AGE: u64 = 1800;
+
+/// Which Edge action a request is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Action {
+    Interact,
+    Collect,
+    SetConsent,
+    Acquire,
+}
+
+/// An Edge error response: `application/problem+json` with the Edge code in `type`.
+#[derive(Debug)]
+pub(crate) struct EdgeError {
+    status: StatusCode,
+    code: String,
+    title: &'static str,
+    detail: String,
+    request_id: String,
+}
+
+impl EdgeError {
+    fn invalid(code: &str, status: u16, detail: String, request_id: &str) -> Self {
+        Self {
+            status: StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST),
+            code: code.to_owned(),
+            title: if status == 422 {
+                "Unprocessable consent value"
+            } else {
+                "Invalid request"
+            },
+            detail,
+            request_id: request_id.to_owned(),
+        }
+    }
+
+    fn payload(err: &PayloadError, request_id: &str) -> Self {
+        Self::invalid(
+            err.edge_code(),
+            err.http_status(),
+            err.to_string(),
+            request_id,
+        )
+    }
+
+    fn internal(request_id: &str) -> Self {
+        Self {
+            status: StatusCode::INTERNAL_SERVER_ERROR,
+            code: "EXEG-0500-500".to_owned(),
+            title: "Internal server error",
+            detail: "The request could not be processed.".to_owned(),
+            request_id: request_id.to_owned(),
+        }
+    }
+}
+
+impl IntoResponse for EdgeError {
+    fn into_response(self) -> Response {
+        let body = json!({
+            "type": format!("https://ns.adobe.com/aep/errors/{}", self.code),
+            "status": self.status.as_u16(),
+            "title": self.title,
+            "detail": self.detail,
+            "report": {"requestId": self.request_id},
+        });
+        (
+            self.status,
+            [(header::CONTENT_TYPE, "application/problem+json")],
+            body.to_string(),
+        )
+            .into_response()
+    }
+}
+
+/// Handles one Edge request.
+pub(crate) async fn handle(
+    state: Arc<AppState>,
+    action: Action,
+    location_hint: Option<String>,
+    query: HashMap<String, String>,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Result<Response, EdgeError> {
+    let request_id = query
+        .get("requestId")
+        .filter(|r| !r.is_empty() && r.len() <= 128)
+        .cloned()
+        .unwrap_or_else(crate::server::random_id);
+    let Some(config_id) = query.get("configId").filter(|c| !c.is_empty()) else {
+        return Err(EdgeError::invalid(
+            "EXEG-0003-400",
+            400,
+            "The 'configId' query parameter is required.".to_owned(),
+            &request_id,
+        ));
+    };
+    let (org, sandbox) = state.datastream(config_id);
+    let body: Value = if body.is_empty() {
+        Value::Object(serde_json::Map::new())
+    } else {
+        serde_json::from_slice(body).map_err(|err| {
+            EdgeError::invalid(
+                "EXEG-0102-400",
+                400,
+                format!("The request body is not valid JSON: {err}"),
+                &request_id,
+            )
+        })?
+    };
+    if !body.is_object() {
+        return Err(EdgeError::invalid(
+            "EXEG-0102-400",
+            400,
+            "The request body must be a JSON object.".to_owned(),
+            &request_id,
+        ));
+    }
+    let names = CookieNames::new(&org);
+    let (ecid, minted) = match find_ecid(&body, headers, &names) {
+        Some(ecid) => (ecid, false),
+        None => (mint_ecid(), true),
+    };
+    let key = ProfileKey {
+        org: org.clone(),
+        sandbox,
+        namespace: "ECID".to_owned(),
+        id: ecid.clone(),
+    };
+    let cluster = location_hint
+        .filter(|h| h.len() <= 16 && h.bytes().all(|b| b.is_ascii_alphanumeric()))
+        .unwrap_or_else(|| state.config.default_cluster.clone());
+    let internal = |err: crate::db::StoreError| {
+        tracing::error!(%err, "storage failed");
+        EdgeError::internal(&request_id)
+    };
+
+    let mut warnings = Vec::new();
+    let general = match action {
+        Action::SetConsent => {
+            let general = set_consent(&state, &key, &body, &request_id).await?;
+            match general {
+                Some(d) => Some(d),
+                None => stored_general(&state, &key, minted)
+                    .await
+                    .map_err(internal)?,
+            }
+        }
+        Action::Interact | Action::Collect => {
+            let events = match body.get("events") {
+                Some(Value::Array(events)) if !events.is_empty() => events,
+                other => {
+                    let got = other.map_or_else(|| "undefined".to_owned(), Value::to_string);
+                    return Err(EdgeError::invalid(
+                        "EXEG-0102-400",
+                        400,
+                        format!("'events': Expected a non-empty array, but got {got}."),
+                        &request_id,
+                    ));
+                }
+            };
+            let general = stored_general(&state, &key, minted)
+                .await
+                .map_err(internal)?;
+            if general == Some(Decision::Out) {
+                // The profile has opted out: nothing it sends is stored, only counted.
+                for _ in events {
+                    inc(&state.metrics.events_refused);
+                }
+                warnings.push(json!({
+                    "type": "https://ns.adobe.com/aep/errors/EXEG-0301-200",
+                    "status": 200,
+                    "title": "Consent declined",
+                    "detail": "The profile has declined consent; the events were not stored.",
+                    "report": {"count": events.len()},
+                }));
+            } else {
+                for event in events {
+                    let event_id = event
+                        .pointer("/xdm/_id")
+                        .or_else(|| event.pointer("/xdm/eventId"))
+                        .and_then(Value::as_str)
+                        .filter(|id| !id.is_empty() && id.len() <= 256)
+                        .map_or_else(crate::server::random_id, str::to_owned);
+                    if state
+                        .db
+                        .insert_event(&key, &event_id, event)
+                        .await
+                        .map_err(internal)?
+                    {
+                        inc(&state.metrics.events_stored);
+                    } else {
+                        inc(&state.metrics.events_duplicate);
+                    }
+                }
+            }
+            general
+        }
+        Action::Acquire => stored_general(&state, &key, minted)
+            .await
+            .map_err(internal)?,
+    };
+
+    if action == Action::Collect {
+        return Ok(StatusCode::NO_CONTENT.into_response());
+    }
+    let mut store = vec![
+        json!({"key": names.identity(), "value": identity_cookie(&ecid), "maxAge": IDENTITY_MAX_AGE}),
+        json!({"key": names.cluster(), "value": cluster, "maxAge": CLUSTER_MAX_AGE}),
+    ];
+    if let Some(decision @ (Decision::In | Decision::Out)) = general {
+        store.push(json!({
+            "key": names.consent(),
+            "value": format!("general={}", decision.as_str()),
+            "maxAge": CONSENT_COOKIE_MAX_AGE,
+        }));
+    }
+    let mut response = json!({
+        "requestId": request_id,
+        "handle": [
+            {"type": "identity:result", "payload": [{"id": ecid, "namespace": {"code": "ECID"}}]},
+            {"type": "state:store", "payload": store},
+        ],
+    });
+    if !warnings.is_empty() {
+        response["warnings"] = Value::Array(warnings);
+    }
+    Ok((
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/json")],
+        response.to_string(),
+    )
+        .into_response())
+}
+
+/// The stored `general` decision, `None` when the profile has none (or is new).
+async fn stored_general(
+    state: &AppState,
+    key: &ProfileKey,
+    minted: bool,
+) -> Result<Option<Decision>, crate::db::StoreError> {
+    if minted {
+        return Ok(None);
+    }
+    Ok(state
+        .db
+        .profile(key)
+        .await?
+        .and_then(|p| Decision::from_wire(&p.general))
+        .filter(|d| *d != Decision::Pending))
+}
+
+/// Validates and applies a set-consent body; returns the decision it made.
+async fn set_consent(
+    state: &AppState,
+    key: &ProfileKey,
+    body: &Value,
+    request_id: &str,
+) -> Result<Option<Decision>, EdgeError> {
+    // Only the fields the Web SDK's option validator knows are validated by it; `query` and
+    // `meta` are request plumbing.
+    let mut options = serde_json::Map::new();
+    for field in ["consent", "identityMap"] {
+        if let Some(v) = body.get(field) {
+            options.insert(field.to_owned(), v.clone());
+        }
+    }
+    let options = SetConsentOptions::from_json(&Value::Object(options)).map_err(|err| {
+        inc(&state.metrics.consent_invalid);
+        EdgeError::payload(&err, request_id)
+    })?;
+    let mut decision: Option<Decision> = None;
+    let mut xdm_updates = Vec::new();
+    for (i, object) in options.consent.iter().enumerate() {
+        let this = match object.standard() {
+            Standard::AdobeV1 => object
+                .to_json()
+                .pointer("/value/general")
+                .and_then(Value::as_str)
+                .and_then(Decision::from_wire),
+            Standard::AdobeV2 => {
+                let value = object
+                    .to_json()
+                    .get("value")
+                    .cloned()
+                    .unwrap_or(Value::Null);
+                let collect = value
+                    .pointer("/collect/val")
+                    .and_then(Value::as_str)
+                    .and_then(|v| match v {
+                        "y" => Some(Decision::In),
+                        "n" => Some(Decision::Out),
+                        _ => None,
+                    });
+                xdm_updates.push(value);
+                collect
+            }
+            Standard::IabTcf => match object.iab() {
+                Some((_, false)) => Some(Decision::In),
+                Some((tc, true)) => {
+                    match state
+                        .config
+                        .iab
+                        .grants_collection(tc, state.config.iab_vendor_id)
+                    {
+                        Ok(true) => Some(Decision::In),
+                        Ok(false) => Some(Decision::Out),
+                        Err(reason) => {
+                            inc(&state.metrics.consent_invalid);
+                            let err = PayloadError::InvalidTcString {
+                                path: format!("consent[{i}]"),
+                                reason,
+                            };
+                            return Err(EdgeError::payload(&err, request_id));
+                        }
+                    }
+                }
+                None => None,
+            },
+            _ => None,
+        };
+        if let Some(this) = this {
+            decision = Some(decision.map_or(this, |d| d.stricter(this)));
+        }
+    }
+    match decision {
+        Some(Decision::In) => inc(&state.metrics.consent_in),
+        Some(Decision::Out) => inc(&state.metrics.consent_out),
+        _ => inc(&state.metrics.consent_pending),
+    }
+    let collect = decision.map(|d| if d == Decision::In { "y" } else { "n" });
+    let edit = move |consents: &mut Value, _subs: &mut Value| {
+        for update in &xdm_updates {
+            merge(consents, update);
+        }
+        if let Some(val) = collect {
+            consents["collect"] = json!({"val": val});
+        }
+    };
+    let payload = json!({
+        "requestId": request_id,
+        "consent": options.consent_json(),
+        "general": decision.map(Decision::as_str),
+    });
+    state
+        .db
+        .apply_consent(
+            key,
+            crate::db::ConsentChange {
+                general: decision.map(|d| d.as_str().to_owned()),
+                edit: Box::new(edit),
+                source: "edge:set-consent".to_owned(),
+                payload,
+            },
+        )
+        .await
+        .map_err(|err| {
+            tracing::error!(%err, "storage failed");
+            EdgeError::internal(request_id)
+        })?;
+    Ok(decision)
+}
+
+/// Deep-merges `update` into `target`: objects merge key by key, anything else replaces.
+pub(crate) fn merge(target: &mut Value, update: &Value) {
+    match (target, update) {
+        (Value::Object(t), Value::Object(u)) => {
+            for (k, v) in u {
+                merge(t.entry(k.clone()).or_insert(Value::Null), v);
+            }
+        }
+        (t, u) => *t = u.clone(),
+    }
+}
+
+/// Finds the visitor's ECID: the identity map, then the identity cookie in `meta.state`, then
+/// the `Cookie` header.
+fn find_ecid(body: &Value, headers: &HeaderMap, names: &CookieNames) -> Option<String> {
+    let valid =
+        |id: &str| !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_digit());
+    for pointer in ["/identityMap/ECID/0/id", "/xdm/identityMap/ECID/0/id"] {
+        if let Some(id) = body.pointer(pointer).and_then(Value::as_str)
+            && valid(id)
+        {
+            return Some(id.to_owned());
+        }
+    }
+    if let Some(entries) = body
+        .pointer("/meta/state/entries")
+        .and_then(Value::as_array)
+    {
+        for entry in entries {
+            if entry.get("key").and_then(Value::as_str) == Some(names.identity())
+                && let Some(id) = entry
+                    .get("value")
+                    .and_then(Value::as_str)
+                    .and_then(decode_identity_cookie)
+                && valid(&id)
+            {
+                return Some(id);
+            }
+        }
+    }
+    for cookies in headers.get_all(header::COOKIE) {
+        let Ok(cookies) = cookies.to_str() else {
+            continue;
+        };
+        for pair in cookies.split(';') {
+            if let Some((name, value)) = pair.trim().split_once('=')
+                && name == names.identity()
+                && let Some(id) = decode_identity_cookie(value)
+                && valid(&id)
+            {
+                return Some(id);
+            }
+        }
+    }
+    None
+}
+
+/// A 38-digit ECID.
+fn mint_ecid() -> String {
+    let mut bytes = [0u8; 16];
+    // Should the OS refuse randomness, fall back on the clock: an ECID is an identifier, not a
+    // secret.
+    if getrandom::fill(&mut bytes).is_err() {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        bytes = nanos.to_le_bytes();
+    }
+    let n = u128::from_le_bytes(bytes);
+    format!("{:038}", n % 10u128.pow(38))
+}
+
+/// The identity cookie: base64 of a protobuf message whose field 1 is the ECID, as Edge's is.
+fn identity_cookie(ecid: &str) -> String {
+    let mut message = vec![0x0a, u8::try_from(ecid.len()).unwrap_or(0)];
+    message.extend_from_slice(ecid.as_bytes());
+    STANDARD.encode(message)
+}
+
+fn decode_identity_cookie(value: &str) -> Option<String> {
+    let bytes = STANDARD.decode(value.trim()).ok()?;
+    let (&tag, rest) = bytes.split_first()?;
+    let (&len, rest) = rest.split_first()?;
+    if tag != 0x0a || rest.len() < usize::from(len) {
+        return None;
+    }
+    String::from_utf8(rest.get(..usize::from(len))?.to_vec()).ok()
+}
+
+/// Axum handlers, one per route shape.
+pub(crate) mod routes {
+    use super::*;
+    use axum::extract::Path;
+
+    macro_rules! edge_route {
+        ($plain:ident, $hinted:ident, $action:expr) => {
+            pub(crate) async fn $plain(
+                State(state): State<Arc<AppState>>,
+                Query(query): Query<HashMap<String, String>>,
+                headers: HeaderMap,
+                body: Bytes,
+            ) -> Response {
+                handle(state, $action, None, query, &headers, &body)
+                    .await
+                    .into_response()
+            }
+
+            pub(crate) async fn $hinted(
+                State(state): State<Arc<AppState>>,
+                Path(hint): Path<String>,
+                Query(query): Query<HashMap<String, String>>,
+                headers: HeaderMap,
+                body: Bytes,
+            ) -> Response {
+                handle(state, $action, Some(hint), query, &headers, &body)
+                    .await
+                    .into_response()
+            }
+        };
+    }
+
+    edge_route!(interact, interact_hinted, Action::Interact);
+    edge_route!(collect, collect_hinted, Action::Collect);
+    edge_route!(set_consent, set_consent_hinted, Action::SetConsent);
+    edge_route!(acquire, acquire_hinted, Action::Acquire);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identity_cookie_round_trips_and_ecids_have_38_digits() {
+        let ecid = mint_ecid();
+        assert_eq!(ecid.len(), 38);
+        assert_eq!(decode_identity_cookie(&identity_cookie(&ecid)), Some(ecid));
+        assert_eq!(decode_identity_cookie("not base64!"), None);
+        assert_eq!(decode_identity_cookie(""), None);
+    }
+
+    #[test]
+    fn merge_is_deep() {
+        let mut target = json!({"marketing": {"email": {"val": "y"}}, "collect": {"val": "y"}});
+        merge(
+            &mut target,
+            &json!({"marketing": {"push": {"val": "n"}}, "collect": {"val": "n"}}),
+        );
+        assert_eq!(
+            target,
+            json!({"marketing": {"email": {"val": "y"}, "push": {"val": "n"}}, "collect": {"val": "n"}})
+        );
+    }
+}

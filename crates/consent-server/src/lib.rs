@@ -1,0 +1,52 @@
+//! The consent service: Edge-compatible consent and collection endpoints, and a preference
+//! service with signed unsubscribe links, on axum and tokio, storing profiles, events and
+//! hash-chained consent records in SQLite (the default) or PostgreSQL through sqlx.
+//!
+//! Routes:
+//! - `POST /ee/v1/{interact,collect,privacy/set-consent,identity/acquire}` and the
+//!   `/ee/{locationHint}/v1/…` forms, with `?configId=…&requestId=…`: consent payloads are
+//!   validated by `consent-core` with the Edge error codes, and the answer carries `handle[]`
+//!   with the `kndctr_<org>_identity`, `_consent` and `_cluster` `state:store` entries.
+//! - `GET /unsubscribe?params&pid&sig` (landing page, changes nothing) and `POST` on the same URL
+//!   (its confirm button, or RFC 8058 one-click with `List-Unsubscribe=One-Click`).
+//! - `POST /imp/consent/preferences?params&pid&sig` and `GET /imp/consent/decrypt?params&pid`
+//!   (authenticated with an API key bound to one organisation and sandbox).
+//! - `POST /admin/v1/unsubscribe-links`, `GET /admin/v1/profiles/{namespace}/{id}`
+//!   (authenticated), `/healthz`, `/metrics`, `/openapi.json`.
+//!
+//! ```
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let dir = std::env::temp_dir().join(format!("consent-doc-{}", std::process::id()));
+//! std::fs::create_dir_all(&dir)?;
+//! let database = format!("sqlite://{}", dir.join("consent.db").display());
+//! let runtime = tokio::runtime::Runtime::new()?;
+//! runtime.block_on(async {
+//!     let config = consent_server::Config::new("127.0.0.1:0".parse()?, database)?;
+//!     let server = consent_server::serve(config).await?;
+//!     assert_eq!(server.local_addr().ip().to_string(), "127.0.0.1");
+//!     server.shutdown().await?;
+//!     Ok::<(), Box<dyn std::error::Error>>(())
+//! })?;
+//! std::fs::remove_dir_all(&dir)?;
+//! # Ok(()) }
+//! ```
+
+mod config;
+mod db;
+mod edge;
+mod links;
+mod ops;
+mod prefs;
+mod server;
+
+pub use config::{ApiKey, Config, Datastream, Keys, KeysError, UnwiredIab};
+pub use db::{
+    Backend, ConsentChange, ConsentRecord, Db, Edit, GENESIS_HASH, OpenError, Profile, ProfileKey,
+    StoreError,
+};
+pub use links::{
+    KeyError, LinkError, LinkKey, LinkKeys, LinkParams, LinkProfile, SignError, SignedLink,
+};
+pub use ops::{Metrics, RateLimiter};
+pub use prefs::PrefError;
+pub use server::{ServeError, Server, serve};

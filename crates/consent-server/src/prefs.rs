@@ -1,0 +1,834 @@
+//! The preference service: the admin API that makes unsubscribe links, the landing page, the
+//! RFC 8058 one-click endpoint, the consent preferences API and the decrypt API.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{Html, IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::config::ApiKey;
+use crate::db::{ConsentChange, Profile, ProfileKey};
+use crate::links::{CHANNELS, LinkError, LinkParams, LinkProfile, SCOPES};
+use crate::ops::inc;
+use crate::server::AppState;
+
+/// Why a preference-service request was refused. None of them changes anything.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PrefError {
+    /// Missing or wrong `x-api-key` / `authorization`.
+    #[error("missing or invalid credentials")]
+    Unauthenticated,
+    /// The credentials do not cover the organisation or sandbox asked for.
+    #[error("the credentials do not cover this organisation and sandbox")]
+    Forbidden,
+    /// The link was refused.
+    #[error("{0}")]
+    Link(#[from] LinkError),
+    /// The request is malformed.
+    #[error("{0}")]
+    BadRequest(String),
+    /// No such profile.
+    #[error("no such profile")]
+    NotFound,
+    /// Storage failed.
+    #[error("internal error")]
+    Internal,
+}
+
+impl PrefError {
+    fn status(&self) -> StatusCode {
+        match self {
+            PrefError::Unauthenticated => StatusCode::UNAUTHORIZED,
+            PrefError::Forbidden => StatusCode::FORBIDDEN,
+            PrefError::Link(LinkError::Malformed) | PrefError::BadRequest(_) => {
+                StatusCode::BAD_REQUEST
+            }
+            PrefError::Link(_) => StatusCode::FORBIDDEN,
+            PrefError::NotFound => StatusCode::NOT_FOUND,
+            PrefError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn code(&self) -> &'static str {
+        match self {
+            PrefError::Unauthenticated => "unauthenticated",
+            PrefError::Forbidden => "forbidden",
+            PrefError::Link(LinkError::Expired) => "link_expired",
+            PrefError::Link(LinkError::UnknownKey) => "link_unknown_key",
+            PrefError::Link(_) => "link_invalid",
+            PrefError::BadRequest(_) => "bad_request",
+            PrefError::NotFound => "not_found",
+            PrefError::Internal => "internal",
+        }
+    }
+}
+
+impl IntoResponse for PrefError {
+    fn into_response(self) -> Response {
+        let mut response = (
+            self.status(),
+            Json(json!({"error": self.code(), "message": self.to_string()})),
+        )
+            .into_response();
+        if matches!(self, PrefError::Unauthenticated) {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Bearer"),
+            );
+        }
+        response
+    }
+}
+
+fn internal(err: crate::db::StoreError) -> PrefError {
+    tracing::error!(%err, "storage failed");
+    PrefError::Internal
+}
+
+/// A header's value; `None` when it is absent, not text, or repeated (a repeated credential or
+/// organisation header is ambiguous, so it counts as missing).
+fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    let mut values = headers.get_all(name).iter();
+    let first = values.next()?;
+    if values.next().is_some() {
+        return None;
+    }
+    first.to_str().ok()
+}
+
+/// Checks `x-api-key` and `authorization: Bearer …`, then that `x-gw-ims-org-id` (and
+/// `x-sandbox-name`, when sent) name the key's own organisation and sandbox. The key is bound to
+/// one sandbox, so a caller that leaves `x-sandbox-name` out gets the key's.
+fn authenticate<'a>(state: &'a AppState, headers: &HeaderMap) -> Result<&'a ApiKey, PrefError> {
+    let api_key = header_str(headers, "x-api-key").ok_or(PrefError::Unauthenticated)?;
+    let token = header_str(headers, "authorization")
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .ok_or(PrefError::Unauthenticated)?;
+    let key = state
+        .config
+        .keys
+        .authenticate(api_key, token.trim())
+        .ok_or(PrefError::Unauthenticated)?;
+    let org = header_str(headers, "x-gw-ims-org-id").ok_or(PrefError::Unauthenticated)?;
+    if org != key.org {
+        return Err(PrefError::Forbidden);
+    }
+    if headers.get_all("x-sandbox-name").iter().count() > 1 {
+        return Err(PrefError::Unauthenticated);
+    }
+    if let Some(sandbox) = header_str(headers, "x-sandbox-name")
+        && sandbox != key.sandbox
+    {
+        return Err(PrefError::Forbidden);
+    }
+    Ok(key)
+}
+
+/// The query of every link URL.
+#[derive(Debug, Deserialize)]
+pub(crate) struct LinkQuery {
+    params: Option<String>,
+    pid: Option<String>,
+    sig: Option<String>,
+}
+
+fn now_secs() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+fn verify(state: &AppState, query: &LinkQuery) -> Result<(LinkParams, LinkProfile), PrefError> {
+    let (Some(params), Some(pid), Some(sig)) = (&query.params, &query.pid, &query.sig) else {
+        inc(&state.metrics.links_refused);
+        return Err(PrefError::Link(LinkError::Malformed));
+    };
+    state
+        .config
+        .keys
+        .links
+        .verify(params, pid, sig, now_secs())
+        .map_err(|err| {
+            inc(&state.metrics.links_refused);
+            tracing::info!(%err, "link refused");
+            PrefError::Link(err)
+        })
+}
+
+/// What an opt-out (or opt-in) through a link changes.
+#[derive(Debug, Clone)]
+struct Choice {
+    channel: String,
+    scope: String,
+    val: &'static str,
+}
+
+fn profile_key(link: &LinkParams, profile: &LinkProfile) -> ProfileKey {
+    ProfileKey {
+        org: link.org.clone(),
+        sandbox: link.sandbox.clone(),
+        namespace: profile.pns.clone(),
+        id: profile.pid.clone(),
+    }
+}
+
+/// The JSON path of the `val` a choice sets, or an error when the link lacks what the scope
+/// needs. The first element says which document: `c` consents, `s` subscriptions.
+fn choice_path(
+    choice: &Choice,
+    link: &LinkParams,
+    profile: &LinkProfile,
+) -> Result<(char, Vec<String>), PrefError> {
+    match choice.scope.as_str() {
+        "channel" => Ok(('c', vec!["marketing".into(), choice.channel.clone()])),
+        "identity" => {
+            let (Some(address), Some(ns)) = (&profile.e, &profile.ens) else {
+                return Err(PrefError::BadRequest(
+                    "the identity scope needs a link made for an address".into(),
+                ));
+            };
+            Ok((
+                'c',
+                vec![
+                    "idSpecific".into(),
+                    ns.clone(),
+                    address.clone(),
+                    "marketing".into(),
+                    choice.channel.clone(),
+                ],
+            ))
+        }
+        "subscription" => {
+            let Some(sub) = &link.subscription else {
+                return Err(PrefError::BadRequest(
+                    "the subscription scope needs a link made for a subscription".into(),
+                ));
+            };
+            Ok(('s', vec![sub.clone()]))
+        }
+        other => Err(PrefError::BadRequest(format!("unknown scope {other:?}"))),
+    }
+}
+
+fn get_path<'a>(mut value: &'a Value, path: &[String]) -> Option<&'a Value> {
+    for part in path {
+        value = value.get(part)?;
+    }
+    Some(value)
+}
+
+fn set_path(value: &mut Value, path: &[String], leaf: Value) {
+    let mut cursor = value;
+    for part in path {
+        if !cursor.is_object() {
+            *cursor = Value::Object(serde_json::Map::new());
+        }
+        let Value::Object(map) = cursor else { return };
+        cursor = map.entry(part.clone()).or_insert(Value::Null);
+    }
+    if !cursor.is_object() {
+        *cursor = Value::Object(serde_json::Map::new());
+    }
+    crate::edge::merge(cursor, &leaf);
+}
+
+/// Applies choices through a link. Choices already in place are skipped, so a repeated request
+/// changes nothing and appends no record. Returns how many choices changed something.
+async fn apply(
+    state: &AppState,
+    link: &LinkParams,
+    profile: &LinkProfile,
+    choices: &[Choice],
+    source: &str,
+) -> Result<(usize, Option<Profile>), PrefError> {
+    let key = profile_key(link, profile);
+    let current = state.db.profile(&key).await.map_err(internal)?;
+    let mut todo = Vec::new();
+    for choice in choices {
+        let (doc, path) = choice_path(choice, link, profile)?;
+        let already = current.as_ref().and_then(|p| {
+            let root = if doc == 'c' {
+                &p.consents
+            } else {
+                &p.subscriptions
+            };
+            get_path(root, &path)?
+                .get("val")?
+                .as_str()
+                .map(str::to_owned)
+        });
+        if already.as_deref() != Some(choice.val) {
+            todo.push((doc, path, choice.clone()));
+        }
+    }
+    if todo.is_empty() {
+        return Ok((0, current));
+    }
+    let time = crate::server::iso8601(crate::server::now_millis());
+    let edits = todo.clone();
+    let edit_time = time.clone();
+    let edit = move |consents: &mut Value, subs: &mut Value| {
+        for (doc, path, choice) in &edits {
+            let mut leaf = json!({"val": choice.val, "time": edit_time});
+            if *doc == 's' {
+                leaf["type"] = json!(choice.channel);
+                set_path(subs, path, leaf);
+            } else {
+                set_path(consents, path, leaf);
+            }
+        }
+    };
+    let payload = json!({
+        "changes": todo.iter().map(|(_, _, c)| json!({
+            "channel": c.channel, "scope": c.scope, "val": c.val,
+        })).collect::<Vec<_>>(),
+        "message": {"m": link.m, "ci": link.ci, "jv": link.jv, "ja": link.ja},
+        "subscription": link.subscription,
+        "address": profile.e,
+        "time": time,
+    });
+    let (stored, _) = state
+        .db
+        .apply_consent(
+            &key,
+            ConsentChange {
+                general: None,
+                edit: Box::new(edit),
+                source: source.to_owned(),
+                payload,
+            },
+        )
+        .await
+        .map_err(internal)?;
+    for (_, _, choice) in &todo {
+        if choice.val == "n" {
+            inc(&state.metrics.unsubscribes);
+        }
+    }
+    Ok((todo.len(), Some(stored)))
+}
+
+fn html_escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+        .replace('\'', "&#39;")
+}
+
+fn page(title: &str, body: &str) -> String {
+    format!(
+        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
+         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+         <title>{t}</title></head>\n<body><main>\n<h1>{t}</h1>\n{body}\n</main></body></html>\n",
+        t = html_escape(title)
+    )
+}
+
+/// An HTML page with the headers every link page carries: no caching, no framing (the confirm
+/// button must not be clickjacked), no referrer (the URL holds the link's tokens), no scripts.
+fn html(status: StatusCode, title: &str, body: &str) -> Response {
+    let mut response = (status, Html(page(title, body))).into_response();
+    let headers = response.headers_mut();
+    for (name, value) in [
+        (header::CACHE_CONTROL, "no-store"),
+        (header::X_FRAME_OPTIONS, "DENY"),
+        (header::REFERRER_POLICY, "no-referrer"),
+        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        (
+            header::CONTENT_SECURITY_POLICY,
+            "default-src 'none'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+        ),
+    ] {
+        headers.insert(name, header::HeaderValue::from_static(value));
+    }
+    response
+}
+
+fn refused_page(err: &PrefError) -> Response {
+    let message = match err {
+        PrefError::Link(LinkError::Expired) => "This unsubscribe link has expired.",
+        PrefError::Link(_) => "This unsubscribe link is not valid.",
+        _ => "The request could not be completed.",
+    };
+    html(
+        err.status(),
+        "Unsubscribe",
+        &format!("<p id=\"error\">{}</p>", html_escape(message)),
+    )
+}
+
+/// `GET /unsubscribe`: the landing page. It changes nothing.
+pub(crate) async fn landing(
+    State(state): State<Arc<AppState>>,
+    Query(query): Query<LinkQuery>,
+) -> Response {
+    let (link, _) = match verify(&state, &query) {
+        Ok(v) => v,
+        Err(err) => return refused_page(&err),
+    };
+    let action = format!(
+        "/unsubscribe?params={}&pid={}&sig={}",
+        query.params.as_deref().unwrap_or_default(),
+        query.pid.as_deref().unwrap_or_default(),
+        query.sig.as_deref().unwrap_or_default()
+    );
+    let what = match link.scope.as_str() {
+        "subscription" => format!(
+            "the {} list",
+            html_escape(link.subscription.as_deref().unwrap_or_default())
+        ),
+        "identity" => format!("{} messages to this address", html_escape(&link.channel)),
+        _ => format!("all {} messages", html_escape(&link.channel)),
+    };
+    let body = format!(
+        "<p>You are about to unsubscribe from {what}.</p>\n\
+         <form method=\"post\" action=\"{action}\">\n\
+         <input type=\"hidden\" name=\"confirm\" value=\"yes\">\n\
+         <button type=\"submit\" id=\"unsubscribe\">Unsubscribe</button>\n</form>",
+        action = html_escape(&action)
+    );
+    html(StatusCode::OK, "Unsubscribe", &body)
+}
+
+/// How a POST to `/unsubscribe` was made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PostKind {
+    /// RFC 8058: `List-Unsubscribe=One-Click`.
+    OneClick,
+    /// The landing page's confirm button.
+    Confirm,
+}
+
+/// Reads `List-Unsubscribe=One-Click` or `confirm=yes` from an urlencoded or multipart body.
+fn post_kind(headers: &HeaderMap, body: &[u8]) -> Option<PostKind> {
+    let content_type = header_str(headers, "content-type").unwrap_or_default();
+    let pairs: Vec<(String, String)> = if content_type.starts_with("multipart/form-data") {
+        multipart_fields(content_type, body)?
+    } else {
+        std::str::from_utf8(body)
+            .ok()?
+            .split('&')
+            .filter_map(|pair| pair.split_once('='))
+            .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+            .collect()
+    };
+    if pairs
+        .iter()
+        .any(|(k, v)| k == "List-Unsubscribe" && v == "One-Click")
+    {
+        Some(PostKind::OneClick)
+    } else if pairs.iter().any(|(k, v)| k == "confirm" && v == "yes") {
+        Some(PostKind::Confirm)
+    } else {
+        None
+    }
+}
+
+/// A minimal `multipart/form-data` reader for small text fields.
+fn multipart_fields(content_type: &str, body: &[u8]) -> Option<Vec<(String, String)>> {
+    let boundary = content_type
+        .split(';')
+        .filter_map(|p| p.trim().strip_prefix("boundary="))
+        .next()?
+        .trim_matches('"');
+    let text = std::str::from_utf8(body).ok()?;
+    let delimiter = format!("--{boundary}");
+    let mut fields = Vec::new();
+    for part in text.split(delimiter.as_str()).skip(1) {
+        if part.starts_with("--") {
+            break;
+        }
+        let part = part.trim_start_matches("\r\n");
+        let (head, value) = part
+            .split_once("\r\n\r\n")
+            .or_else(|| part.split_once("\n\n"))?;
+        let name = head
+            .split(';')
+            .filter_map(|p| p.trim().strip_prefix("name="))
+            .next()
+            .map(|n| {
+                n.split(['\r', '\n'])
+                    .next()
+                    .unwrap_or(n)
+                    .trim_matches('"')
+                    .to_owned()
+            })?;
+        fields.push((name, value.trim_end_matches(['\r', '\n']).to_owned()));
+    }
+    Some(fields)
+}
+
+/// `POST /unsubscribe`: RFC 8058 one-click or the landing page's confirmation. No cookie or
+/// authorization is needed: the signed link is the credential. Answers 200, never a redirect.
+pub(crate) async fn unsubscribe(
+    State(state): State<Arc<AppState>>,
+    Query(query): Query<LinkQuery>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let (link, profile) = match verify(&state, &query) {
+        Ok(v) => v,
+        Err(err) => return refused_page(&err),
+    };
+    let Some(kind) = post_kind(&headers, &body) else {
+        return refused_page(&PrefError::BadRequest(
+            "expected List-Unsubscribe=One-Click or confirm=yes".into(),
+        ));
+    };
+    let choice = Choice {
+        channel: link.channel.clone(),
+        scope: link.scope.clone(),
+        val: "n",
+    };
+    let source = match kind {
+        PostKind::OneClick => "one-click",
+        PostKind::Confirm => "landing-page",
+    };
+    if let Err(err) = apply(&state, &link, &profile, &[choice], source).await {
+        return refused_page(&err);
+    }
+    match kind {
+        PostKind::OneClick => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            "unsubscribed\n",
+        )
+            .into_response(),
+        PostKind::Confirm => html(
+            StatusCode::OK,
+            "Unsubscribed",
+            "<p id=\"done\">You have been unsubscribed. You will receive no more of these messages.</p>",
+        ),
+    }
+}
+
+/// The body of the consent preferences API.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PreferencesBody {
+    marketing: Vec<MarketingChoice>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MarketingChoice {
+    #[serde(rename = "type")]
+    kind: String,
+    choice: String,
+    scope: Option<String>,
+}
+
+/// `POST /imp/consent/preferences?params&pid&sig` with the four headers.
+pub(crate) async fn preferences(
+    State(state): State<Arc<AppState>>,
+    Query(query): Query<LinkQuery>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, PrefError> {
+    let key = authenticate(&state, &headers)?;
+    let (link, profile) = verify(&state, &query)?;
+    if link.org != key.org || link.sandbox != key.sandbox {
+        return Err(PrefError::Forbidden);
+    }
+    let body: PreferencesBody = serde_json::from_slice(&body)
+        .map_err(|err| PrefError::BadRequest(format!("invalid body: {err}")))?;
+    if body.marketing.is_empty() {
+        return Err(PrefError::BadRequest(
+            "'marketing' must not be empty".into(),
+        ));
+    }
+    let mut choices = Vec::new();
+    for item in &body.marketing {
+        if !CHANNELS.contains(&item.kind.as_str()) {
+            return Err(PrefError::BadRequest(format!(
+                "'type': expected one of {CHANNELS:?}, got {:?}",
+                item.kind
+            )));
+        }
+        let val = match item.choice.as_str() {
+            "no" => "n",
+            "yes" => "y",
+            other => {
+                return Err(PrefError::BadRequest(format!(
+                    "'choice': expected \"yes\" or \"no\", got {other:?}"
+                )));
+            }
+        };
+        let scope = item.scope.clone().unwrap_or_else(|| link.scope.clone());
+        if !SCOPES.contains(&scope.as_str()) {
+            return Err(PrefError::BadRequest(format!(
+                "'scope': expected one of {SCOPES:?}, got {scope:?}"
+            )));
+        }
+        choices.push(Choice {
+            channel: item.kind.clone(),
+            scope,
+            val,
+        });
+    }
+    let (changed, stored) = apply(&state, &link, &profile, &choices, "preferences").await?;
+    Ok(Json(json!({
+        "profileNameSpace": profile.pns,
+        "profileId": profile.pid,
+        "changed": changed,
+        "consents": stored.map(|p| json!({"consents": p.consents, "subscriptions": p.subscriptions})),
+    }))
+    .into_response())
+}
+
+/// `GET /imp/consent/decrypt?params&pid` for the organisation's own callers.
+pub(crate) async fn decrypt(
+    State(state): State<Arc<AppState>>,
+    Query(query): Query<LinkQuery>,
+    headers: HeaderMap,
+) -> Result<Response, PrefError> {
+    let key = authenticate(&state, &headers)?;
+    let (Some(params), Some(pid)) = (&query.params, &query.pid) else {
+        return Err(PrefError::Link(LinkError::Malformed));
+    };
+    let (link, profile) = state.config.keys.links.decrypt(params, pid)?;
+    if link.org != key.org || link.sandbox != key.sandbox {
+        return Err(PrefError::Forbidden);
+    }
+    Ok(Json(json!({
+        "profileNameSpace": profile.pns,
+        "profileId": profile.pid,
+        "emailAddress": profile.e,
+        "emailNameSpace": profile.ens,
+        "sandboxId": link.sandbox,
+        "optOutLevel": link.scope,
+        "channelType": link.channel,
+        "subscription": link.subscription,
+        "messageExecutionId": link.m,
+        "campaignId": link.ci,
+        "journeyVersionId": link.jv,
+        "journeyActionId": link.ja,
+        "timestamp": crate::server::iso8601(crate::server::now_millis()),
+    }))
+    .into_response())
+}
+
+/// The admin API's request to make a link.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct CreateLink {
+    profile: ProfileRef,
+    channel: String,
+    #[serde(default = "default_scope")]
+    scope: String,
+    address: Option<Address>,
+    subscription: Option<String>,
+    #[serde(default)]
+    message: MessageRef,
+    /// Seconds until the link expires.
+    ttl_secs: Option<i64>,
+}
+
+fn default_scope() -> String {
+    "channel".to_owned()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ProfileRef {
+    namespace: String,
+    id: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Address {
+    value: String,
+    namespace: String,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MessageRef {
+    #[serde(default)]
+    m: String,
+    #[serde(default)]
+    ci: String,
+    #[serde(default)]
+    jv: String,
+    #[serde(default)]
+    ja: String,
+}
+
+fn check_text(name: &str, value: &str) -> Result<(), PrefError> {
+    if value.is_empty() || value.len() > 256 {
+        return Err(PrefError::BadRequest(format!(
+            "'{name}' must be 1 to 256 characters"
+        )));
+    }
+    Ok(())
+}
+
+/// `POST /admin/v1/unsubscribe-links`: makes a link for a profile of the caller's own
+/// organisation and sandbox.
+pub(crate) async fn create_link(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, PrefError> {
+    let key = authenticate(&state, &headers)?;
+    let request: CreateLink = serde_json::from_slice(&body)
+        .map_err(|err| PrefError::BadRequest(format!("invalid body: {err}")))?;
+    check_text("profile.namespace", &request.profile.namespace)?;
+    check_text("profile.id", &request.profile.id)?;
+    if !CHANNELS.contains(&request.channel.as_str()) {
+        return Err(PrefError::BadRequest(format!(
+            "'channel': expected one of {CHANNELS:?}"
+        )));
+    }
+    if !SCOPES.contains(&request.scope.as_str()) {
+        return Err(PrefError::BadRequest(format!(
+            "'scope': expected one of {SCOPES:?}"
+        )));
+    }
+    if request.scope == "identity" && request.address.is_none() {
+        return Err(PrefError::BadRequest(
+            "the identity scope needs 'address'".into(),
+        ));
+    }
+    if request.scope == "subscription" && request.subscription.is_none() {
+        return Err(PrefError::BadRequest(
+            "the subscription scope needs 'subscription'".into(),
+        ));
+    }
+    if let Some(sub) = &request.subscription {
+        check_text("subscription", sub)?;
+    }
+    if let Some(address) = &request.address {
+        check_text("address.value", &address.value)?;
+        check_text("address.namespace", &address.namespace)?;
+    }
+    let exp = match request.ttl_secs {
+        Some(ttl) if ttl <= 0 => {
+            return Err(PrefError::BadRequest("'ttl_secs' must be positive".into()));
+        }
+        Some(ttl) => Some(now_secs().saturating_add(ttl)),
+        None => None,
+    };
+    let params = LinkParams {
+        org: key.org.clone(),
+        sandbox: key.sandbox.clone(),
+        channel: request.channel,
+        scope: request.scope,
+        subscription: request.subscription,
+        m: request.message.m,
+        ci: request.message.ci,
+        jv: request.message.jv,
+        ja: request.message.ja,
+        exp,
+    };
+    let profile = LinkProfile {
+        pid: request.profile.id,
+        pns: request.profile.namespace,
+        e: request.address.as_ref().map(|a| a.value.clone()),
+        ens: request.address.map(|a| a.namespace),
+    };
+    let link = state
+        .config
+        .keys
+        .links
+        .sign(&params, &profile)
+        .map_err(|err| {
+            tracing::error!(%err, "cannot sign a link");
+            PrefError::Internal
+        })?;
+    let query = format!("params={}&pid={}&sig={}", link.params, link.pid, link.sig);
+    let base = state
+        .config
+        .public_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{}", state.local_addr));
+    let base = base.trim_end_matches('/');
+    Ok(Json(json!({
+        "params": link.params,
+        "pid": link.pid,
+        "sig": link.sig,
+        "url": format!("{base}/unsubscribe?{query}"),
+        "listUnsubscribe": format!("<{base}/unsubscribe?{query}>"),
+        "listUnsubscribePost": "List-Unsubscribe=One-Click",
+        "expiresAt": exp,
+    }))
+    .into_response())
+}
+
+/// `GET /admin/v1/profiles/{namespace}/{id}`: a profile of the caller's organisation and
+/// sandbox, with its consent records.
+pub(crate) async fn read_profile(
+    State(state): State<Arc<AppState>>,
+    Path((namespace, id)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Result<Response, PrefError> {
+    let key = authenticate(&state, &headers)?;
+    let profile_key = ProfileKey {
+        org: key.org.clone(),
+        sandbox: key.sandbox.clone(),
+        namespace,
+        id,
+    };
+    let profile = state
+        .db
+        .profile(&profile_key)
+        .await
+        .map_err(internal)?
+        .ok_or(PrefError::NotFound)?;
+    let records = state.db.records(&profile_key).await.map_err(internal)?;
+    Ok(Json(json!({
+        "general": profile.general,
+        "consents": profile.consents,
+        "subscriptions": profile.subscriptions,
+        "updatedAt": profile.updated_at,
+        "records": records.iter().map(|r| json!({
+            "seq": r.seq, "source": r.source, "payload": r.payload,
+            "createdAt": r.created_at, "prevHash": r.prev_hash, "hash": r.hash,
+        })).collect::<Vec<_>>(),
+    }))
+    .into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(content_type: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert("content-type", content_type.parse().unwrap());
+        h
+    }
+
+    #[test]
+    fn one_click_bodies_are_recognised() {
+        let form = headers("application/x-www-form-urlencoded");
+        assert_eq!(
+            post_kind(&form, b"List-Unsubscribe=One-Click"),
+            Some(PostKind::OneClick)
+        );
+        assert_eq!(post_kind(&form, b"confirm=yes"), Some(PostKind::Confirm));
+        assert_eq!(post_kind(&form, b"List-Unsubscribe=Other"), None);
+        assert_eq!(post_kind(&form, b""), None);
+        let multi = headers("multipart/form-data; boundary=XyZ");
+        let body = b"--XyZ\r\nContent-Disposition: form-data; name=\"List-Unsubscribe\"\r\n\r\nOne-Click\r\n--XyZ--\r\n";
+        assert_eq!(post_kind(&multi, body), Some(PostKind::OneClick));
+        assert_eq!(post_kind(&multi, b"garbage"), None);
+    }
+
+    #[test]
+    fn html_is_escaped() {
+        assert_eq!(
+            html_escape("<a href=\"x\">&'"),
+            "&lt;a href=&quot;x&quot;&gt;&amp;&#39;"
+        );
+    }
+}

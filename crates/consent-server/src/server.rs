@@ -1,0 +1,322 @@
+//! The HTTP server: routes, middleware and the running-server handle.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Router;
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::config::Config;
+use crate::db::{Db, OpenError};
+use crate::edge::routes as edge;
+use crate::ops::{Metrics, RateLimiter, inc, openapi};
+use crate::prefs;
+
+/// What every handler shares.
+#[derive(Debug)]
+pub(crate) struct AppState {
+    pub(crate) db: Db,
+    pub(crate) config: Config,
+    pub(crate) metrics: Metrics,
+    pub(crate) limiter: RateLimiter,
+    pub(crate) local_addr: SocketAddr,
+}
+
+impl AppState {
+    /// The organisation and sandbox of a datastream; unknown ones get the defaults.
+    pub(crate) fn datastream(&self, config_id: &str) -> (String, String) {
+        self.config
+            .keys
+            .datastreams
+            .iter()
+            .find(|d| d.id == config_id)
+            .map_or_else(
+                || {
+                    (
+                        self.config.default_org.clone(),
+                        self.config.default_sandbox.clone(),
+                    )
+                },
+                |d| (d.org.clone(), d.sandbox.clone()),
+            )
+    }
+}
+
+/// Starting the server failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServeError {
+    /// The listen address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// What the OS said.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The database could not be opened.
+    #[error(transparent)]
+    Database(#[from] OpenError),
+}
+
+/// A running server. Dropping it does not stop it; call [`Server::shutdown`].
+#[derive(Debug)]
+pub struct Server {
+    local_addr: SocketAddr,
+    db: Db,
+    stop: watch::Sender<bool>,
+    task: JoinHandle<std::io::Result<()>>,
+}
+
+impl Server {
+    /// The address the server listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The database the server uses.
+    pub fn db(&self) -> &Db {
+        &self.db
+    }
+
+    /// Stops accepting connections, lets in-flight requests finish, then closes the database.
+    pub async fn shutdown(self) -> std::io::Result<()> {
+        let _ = self.stop.send(true);
+        self.wait().await
+    }
+
+    /// Waits until the server stops (after [`Server::shutdown`] or a failure).
+    pub async fn wait(self) -> std::io::Result<()> {
+        let result = match self.task.await {
+            Ok(result) => result,
+            Err(err) => Err(std::io::Error::other(err)),
+        };
+        self.db.close().await;
+        result
+    }
+
+    /// A sender that stops the server when `true` is sent; for signal handlers.
+    pub fn stopper(&self) -> watch::Sender<bool> {
+        self.stop.clone()
+    }
+}
+
+/// Binds, opens and migrates the database, and starts serving in a background task.
+///
+/// ```no_run
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// let config = consent_server::Config::new("127.0.0.1:0".parse()?, "sqlite://consent.db")?;
+/// let server = consent_server::serve(config).await?;
+/// println!("listening on {}", server.local_addr());
+/// server.shutdown().await?;
+/// # Ok(()) }
+/// ```
+pub async fn serve(config: Config) -> Result<Server, ServeError> {
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| ServeError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+    let local_addr = listener.local_addr().map_err(|source| ServeError::Bind {
+        addr: config.listen,
+        source,
+    })?;
+    let db = Db::open(&config.database).await?;
+    let state = Arc::new(AppState {
+        db: db.clone(),
+        limiter: RateLimiter::new(config.rate_limit_per_sec),
+        metrics: Metrics::default(),
+        config,
+        local_addr,
+    });
+    let app = router(state);
+    let (stop, mut stopped) = watch::channel(false);
+    let task = tokio::spawn(async move {
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move {
+            let _ = stopped.wait_for(|s| *s).await;
+        })
+        .await
+    });
+    tracing::info!(%local_addr, "consent-server listening");
+    Ok(Server {
+        local_addr,
+        db,
+        stop,
+        task,
+    })
+}
+
+fn router(state: Arc<AppState>) -> Router {
+    let public = Router::new()
+        .route("/ee/v1/interact", post(edge::interact))
+        .route("/ee/{hint}/v1/interact", post(edge::interact_hinted))
+        .route("/ee/v1/collect", post(edge::collect))
+        .route("/ee/{hint}/v1/collect", post(edge::collect_hinted))
+        .route("/ee/v1/privacy/set-consent", post(edge::set_consent))
+        .route(
+            "/ee/{hint}/v1/privacy/set-consent",
+            post(edge::set_consent_hinted),
+        )
+        .route("/ee/v1/identity/acquire", post(edge::acquire))
+        .route("/ee/{hint}/v1/identity/acquire", post(edge::acquire_hinted))
+        .route("/unsubscribe", get(prefs::landing).post(prefs::unsubscribe))
+        .route_layer(middleware::from_fn_with_state(state.clone(), rate_limit));
+    let private = Router::new()
+        .route("/imp/consent/preferences", post(prefs::preferences))
+        .route("/imp/consent/decrypt", get(prefs::decrypt))
+        .route("/admin/v1/unsubscribe-links", post(prefs::create_link))
+        .route(
+            "/admin/v1/profiles/{namespace}/{id}",
+            get(prefs::read_profile),
+        )
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .route("/openapi.json", get(openapi_doc));
+    public
+        .merge(private)
+        .layer(DefaultBodyLimit::max(state.config.body_limit))
+        .layer(middleware::from_fn_with_state(state.clone(), observe))
+        .with_state(state)
+}
+
+/// Times out slow requests and counts every answer.
+async fn observe(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let method = request.method().clone();
+    let path = request.uri().path().to_owned();
+    let response = match tokio::time::timeout(state.config.request_timeout, next.run(request)).await
+    {
+        Ok(response) => response,
+        Err(_) => {
+            inc(&state.metrics.timeouts);
+            (StatusCode::REQUEST_TIMEOUT, "request timed out\n").into_response()
+        }
+    };
+    let status = response.status();
+    let class = match status.as_u16() {
+        200..=399 => &state.metrics.responses_2xx,
+        400..=499 => &state.metrics.responses_4xx,
+        _ => &state.metrics.responses_5xx,
+    };
+    inc(class);
+    let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+    state
+        .metrics
+        .request_micros
+        .fetch_add(micros, std::sync::atomic::Ordering::Relaxed);
+    tracing::debug!(%method, %path, status = status.as_u16(), micros, "request");
+    response
+}
+
+/// The per-client rate limit on the public endpoints.
+async fn rate_limit(
+    State(state): State<Arc<AppState>>,
+    ConnectInfo(client): ConnectInfo<SocketAddr>,
+    request: Request,
+    next: Next,
+) -> Response {
+    if state.limiter.allow(client.ip(), Instant::now()) {
+        next.run(request).await
+    } else {
+        inc(&state.metrics.rate_limited);
+        (
+            StatusCode::TOO_MANY_REQUESTS,
+            [(header::RETRY_AFTER, "1")],
+            "rate limited\n",
+        )
+            .into_response()
+    }
+}
+
+async fn healthz(State(state): State<Arc<AppState>>) -> Response {
+    match state.db.ping().await {
+        Ok(()) => (StatusCode::OK, "ok\n").into_response(),
+        Err(err) => {
+            tracing::error!(%err, "health check failed");
+            (StatusCode::SERVICE_UNAVAILABLE, "database unavailable\n").into_response()
+        }
+    }
+}
+
+async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.metrics.render(),
+    )
+        .into_response()
+}
+
+async fn openapi_doc() -> Response {
+    axum::Json(openapi()).into_response()
+}
+
+/// Milliseconds since the epoch.
+pub(crate) fn now_millis() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+/// A random 128-bit id in hex.
+pub(crate) fn random_id() -> String {
+    let mut bytes = [0u8; 16];
+    if getrandom::fill(&mut bytes).is_err() {
+        bytes = now_millis()
+            .to_le_bytes()
+            .repeat(2)
+            .try_into()
+            .unwrap_or([0; 16]);
+    }
+    crate::db::hex(&bytes)
+}
+
+/// `YYYY-MM-DDTHH:MM:SS.mmmZ` for milliseconds since the epoch.
+pub(crate) fn iso8601(millis: i64) -> String {
+    let secs = millis.div_euclid(1000);
+    let ms = millis.rem_euclid(1000);
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    // Howard Hinnant's days-to-civil algorithm.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{ms:03}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn iso8601_formats_utc() {
+        assert_eq!(iso8601(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(iso8601(1_732_631_109_316), "2024-11-26T14:25:09.316Z");
+        assert_eq!(iso8601(951_782_400_000), "2000-02-29T00:00:00.000Z");
+    }
+}

@@ -1,0 +1,407 @@
+//! The Edge endpoints.
+
+use serde_json::{Value, json};
+
+use crate::harness::{DS_A, Harness, ORG_A, fake_iab};
+use crate::on_both;
+
+fn adobe_v1(general: &str) -> Value {
+    json!({"consent": [{"standard": "Adobe", "version": "1.0", "value": {"general": general}}],
+           "query": {"identity": {"fetch": ["ECID"]}}})
+}
+
+fn store_entries(body: &Value) -> Vec<Value> {
+    body["handle"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|h| h["type"] == "state:store")
+        .flat_map(|h| h["payload"].as_array().unwrap().clone())
+        .collect()
+}
+
+fn entry<'a>(entries: &'a [Value], key: &str) -> Option<&'a Value> {
+    entries.iter().find(|e| e["key"] == key)
+}
+
+fn ecid_of(body: &Value) -> String {
+    body["handle"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| h["type"] == "identity:result")
+        .unwrap()["payload"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+fn with_ecid(mut body: Value, ecid: &str) -> Value {
+    body["identityMap"] = json!({"ECID": [{"id": ecid}]});
+    body
+}
+
+fn key(ecid: &str) -> consent_server::ProfileKey {
+    consent_server::ProfileKey {
+        org: ORG_A.into(),
+        sandbox: "prod".into(),
+        namespace: "ECID".into(),
+        id: ecid.into(),
+    }
+}
+
+async fn set_consent_answers_with_state_store_handles(h: &Harness) {
+    let path = format!("/ee/v1/privacy/set-consent?configId={DS_A}&requestId=req-1");
+    let (status, body) = h.post_json(&path, &adobe_v1("in")).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["requestId"], "req-1");
+    let ecid = ecid_of(&body);
+    assert_eq!(ecid.len(), 38);
+    let entries = store_entries(&body);
+    let consent = entry(&entries, "kndctr_ORGA_AdobeOrg_consent").unwrap();
+    assert_eq!(consent["value"], "general=in");
+    assert_eq!(consent["maxAge"], 15_552_000);
+    assert!(entry(&entries, "kndctr_ORGA_AdobeOrg_identity").is_some());
+    assert_eq!(
+        entry(&entries, "kndctr_ORGA_AdobeOrg_cluster").unwrap()["value"],
+        "or2"
+    );
+
+    // The location-hint form, with the identity from the identity cookie in meta.state.
+    let identity = entry(&entries, "kndctr_ORGA_AdobeOrg_identity").unwrap()["value"].clone();
+    let mut out = adobe_v1("out");
+    out["meta"] = json!({"state": {"entries": [{"key": "kndctr_ORGA_AdobeOrg_identity", "value": identity}]}});
+    let path = format!("/ee/va6/v1/privacy/set-consent?configId={DS_A}");
+    let (status, body) = h.post_json(&path, &out).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(ecid_of(&body), ecid);
+    let entries = store_entries(&body);
+    assert_eq!(
+        entry(&entries, "kndctr_ORGA_AdobeOrg_consent").unwrap()["value"],
+        "general=out"
+    );
+    assert_eq!(
+        entry(&entries, "kndctr_ORGA_AdobeOrg_cluster").unwrap()["value"],
+        "va6"
+    );
+
+    let db = h.server().db();
+    let profile = db.profile(&key(&ecid)).await.unwrap().unwrap();
+    assert_eq!(profile.general, "out");
+    assert_eq!(profile.consents["collect"]["val"], "n");
+    let records = db.records(&key(&ecid)).await.unwrap();
+    assert_eq!(records.len(), 2);
+    assert_eq!(records[1].prev_hash, records[0].hash);
+    assert_eq!(db.verify_chain(ORG_A, "prod").await.unwrap(), Ok(2));
+}
+on_both!(set_consent, set_consent_answers_with_state_store_handles);
+
+async fn invalid_payloads_get_edge_codes_and_change_nothing(h: &Harness) {
+    let path = format!("/ee/v1/privacy/set-consent?configId={DS_A}");
+    let check = |body: Value, status: u16, code: &'static str| {
+        let path = path.clone();
+        async move {
+            let (got, answer) = h.post_json(&path, &body).await;
+            assert_eq!(got, status, "{body} -> {answer}");
+            assert_eq!(
+                answer["type"],
+                format!("https://ns.adobe.com/aep/errors/{code}"),
+                "{answer}"
+            );
+            answer
+        }
+    };
+    let answer = check(adobe_v1("IN"), 400, "EXEG-0102-400").await;
+    assert_eq!(
+        answer["detail"],
+        r#"'consent[0].value.general': Expected one of these values: ["in","out"], but got "IN"."#
+    );
+    check(
+        json!({"consent": [{"standard": "Adobe", "version": "1.0"}]}),
+        400,
+        "EXEG-0103-400",
+    )
+    .await;
+    check(
+        json!({"consent": [{"standard": "Adobe", "version": "2.0", "value": {}}]}),
+        422,
+        "EXEG-0104-422",
+    )
+    .await;
+    check(json!({"consent": []}), 400, "EXEG-0102-400").await;
+    check(json!({}), 400, "EXEG-0102-400").await;
+    // The TC string decoder is not wired in this server: a string that must be decoded is 422.
+    check(
+        json!({"consent": [{"standard": "IAB TCF", "version": "2.0", "value": "CO123", "gdprApplies": true}]}),
+        422,
+        "EXEG-0104-422",
+    )
+    .await;
+    let (status, _) = h
+        .post_json("/ee/v1/privacy/set-consent", &adobe_v1("in"))
+        .await;
+    assert_eq!(status, 400, "configId is required");
+    let response = h
+        .client
+        .post(h.url(&path))
+        .header("content-type", "application/json")
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 400);
+    assert_eq!(
+        h.server().db().verify_chain(ORG_A, "prod").await.unwrap(),
+        Ok(0)
+    );
+
+    // IAB with gdprApplies false needs no decoding: general is in.
+    let (status, body) = h
+        .post_json(
+            &path,
+            &json!({"consent": [{"standard": "IAB TCF", "version": "2.0", "value": "CO123", "gdprApplies": false}]}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        entry(&store_entries(&body), "kndctr_ORGA_AdobeOrg_consent").unwrap()["value"],
+        "general=in"
+    );
+}
+on_both!(
+    invalid_payloads,
+    invalid_payloads_get_edge_codes_and_change_nothing
+);
+
+async fn adobe_v2_collect_decides_general(h: &Harness) {
+    let path = format!("/ee/v1/privacy/set-consent?configId={DS_A}");
+    let v2 = |val: &str| {
+        json!({"consent": [{"standard": "Adobe", "version": "2.0",
+               "value": {"collect": {"val": val}, "marketing": {"email": {"val": "y"}}}}]})
+    };
+    let (_, body) = h.post_json(&path, &v2("n")).await;
+    let entries = store_entries(&body);
+    assert_eq!(
+        entry(&entries, "kndctr_ORGA_AdobeOrg_consent").unwrap()["value"],
+        "general=out"
+    );
+    let ecid = ecid_of(&body);
+    let (_, body) = h.post_json(&path, &with_ecid(v2("y"), &ecid)).await;
+    assert_eq!(
+        entry(&store_entries(&body), "kndctr_ORGA_AdobeOrg_consent").unwrap()["value"],
+        "general=in"
+    );
+    let profile = h.server().db().profile(&key(&ecid)).await.unwrap().unwrap();
+    assert_eq!(profile.consents["marketing"]["email"]["val"], "y");
+    assert_eq!(profile.general, "in");
+    // A pending collect value makes no decision and keeps the stored one.
+    let (_, body) = h.post_json(&path, &with_ecid(v2("p"), &ecid)).await;
+    assert_eq!(
+        entry(&store_entries(&body), "kndctr_ORGA_AdobeOrg_consent").unwrap()["value"],
+        "general=in"
+    );
+}
+on_both!(adobe_v2, adobe_v2_collect_decides_general);
+
+async fn events_are_deduplicated_and_refused_when_out(h: &Harness) {
+    let consent = format!("/ee/v1/privacy/set-consent?configId={DS_A}");
+    let interact = format!("/ee/v1/interact?configId={DS_A}&requestId=r2");
+    let (_, body) = h.post_json(&consent, &adobe_v1("in")).await;
+    let ecid = ecid_of(&body);
+    let events = json!({"events": [
+        {"xdm": {"_id": "e1", "eventType": "web.webpagedetails.pageViews"}},
+        {"xdm": {"_id": "e1", "eventType": "web.webpagedetails.pageViews"}},
+        {"xdm": {"_id": "e2", "eventType": "web.webpagedetails.pageViews"}}
+    ]});
+    let (status, body) = h
+        .post_json(&interact, &with_ecid(events.clone(), &ecid))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(ecid_of(&body), ecid);
+    let db = h.server().db();
+    assert_eq!(db.count_events(&key(&ecid)).await.unwrap(), 2);
+    // collect answers 204 and deduplicates too.
+    let response = h
+        .client
+        .post(h.url(&format!("/ee/or2/v1/collect?configId={DS_A}")))
+        .json(&with_ecid(events.clone(), &ecid))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 204);
+    assert_eq!(db.count_events(&key(&ecid)).await.unwrap(), 2);
+
+    h.post_json(&consent, &with_ecid(adobe_v1("out"), &ecid))
+        .await;
+    let more = json!({"events": [{"xdm": {"_id": "e3"}}, {"xdm": {"_id": "e4"}}]});
+    let (status, body) = h.post_json(&interact, &with_ecid(more, &ecid)).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        entry(&store_entries(&body), "kndctr_ORGA_AdobeOrg_consent").unwrap()["value"],
+        "general=out"
+    );
+    assert_eq!(body["warnings"][0]["report"]["count"], 2);
+    assert_eq!(db.count_events(&key(&ecid)).await.unwrap(), 2);
+    let metrics = h
+        .client
+        .get(h.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("consent_events_total{outcome=\"refused_consent_out\"} 2"),
+        "{metrics}"
+    );
+    let (status, _) = h.post_json(&interact, &json!({"events": []})).await;
+    assert_eq!(status, 400);
+}
+on_both!(events, events_are_deduplicated_and_refused_when_out);
+
+async fn identity_acquire_mints_and_returns_the_ecid(h: &Harness) {
+    let path = format!("/ee/v1/identity/acquire?configId={DS_A}");
+    let (status, body) = h
+        .post_json(&path, &json!({"query": {"identity": {"fetch": ["ECID"]}}}))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let ecid = ecid_of(&body);
+    let entries = store_entries(&body);
+    assert!(
+        entry(&entries, "kndctr_ORGA_AdobeOrg_consent").is_none(),
+        "no decision yet"
+    );
+    let identity = entry(&entries, "kndctr_ORGA_AdobeOrg_identity").unwrap()["value"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let response = h
+        .client
+        .post(h.url(&format!("/ee/ir1/v1/identity/acquire?configId={DS_A}")))
+        .header(
+            "cookie",
+            format!("kndctr_ORGA_AdobeOrg_identity={identity}"),
+        )
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(ecid_of(&body), ecid);
+}
+on_both!(
+    identity_acquire,
+    identity_acquire_mints_and_returns_the_ecid
+);
+
+async fn consent_records_are_append_only(h: &Harness) {
+    let path = format!("/ee/v1/privacy/set-consent?configId={DS_A}");
+    h.post_json(&path, &adobe_v1("in")).await;
+    let pool = h.server().db().pool();
+    let update = sqlx::query("UPDATE consent_records SET source = 'forged'")
+        .execute(pool)
+        .await;
+    assert!(update.is_err(), "update must be refused");
+    let delete = sqlx::query("DELETE FROM consent_records")
+        .execute(pool)
+        .await;
+    assert!(delete.is_err(), "delete must be refused");
+    assert_eq!(
+        h.server().db().verify_chain(ORG_A, "prod").await.unwrap(),
+        Ok(1)
+    );
+}
+on_both!(append_only, consent_records_are_append_only);
+
+#[tokio::test]
+async fn the_iab_evaluator_decides_when_gdpr_applies() {
+    let h = Harness::start_with(crate::harness::Db::Sqlite, |c| c.iab = fake_iab())
+        .await
+        .unwrap();
+    let path = format!("/ee/v1/privacy/set-consent?configId={DS_A}");
+    let iab = |tc: &str| json!({"consent": [{"standard": "IAB TCF", "version": "2.0", "value": tc, "gdprApplies": true}]});
+    let (_, body) = h.post_json(&path, &iab("GRANT")).await;
+    assert_eq!(
+        entry(&store_entries(&body), "kndctr_ORGA_AdobeOrg_consent").unwrap()["value"],
+        "general=in"
+    );
+    let (_, body) = h.post_json(&path, &iab("DENY")).await;
+    assert_eq!(
+        entry(&store_entries(&body), "kndctr_ORGA_AdobeOrg_consent").unwrap()["value"],
+        "general=out"
+    );
+    let (status, body) = h.post_json(&path, &iab("garbage")).await;
+    assert_eq!(status, 422);
+    assert_eq!(
+        body["detail"],
+        "'consent[0].value': Invalid IAB TCF consent string: not a TC string"
+    );
+    h.shutdown().await;
+}
+
+#[tokio::test]
+async fn unknown_datastreams_use_the_default_org() {
+    let h = Harness::start(crate::harness::Db::Sqlite).await.unwrap();
+    let (_, body) = h
+        .post_json("/ee/v1/privacy/set-consent?configId=other", &adobe_v1("in"))
+        .await;
+    assert!(
+        entry(&store_entries(&body), "kndctr_consent_AdobeOrg_consent").is_some(),
+        "{body}"
+    );
+    h.shutdown().await;
+}
+
+async fn concurrent_consent_changes_keep_one_chain(h: &Harness) {
+    let path = format!("/ee/v1/privacy/set-consent?configId={DS_A}");
+    let (_, body) = h.post_json(&path, &adobe_v1("in")).await;
+    let shared = ecid_of(&body);
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..24 {
+        let client = h.client.clone();
+        let url = h.url(&path);
+        let body = if i % 2 == 0 {
+            with_ecid(adobe_v1(if i % 4 == 0 { "in" } else { "out" }), &shared)
+        } else {
+            adobe_v1("in")
+        };
+        tasks.spawn(async move {
+            client
+                .post(url)
+                .json(&body)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        });
+    }
+    while let Some(status) = tasks.join_next().await {
+        assert_eq!(status.unwrap(), 200);
+    }
+    let db = h.server().db();
+    assert_eq!(db.verify_chain(ORG_A, "prod").await.unwrap(), Ok(25));
+    assert_eq!(db.records(&key(&shared)).await.unwrap().len(), 13);
+}
+on_both!(concurrency, concurrent_consent_changes_keep_one_chain);
+
+async fn migrations_are_idempotent_and_safe_to_race(h: &Harness) {
+    let kind = match h.server().db().backend() {
+        consent_server::Backend::Postgres => crate::harness::Db::Postgres,
+        _ => crate::harness::Db::Sqlite,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let fresh = crate::harness::database_url(kind, dir.path())
+        .await
+        .unwrap();
+    // Two servers migrating one fresh database at once, then again on the migrated one.
+    for url in [&fresh, &fresh, &h.database_url] {
+        let (a, b) = tokio::join!(consent_server::Db::open(url), consent_server::Db::open(url));
+        let (a, b) = (a.unwrap(), b.unwrap());
+        a.ping().await.unwrap();
+        a.close().await;
+        b.close().await;
+    }
+}
+on_both!(migrations, migrations_are_idempotent_and_safe_to_race);

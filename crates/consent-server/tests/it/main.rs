@@ -1,0 +1,12 @@
+//! Integration tests: the real server on 127.0.0.1, against SQLite and (when
+//! `CONSENT_TEST_POSTGRES_URL` is set) PostgreSQL.
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests fail loudly")]
+
+#[cfg(unix)]
+mod binary;
+#[cfg(unix)]
+mod browser;
+mod edge;
+mod harness;
+mod ops;
+mod prefs;
