@@ -94,7 +94,10 @@ pub(crate) fn check(root: &Path) -> Result<()> {
         }
     }
     if problems.is_empty() {
-        eprintln!("layering: {} crates checked, all within their layer", present.len());
+        eprintln!(
+            "layering: {} crates checked, all within their layer",
+            present.len()
+        );
         Ok(())
     } else {
         bail!("layering check failed:\n  - {}", problems.join("\n  - "))
@@ -119,8 +122,10 @@ fn check_overview(dir: &Path, name: &str, problems: &mut Vec<String>) -> Result<
 
 fn tree(name: &str, depth: Option<u32>) -> Result<Vec<String>> {
     let mut cmd = cargo();
-    cmd.args(["tree", "--quiet", "-p", name, "-e", "normal", "--prefix", "none"])
-        .args(["--format", "{p}"]);
+    cmd.args([
+        "tree", "--quiet", "-p", name, "-e", "normal", "--prefix", "none",
+    ])
+    .args(["--format", "{p}"]);
     if let Some(depth) = depth {
         cmd.args(["--depth", &depth.to_string()]);
     }

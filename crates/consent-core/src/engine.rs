@@ -12,7 +12,7 @@ use crate::cookie::{
     CONSENT_COOKIE_MAX_AGE, Cookie, CookieNames, StoredCookie, parse_consent_cookie,
 };
 use crate::hash::ConsentFingerprint;
-use crate::payload::{IabEvaluator, LocalDecision, PayloadError, SetConsentOptions};
+use crate::payload::{IabEvaluator, LocalDecision, PayloadError, SetConsentOptions, TcfDecoder};
 use crate::types::{Decision, DefaultConsent, MAX_PURPOSES, Purpose, Requirement, Timestamp};
 
 /// The IAB vendor id whose consent the IAB evaluation requires by default (Adobe).
@@ -34,7 +34,7 @@ pub struct Config {
     org_id: String,
     default_consent: DefaultConsent,
     iab_vendor_id: u16,
-    iab: Option<Arc<dyn IabEvaluator>>,
+    iab: Arc<dyn IabEvaluator>,
     purposes: Vec<String>,
 }
 
@@ -73,7 +73,7 @@ impl Config {
             org_id: org_id.into(),
             default_consent: DefaultConsent::In,
             iab_vendor_id: DEFAULT_IAB_VENDOR_ID,
-            iab: None,
+            iab: Arc::new(TcfDecoder),
             purposes: Purpose::WELL_KNOWN
                 .iter()
                 .map(|s| (*s).to_owned())
@@ -105,11 +105,11 @@ impl Config {
         self
     }
 
-    /// The decoder used to evaluate IAB TCF strings. Without one, an IAB object with
-    /// `gdprApplies: true` is evaluated as pending: the engine never guesses "in".
+    /// Replaces the decoder that evaluates IAB TCF strings (by default [`TcfDecoder`], this
+    /// project's codec).
     #[must_use]
     pub fn iab_evaluator(mut self, evaluator: Arc<dyn IabEvaluator>) -> Self {
-        self.iab = Some(evaluator);
+        self.iab = evaluator;
         self
     }
 
@@ -906,20 +906,19 @@ impl Engine {
         let general = if !gdpr_applies {
             Decision::In
         } else {
-            match &self.config.iab {
-                Some(evaluator) => {
-                    match evaluator.grants_collection(tc_string, self.config.iab_vendor_id) {
-                        Ok(true) => Decision::In,
-                        Ok(false) => Decision::Out,
-                        Err(reason) => {
-                            return Err(PayloadError::InvalidTcString {
-                                path: format!("consent[{index}]"),
-                                reason,
-                            });
-                        }
-                    }
+            match self
+                .config
+                .iab
+                .grants_collection(tc_string, self.config.iab_vendor_id)
+            {
+                Ok(true) => Decision::In,
+                Ok(false) => Decision::Out,
+                Err(reason) => {
+                    return Err(PayloadError::InvalidTcString {
+                        path: format!("consent[{index}]"),
+                        reason,
+                    });
                 }
-                None => Decision::Pending,
             }
         };
         Ok(LocalDecision {

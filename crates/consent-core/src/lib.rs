@@ -27,6 +27,8 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+pub use consent_tcf;
+
 mod cookie;
 mod engine;
 pub mod hash;
@@ -40,7 +42,8 @@ pub use engine::{
     RequestId, Response, SetConsentId, SetConsentOutcome, Snapshot, Stored, Verdict,
 };
 pub use payload::{
-    ConsentObject, IabEvaluator, PayloadError, SetConsentOptions, Standard, validate_identity_map,
+    ConsentObject, IabEvaluator, PayloadError, SetConsentOptions, Standard, TcfDecoder,
+    validate_identity_map,
 };
 pub use types::{
     ConsentState, Decision, DefaultConsent, DefaultConsentError, MAX_PURPOSES, Purpose,

@@ -1043,3 +1043,28 @@ mod tests {
         );
     }
 }
+
+/// The IAB evaluation with this project's TC string codec ([`consent_tcf::TcString`]): purpose 1
+/// (store and access information on a device) and the vendor must both have consent. The engine
+/// uses it unless [`crate::Config::iab_evaluator`] sets another.
+///
+/// ```
+/// use consent_core::{IabEvaluator, TcfDecoder};
+/// use consent_tcf::TcString;
+///
+/// let granted = TcString::builder().purpose_consent(1, true).vendor_consent(565, true).build()?;
+/// assert_eq!(TcfDecoder.grants_collection(&granted.encode(), 565), Ok(true));
+/// let no_vendor = TcString::builder().purpose_consent(1, true).build()?;
+/// assert_eq!(TcfDecoder.grants_collection(&no_vendor.encode(), 565), Ok(false));
+/// assert!(TcfDecoder.grants_collection("not a TC string!", 565).is_err());
+/// # Ok::<(), consent_tcf::BuildError>(())
+/// ```
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TcfDecoder;
+
+impl IabEvaluator for TcfDecoder {
+    fn grants_collection(&self, tc_string: &str, vendor_id: u16) -> Result<bool, String> {
+        let tc = consent_tcf::TcString::parse(tc_string).map_err(|err| err.to_string())?;
+        Ok(tc.purpose_consent(1) && tc.vendor_consent(vendor_id))
+    }
+}

@@ -27,6 +27,53 @@ pub trait TcfSignal {
     fn vendor_consent(&self, vendor: u16) -> bool;
 }
 
+/// A TC string decoded by this project's codec, kept with its text (which `iabConsentHash` hashes).
+///
+/// ```
+/// use consent_optin::{DecodedTcString, TcfSignal};
+/// use consent_tcf::TcString;
+///
+/// let text = TcString::builder().purpose_consent(1, true).vendor_consent(565, true).build()?.encode();
+/// let signal = DecodedTcString::parse(&text)?;
+/// assert!(signal.purpose_consent(1) && signal.vendor_consent(565) && !signal.purpose_consent(10));
+/// assert_eq!(signal.tc_string(), text);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct DecodedTcString {
+    text: String,
+    decoded: consent_tcf::TcString,
+}
+
+impl DecodedTcString {
+    /// Decodes `text` with [`consent_tcf::TcString::parse`].
+    pub fn parse(text: &str) -> Result<Self, consent_tcf::ParseError> {
+        Ok(Self {
+            decoded: consent_tcf::TcString::parse(text)?,
+            text: text.to_owned(),
+        })
+    }
+
+    /// The decoded string.
+    pub fn decoded(&self) -> &consent_tcf::TcString {
+        &self.decoded
+    }
+}
+
+impl TcfSignal for DecodedTcString {
+    fn tc_string(&self) -> &str {
+        &self.text
+    }
+
+    fn purpose_consent(&self, purpose: u8) -> bool {
+        self.decoded.purpose_consent(u32::from(purpose))
+    }
+
+    fn vendor_consent(&self, vendor: u16) -> bool {
+        self.decoded.vendor_consent(vendor)
+    }
+}
+
 /// Whether the TC string approves `aam` and `ecid`: vendor 565 and purposes 1 and 10 all consented.
 pub fn tcf_approves<T: TcfSignal + ?Sized>(signal: &T) -> bool {
     signal.vendor_consent(ADOBE_VENDOR_ID)

@@ -78,8 +78,8 @@ mod storage;
 pub use category::{Category, CustomCategory};
 pub use config::{ConfigError, OptInConfig, OptInConfigBuilder};
 pub use iab::{
-    ADOBE_VENDOR_ID, ApplyTcfError, IAB_CONSENT_HASH_KEY, IabOutcome, REQUIRED_PURPOSES,
-    TCF_CATEGORIES, TcfSignal, crc32, iab_consent_hash, tcf_approves,
+    ADOBE_VENDOR_ID, ApplyTcfError, DecodedTcString, IAB_CONSENT_HASH_KEY, IabOutcome,
+    REQUIRED_PURPOSES, TCF_CATEGORIES, TcfSignal, crc32, iab_consent_hash, tcf_approves,
 };
 pub use optin::{
     CategoryError, Changes, FetchPermissions, NextChange, OptIn, Status, Subscription, WaitFor,

@@ -49,7 +49,7 @@ impl Config {
             listen,
             database: database.into(),
             keys: Keys::ephemeral()?,
-            iab: Arc::new(UnwiredIab),
+            iab: Arc::new(consent_core::TcfDecoder),
             iab_vendor_id: consent_core::DEFAULT_IAB_VENDOR_ID,
             request_timeout: Duration::from_secs(10),
             body_limit: 64 * 1024,
@@ -59,21 +59,6 @@ impl Config {
             default_cluster: "or2".to_owned(),
             public_url: None,
         })
-    }
-}
-
-/// The IAB evaluator used until the TC string codec is wired in: it refuses every string.
-///
-/// WIRING POINT (consent-tcf): replace `UnwiredIab` in [`Config::new`] and in the binary with an
-/// evaluator built on `consent_tcf::TcString::parse(tc)?` that returns
-/// `tc.purpose_consent(1) && tc.vendor_consent(vendor_id)`. Requests with `gdprApplies: false`
-/// never reach the evaluator.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct UnwiredIab;
-
-impl IabEvaluator for UnwiredIab {
-    fn grants_collection(&self, _tc_string: &str, _vendor_id: u16) -> Result<bool, String> {
-        Err("IAB TCF decoding is not available on this server".to_owned())
     }
 }
 

@@ -39,7 +39,7 @@ mod ops;
 mod prefs;
 mod server;
 
-pub use config::{ApiKey, Config, Datastream, Keys, KeysError, UnwiredIab};
+pub use config::{ApiKey, Config, Datastream, Keys, KeysError};
 pub use db::{
     Backend, ConsentChange, ConsentRecord, Db, Edit, GENESIS_HASH, OpenError, Profile, ProfileKey,
     StoreError,

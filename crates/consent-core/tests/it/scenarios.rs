@@ -583,6 +583,60 @@ fn iab_scenarios() {
 }
 
 #[test]
+fn the_default_evaluator_decodes_real_tc_strings() {
+    use consent_tcf::TcString;
+    let build = |purpose_one: bool, vendor: bool| {
+        TcString::builder()
+            .purpose_consent(1, purpose_one)
+            .purpose_consent(10, true)
+            .vendor_consent(DEFAULT_IAB_VENDOR_ID, vendor)
+            .build()
+            .unwrap()
+            .encode()
+    };
+    for (purpose_one, vendor, expected) in [
+        (true, true, Decision::In),
+        (false, true, Decision::Out),
+        (true, false, Decision::Out),
+    ] {
+        // The server answers without a cookie, so the engine's own decoding decides.
+        let config = Config::new(crate::harness::ORG).default_consent(DefaultConsent::Pending);
+        let mut h = Harness::unstarted(config);
+        h.start();
+        let tc = build(purpose_one, vendor);
+        h.set_consent_json(json!({"consent": [iab(&tc, true)]}));
+        h.answer(Answer::NoCookie);
+        assert_eq!(
+            h.state().0,
+            expected,
+            "purpose 1 {purpose_one}, vendor {vendor}"
+        );
+    }
+    let config = Config::new(crate::harness::ORG);
+    let mut h = Harness::unstarted(config);
+    h.start();
+    let options =
+        SetConsentOptions::from_json(&json!({"consent": [iab("CO-not-base64!", true)]})).unwrap();
+    let err = h
+        .engine
+        .handle(
+            h.now,
+            Input::SetConsent {
+                id: SetConsentId(1),
+                options,
+            },
+        )
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            HandleError::Payload(PayloadError::InvalidTcString { .. })
+        ),
+        "{err}"
+    );
+}
+
+#[test]
 fn a_tc_string_that_does_not_decode_is_refused_and_changes_nothing() {
     let mut h = Harness::new("in");
     let options =

@@ -524,6 +524,33 @@ fn check_iab(signal: Tcf, approves: bool) {
 }
 
 #[test]
+fn oi_16_with_real_tc_strings() {
+    use consent_optin::DecodedTcString;
+    use consent_tcf::TcString;
+    let cases: [(&[u32], bool, bool); 4] = [
+        (&[1, 10], true, true),
+        (&[1, 2, 10], true, true),
+        (&[1], true, false),
+        (&[1, 10], false, false),
+    ];
+    for (purposes, vendor, approves) in cases {
+        let mut builder = TcString::builder().vendor_consent(565, vendor);
+        for purpose in purposes {
+            builder = builder.purpose_consent(*purpose, true);
+        }
+        let text = builder.build().unwrap().encode();
+        let signal = DecodedTcString::parse(&text).unwrap();
+        let jar = Arc::new(MemoryStorage::new());
+        let optin = optin(stored(&jar).is_iab_context(true));
+        let outcome = optin.apply_tcf(&signal).unwrap();
+        assert_eq!(outcome.approved, approves, "{purposes:?} {vendor}");
+        assert_eq!(optin.is_approved(&[Category::Aam]), approves);
+        assert_eq!(optin.is_approved(&[Category::Ecid]), approves);
+    }
+    assert!(DecodedTcString::parse("definitely not a TC string").is_err());
+}
+
+#[test]
 fn oi_16_iab_vendor_565_and_purposes_1_and_10() {
     check_iab(Tcf::new("A", true, &[1, 10]), true);
     check_iab(Tcf::new("A", true, &[1, 2, 3, 10]), true);

@@ -130,7 +130,7 @@ async fn invalid_payloads_get_edge_codes_and_change_nothing(h: &Harness) {
     .await;
     check(json!({"consent": []}), 400, "EXEG-0102-400").await;
     check(json!({}), 400, "EXEG-0102-400").await;
-    // The TC string decoder is not wired in this server: a string that must be decoded is 422.
+    // A string that does not decode, when it must be decoded, is 422.
     check(
         json!({"consent": [{"standard": "IAB TCF", "version": "2.0", "value": "CO123", "gdprApplies": true}]}),
         422,
@@ -337,6 +337,37 @@ async fn the_iab_evaluator_decides_when_gdpr_applies() {
         body["detail"],
         "'consent[0].value': Invalid IAB TCF consent string: not a TC string"
     );
+    h.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_default_server_decodes_real_tc_strings() {
+    use consent_core::consent_tcf::TcString;
+    let h = Harness::start(crate::harness::Db::Sqlite).await.unwrap();
+    let path = format!("/ee/v1/privacy/set-consent?configId={DS_A}");
+    let tc = |purpose_one: bool, vendor: bool| {
+        TcString::builder()
+            .purpose_consent(1, purpose_one)
+            .vendor_consent(565, vendor)
+            .build()
+            .unwrap()
+            .encode()
+    };
+    for (purpose_one, vendor, expected) in [
+        (true, true, "general=in"),
+        (false, true, "general=out"),
+        (true, false, "general=out"),
+    ] {
+        let body = json!({"consent": [{"standard": "IAB TCF", "version": "2.0",
+            "value": tc(purpose_one, vendor), "gdprApplies": true}]});
+        let (status, answer) = h.post_json(&path, &body).await;
+        assert_eq!(status, 200, "{answer}");
+        assert_eq!(
+            entry(&store_entries(&answer), "kndctr_ORGA_AdobeOrg_consent").unwrap()["value"],
+            expected,
+            "purpose 1 {purpose_one}, vendor {vendor}"
+        );
+    }
     h.shutdown().await;
 }
 
