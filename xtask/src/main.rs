@@ -18,6 +18,7 @@ cargo xtask <task>
 
 Tasks:
   ci          fmt --check, clippy -D warnings, tests, doctests, rustdoc -D warnings, layering
+  demo        start consent-server on its SQLite default and run the quick-start example against it
   layering    only the layering and crate-overview checks
   bench       run the criterion benchmarks of every crate (pass a crate name to narrow)
   fuzz        run a cargo-fuzz target: cargo xtask fuzz <target> [seconds]
@@ -31,6 +32,7 @@ fn main() -> Result<()> {
         Some("ci") => ci(),
         Some("layering") => layering::check(&project_root()),
         Some("bench") => bench(&rest),
+        Some("demo") => demo(),
         Some("fuzz") => fuzz(&rest),
         Some("help") | Some("--help") | Some("-h") | None => {
             eprint!("{HELP}");
@@ -106,6 +108,82 @@ fn ci() -> Result<()> {
     run("cargo doc -D warnings", doc)?;
 
     eprintln!("\nci: all checks passed");
+    Ok(())
+}
+
+/// Starts `consent-server` (its defaults: SQLite `consent.db` in the workspace root; a free loopback
+/// port instead of 8080 so that the demo never clashes with a running server), runs the quick-start
+/// example against it, and stops the server with SIGTERM.
+fn demo() -> Result<()> {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    use std::time::{Duration, Instant};
+
+    let mut build = cargo();
+    build.args([
+        "build",
+        "--locked",
+        "-p",
+        "consent-server",
+        "--bin",
+        "consent-server",
+    ]);
+    run("cargo build -p consent-server", build)?;
+    let mut build = cargo();
+    build.args([
+        "build",
+        "--locked",
+        "-p",
+        "consent-transport",
+        "--example",
+        "quickstart",
+    ]);
+    run("cargo build --example quickstart", build)?;
+
+    let target = env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| project_root().join("target"));
+    let mut server = Command::new(target.join("debug").join("consent-server"))
+        .args(["--listen", "127.0.0.1:0"])
+        .current_dir(project_root())
+        .stdout(Stdio::piped())
+        .spawn()
+        .context("starting consent-server")?;
+    let stop = |server: &mut std::process::Child| -> Result<()> {
+        // SIGTERM lets the server drain in-flight requests; SIGKILL only if it does not stop.
+        let _ = Command::new("kill")
+            .args(["-TERM", &server.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if server.try_wait()?.is_some() {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        server.kill()?;
+        server.wait()?;
+        Ok(())
+    };
+    let mut first_line = String::new();
+    if let Some(stdout) = server.stdout.take() {
+        BufReader::new(stdout).read_line(&mut first_line)?;
+    }
+    let address = first_line.trim().to_owned();
+    if address.is_empty() {
+        stop(&mut server)?;
+        bail!("consent-server printed no address");
+    }
+    eprintln!("\n==> consent-server listens on {address} (SQLite consent.db)");
+    let status = Command::new(target.join("debug").join("examples").join("quickstart"))
+        .arg(format!("http://{address}"))
+        .status()
+        .context("running the quick-start example");
+    stop(&mut server)?;
+    if !status?.success() {
+        bail!("the quick-start example failed");
+    }
+    eprintln!("\ndemo: done");
     Ok(())
 }
 

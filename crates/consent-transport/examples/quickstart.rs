@@ -37,7 +37,7 @@ fn now() -> Timestamp {
 }
 
 enum Work {
-    SetConsent(RequestId, SetConsentRequest),
+    SetConsent(RequestId, Box<SetConsentRequest>),
     Event,
 }
 
@@ -71,6 +71,12 @@ async fn main() -> Result<(), Box<dyn Error>> {
             mode: Mode::Queue,
         },
     )?;
+    while let Some(action) = engine.poll_action() {
+        transport.apply(&action)?;
+        if let Action::Log { level, message } = &action {
+            println!("   [{level:?}] {message}");
+        }
+    }
     println!(
         "1. page view submitted: {:?} (consent is {})",
         engine.check(Requirement::general()),
@@ -93,7 +99,7 @@ async fn main() -> Result<(), Box<dyn Error>> {
             match &action {
                 Action::SendSetConsent { request, .. } => {
                     if let Some((id, body)) = SetConsentRequest::from_action(&action) {
-                        work.push_back(Work::SetConsent(id, body));
+                        work.push_back(Work::SetConsent(id, Box::new(body)));
                     }
                     println!("   -> POST privacy/set-consent ({request:?})");
                 }
@@ -121,7 +127,7 @@ async fn main() -> Result<(), Box<dyn Error>> {
         let Some(next) = work.pop_front() else { break };
         let response = match next {
             Work::SetConsent(request, body) => {
-                let result = transport.send(Request::SetConsent(body)).await;
+                let result = transport.send(Request::SetConsent(*body)).await;
                 engine_response(&result, Origin::SetConsent(request))
             }
             Work::Event => {
