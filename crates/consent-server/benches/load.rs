@@ -120,6 +120,9 @@ async fn bench() {
     config.rate_limit_per_sec = 0;
     let server = consent_server::serve(config).await.unwrap();
     let base = format!("http://{}", server.local_addr());
+    // A workspace build unifies reqwest's features with consent-transport's `rustls-no-provider`:
+    // install rustls' ring provider so that a client can be built (an error means one is installed).
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(CONNECTIONS)
         .build()

@@ -257,42 +257,9 @@ fn hex(bytes: &[u8]) -> String {
     s
 }
 
-/// JSON with object keys sorted at every level, so a hash does not depend on key order.
-pub fn canonical_json(value: &Value) -> String {
-    let mut out = String::new();
-    write_canonical(value, &mut out);
-    out
-}
-
-fn write_canonical(value: &Value, out: &mut String) {
-    match value {
-        Value::Array(items) => {
-            out.push('[');
-            for (i, item) in items.iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                write_canonical(item, out);
-            }
-            out.push(']');
-        }
-        Value::Object(map) => {
-            let mut entries: Vec<_> = map.iter().collect();
-            entries.sort_by(|a, b| a.0.cmp(b.0));
-            out.push('{');
-            for (i, (key, item)) in entries.into_iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                out.push_str(&Value::String(key.clone()).to_string());
-                out.push(':');
-                write_canonical(item, out);
-            }
-            out.push('}');
-        }
-        scalar => out.push_str(&scalar.to_string()),
-    }
-}
+/// JSON with object keys sorted at every level, so a hash does not depend on key order: the
+/// engine's canonical form ([`consent_core::hash::canonical_json`]), which its consent hashes use too.
+pub use consent_core::hash::canonical_json;
 
 /// The hash of a record given as JSON, ignoring its `hash` field.
 fn record_hash(mut value: Value) -> String {

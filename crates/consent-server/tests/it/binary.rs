@@ -35,6 +35,7 @@ async fn the_binary_prints_its_address_and_stops_on_sigterm() {
     BufReader::new(stdout).read_line(&mut line).unwrap();
     let addr: std::net::SocketAddr = line.trim().parse().unwrap();
     assert_eq!(addr.ip().to_string(), "127.0.0.1");
+    crate::harness::install_crypto_provider();
     let health = reqwest::get(format!("http://{addr}/healthz"))
         .await
         .unwrap();

@@ -97,7 +97,7 @@ async fn the_landing_page_is_clicked_through_in_headless_chromium() {
             .unwrap(),
     );
     let base = format!("http://127.0.0.1:{port}");
-    let client = reqwest::Client::new();
+    let client = crate::harness::http_client();
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         if let Ok(r) = client.get(format!("{base}/status")).send().await

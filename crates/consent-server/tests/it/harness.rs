@@ -83,10 +83,7 @@ impl Harness {
         tweak(&mut config);
         let server = consent_server::serve(config).await.unwrap();
         let base = format!("http://{}", server.local_addr());
-        let client = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .unwrap();
+        let client = http_client();
         Some(Self {
             server: Some(server),
             base,
@@ -191,4 +188,21 @@ impl consent_core::IabEvaluator for FakeIab {
 
 pub(crate) fn fake_iab() -> Arc<dyn consent_core::IabEvaluator> {
     Arc::new(FakeIab)
+}
+
+/// Installs rustls' ring crypto provider for this process, once. A workspace build unifies reqwest's
+/// features with consent-transport's `rustls-no-provider`, and then a client cannot be built
+/// without a provider; alone, this crate's reqwest has no TLS and this does nothing harmful.
+pub(crate) fn install_crypto_provider() {
+    // An error only means a provider is already installed.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// A plain HTTP client for the tests.
+pub(crate) fn http_client() -> reqwest::Client {
+    install_crypto_provider();
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
 }
