@@ -87,9 +87,10 @@ impl<'a> BitReader<'a> {
         }
     }
 
-    /// Refills for a read of `n` bits, failing when the segment ends first. Kept out of line so
-    /// that [`BitReader::read`] inlines to a few instructions.
-    #[inline(never)]
+    /// Refills for a read of `n` bits, failing when the segment ends first. Inlined so that the
+    /// reader's state can stay in registers across reads; the rare path near the end of a segment,
+    /// [`BitReader::refill_slow`], stays out of line.
+    #[inline]
     fn refill_for(&mut self, n: u32, field: &'static str) -> Result<(), ParseError> {
         if self.refill_chunks() {
             return Ok(());
@@ -142,10 +143,12 @@ impl<'a> BitReader<'a> {
         let chunk: &[u8; N] = self.input.get(self.next..self.next + N)?.try_into().ok()?;
         let mut bits = 0u64;
         let mut bad = 0u8;
-        for &byte in chunk {
+        // Each character is shifted to its own place, rather than shifting the running value for
+        // every character, so that the shifts do not form one long chain of dependent steps.
+        for (i, &byte) in chunk.iter().enumerate() {
             let v = DECODE[usize::from(byte)];
             bad |= v;
-            bits = (bits << 6) | u64::from(v & 63);
+            bits |= u64::from(v & 63) << (6 * (N - 1 - i));
         }
         (bad < 64).then_some(bits)
     }

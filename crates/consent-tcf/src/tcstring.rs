@@ -192,6 +192,10 @@ impl Default for TcString {
 
 const F_VERSION: &str = "Version";
 
+/// An empty optional segment's set, as a constant: assigning it copies from read-only data, where
+/// building `Some(VendorSet::new())` on the stack first and moving it stalls store forwarding.
+const EMPTY_SECTION: Option<VendorSet> = Some(VendorSet::new());
+
 impl TcString {
     /// Decodes a TC string.
     ///
@@ -212,10 +216,15 @@ impl TcString {
     /// repeats a segment, has an unknown segment type or is a TCF v1 string.
     #[inline]
     pub fn parse(input: &str) -> Result<TcString, ParseError> {
-        // Decoding into a string the caller already holds spares a copy of the whole struct.
-        let mut tc = TcString::default();
-        tc.decode(input)?;
-        Ok(tc)
+        // Decoding straight into the returned `Result` (one local, returned as is) lets the
+        // compiler build the string in the caller's slot instead of copying the whole struct out.
+        let mut out = Ok(TcString::default());
+        if let Ok(tc) = &mut out
+            && let Err(e) = tc.decode(input)
+        {
+            out = Err(e);
+        }
+        out
     }
 
     /// Decodes `input` into `self`, which is a default string.
@@ -254,21 +263,25 @@ impl TcString {
                 SegmentType::Core => tc.read_core(&mut r)?,
                 SegmentType::DisclosedVendors => {
                     r.read(3, "SegmentType")?;
-                    let set = read_vendor_section(
+                    tc.disclosed_vendors = EMPTY_SECTION;
+                    let set = tc.disclosed_vendors.get_or_insert_with(VendorSet::new);
+                    read_vendor_section(
                         &mut r,
                         VendorSection::DisclosedVendors,
                         &mut tc.findings,
+                        set,
                     )?;
-                    tc.disclosed_vendors = Some(set);
                 }
                 SegmentType::AllowedVendors => {
                     r.read(3, "SegmentType")?;
-                    let set = read_vendor_section(
+                    tc.allowed_vendors = EMPTY_SECTION;
+                    let set = tc.allowed_vendors.get_or_insert_with(VendorSet::new);
+                    read_vendor_section(
                         &mut r,
                         VendorSection::AllowedVendors,
                         &mut tc.findings,
+                        set,
                     )?;
-                    tc.allowed_vendors = Some(set);
                 }
                 SegmentType::PublisherTc => {
                     r.read(3, "SegmentType")?;
@@ -381,12 +394,17 @@ impl TcString {
 
     /// The vendor sections and publisher restrictions of the core segment, from bit 213.
     fn read_core_sections(&mut self, r: &mut BitReader<'_>) -> Result<(), ParseError> {
-        self.vendor_consents =
-            read_vendor_section(r, VendorSection::VendorConsents, &mut self.findings)?;
-        self.vendor_legitimate_interests = read_vendor_section(
+        read_vendor_section(
+            r,
+            VendorSection::VendorConsents,
+            &mut self.findings,
+            &mut self.vendor_consents,
+        )?;
+        read_vendor_section(
             r,
             VendorSection::VendorLegitimateInterests,
             &mut self.findings,
+            &mut self.vendor_legitimate_interests,
         )?;
         let count = r.read(12, "NumPubRestrictions")? as u16;
         self.num_restrictions = count;
@@ -812,18 +830,22 @@ impl TcString {
     }
 }
 
+/// Decodes a vendor section into `set`, which must be a default (empty) set. Filling the set in
+/// place, rather than returning one, spares moving it into the `TcString` afterwards.
+#[inline]
 fn read_vendor_section(
     r: &mut BitReader<'_>,
     section: VendorSection,
     findings: &mut Findings,
-) -> Result<VendorSet, ParseError> {
+    set: &mut VendorSet,
+) -> Result<(), ParseError> {
     let max = r.read(16, "MaxVendorId")? as u16;
     let is_range = r.read_bool("IsRangeEncoding")?;
     if is_range {
         // Up to 8 sorted, disjoint entries are kept as ranges; anything else becomes a bitset.
-        let mut spans = [VendorRange::single(0); 8];
-        let mut kept = 0;
-        let mut bitset: Option<VendorSet> = None;
+        // The ranges are written straight into the set, so nothing is moved at the end.
+        set.reset_spans(max);
+        let mut expanded = false;
         let entries = r.read(12, "NumEntries")?;
         for _ in 0..entries {
             let is_range = r.read_bool("IsARange")?;
@@ -846,32 +868,22 @@ fn read_vendor_section(
             if start > end {
                 continue;
             }
-            let set = match &mut bitset {
-                Some(set) => set,
-                None => {
-                    let after_last = kept == 0 || spans[kept - 1].end < start;
-                    if after_last && kept < spans.len() {
-                        spans[kept] = VendorRange { start, end };
-                        kept += 1;
-                        continue;
-                    }
-                    let mut set = VendorSet::with_max(max);
-                    for span in &spans[..kept] {
-                        set.set_range_unchecked(span.start, span.end);
-                    }
-                    bitset.insert(set)
+            if !expanded {
+                if set.push_span(start, end) {
+                    continue;
                 }
-            };
+                // Turns the ranges kept so far into a bitset of MaxVendorId `max`.
+                set.words_mut();
+                expanded = true;
+            }
             set.set_range_unchecked(start, end);
         }
-        let mut set = bitset.unwrap_or_else(|| VendorSet::from_spans(max, &spans[..kept]));
         set.set_source(VendorEncoding::Range);
-        Ok(set)
+        Ok(())
     } else {
-        let mut set = VendorSet::with_max(max);
+        set.reset_with_max(max);
         set.set_source(VendorEncoding::Bitfield);
-        r.read_words(usize::from(max), set.words_mut(), "BitField")?;
-        Ok(set)
+        r.read_words(usize::from(max), set.words_mut(), "BitField")
     }
 }
 

@@ -254,8 +254,57 @@ impl VendorSet {
         }
     }
 
+    /// Makes this set an empty bitset with room for ids up to `max`, in place. Decoding fills the
+    /// set where it already lies inside the `TcString` rather than building one on the stack and
+    /// moving it in, which costs a copy and stalls store forwarding.
+    #[inline]
+    pub(crate) fn reset_with_max(&mut self, max: u16) {
+        let n = usize::from(max).div_ceil(64);
+        self.max = max;
+        self.source = None;
+        if n <= INLINE_WORDS {
+            match &mut self.words {
+                Words::Inline(words) => *words = [0; INLINE_WORDS],
+                other => *other = Words::Inline([0; INLINE_WORDS]),
+            }
+        } else {
+            self.words = Words::Heap(vec![0; n].into_boxed_slice());
+        }
+    }
+
+    /// Makes this set an empty range section with MaxVendorId `max`, kept as ranges, in place (see
+    /// [`VendorSet::reset_with_max`] for why in place); [`VendorSet::push_span`] then adds to it.
+    #[inline]
+    pub(crate) fn reset_spans(&mut self, max: u16) {
+        self.max = max;
+        self.source = Some(VendorEncoding::Range);
+        match &mut self.words {
+            Words::Spans(n, _) => *n = 0,
+            other => *other = Words::Spans(0, [VendorRange::single(0); INLINE_SPANS]),
+        }
+    }
+
+    /// Appends the decoded range `start..=end` (within `1..=max`) to a set kept as ranges, and
+    /// returns whether it could: `false` when the set is a bitset, is full, or the range does not
+    /// come after the last one kept, and the caller then expands the set with
+    /// [`VendorSet::words_mut`].
+    #[inline]
+    pub(crate) fn push_span(&mut self, start: u16, end: u16) -> bool {
+        if let Words::Spans(n, items) = &mut self.words {
+            let kept = usize::from(*n);
+            let after_last = kept == 0 || items.get(kept - 1).is_some_and(|r| r.end < start);
+            if after_last && let Some(slot) = items.get_mut(kept) {
+                *slot = VendorRange { start, end };
+                *n += 1;
+                return true;
+            }
+        }
+        false
+    }
+
     /// A decoded range section kept as its ranges, which must be sorted, disjoint and within
-    /// `1..=max`.
+    /// `1..=max`. Decoding uses [`VendorSet::set_spans`] in place; the tests build sets with this.
+    #[cfg(test)]
     pub(crate) fn from_spans(max: u16, spans: &[VendorRange]) -> Self {
         let mut items = [VendorRange::single(0); INLINE_SPANS];
         let n = spans.len().min(INLINE_SPANS);
@@ -274,8 +323,18 @@ impl VendorSet {
         }
     }
 
-    /// Turns kept ranges into a bitset.
+    /// Turns kept ranges into a bitset. The check is inlined because a set is almost always a
+    /// bitset already (every decoded bitfield goes through here); the conversion is not.
+    #[inline]
     fn materialize(&mut self) {
+        if matches!(self.words, Words::Spans(..)) {
+            self.expand_spans();
+        }
+    }
+
+    /// The conversion of [`VendorSet::materialize`].
+    #[inline(never)]
+    fn expand_spans(&mut self) {
         if let Words::Spans(n, items) = self.words {
             let mut set = VendorSet::with_max(self.max);
             for r in &items[..usize::from(n)] {
