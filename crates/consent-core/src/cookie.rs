@@ -122,6 +122,19 @@ pub fn parse_consent_cookie(value: &str) -> Vec<(&str, &str)> {
     pairs
 }
 
+/// The value of the `general` pair of a consent cookie, if it has one.
+///
+/// ```
+/// assert_eq!(consent_core::general_value("foo=out;general=in"), Some("in"));
+/// assert_eq!(consent_core::general_value("foo=out"), None);
+/// ```
+pub fn general_value(value: &str) -> Option<&str> {
+    parse_consent_cookie(value)
+        .into_iter()
+        .find(|(name, _)| *name == "general")
+        .map(|(_, value)| value)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -135,6 +148,9 @@ mod tests {
         assert_eq!(parse_consent_cookie("general=in"), vec![("general", "in")]);
         assert_eq!(parse_consent_cookie("general="), vec![("general", "")]);
         assert_eq!(parse_consent_cookie(""), vec![]);
+        assert_eq!(general_value("general=in; general=out"), Some("out"));
+        assert_eq!(general_value("general="), Some(""));
+        assert_eq!(general_value("generally=in"), None);
         assert_eq!(
             parse_consent_cookie("general=in; general=out"),
             vec![("general", "out")]

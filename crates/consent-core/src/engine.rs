@@ -8,9 +8,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::cookie::{
-    CONSENT_COOKIE_MAX_AGE, Cookie, CookieNames, StoredCookie, parse_consent_cookie,
-};
+use crate::cookie::{CONSENT_COOKIE_MAX_AGE, Cookie, CookieNames, StoredCookie, general_value};
 use crate::hash::ConsentFingerprint;
 use crate::payload::{IabEvaluator, LocalDecision, PayloadError, SetConsentOptions, TcfDecoder};
 use crate::types::{Decision, DefaultConsent, MAX_PURPOSES, Purpose, Requirement, Timestamp};
@@ -598,7 +596,8 @@ pub struct Engine {
     fingerprint: Option<ConsentFingerprint>,
     chain: Option<Chain>,
     next_request: u64,
-    last_view: Option<ConsentView>,
+    /// What subscribers were last told, as the state it is derived from (cheap to compare).
+    last_notified: Option<(Phase, PurposeMasks)>,
     last_snapshot: Option<Snapshot>,
 }
 
@@ -623,7 +622,7 @@ impl Engine {
             fingerprint: None,
             chain: None,
             next_request: 0,
-            last_view: None,
+            last_notified: None,
             last_snapshot: None,
         };
         engine.recompute();
@@ -691,10 +690,14 @@ impl Engine {
 
     /// The current consent: state, whether it was set, and the purposes with their own decision.
     pub fn consent(&self) -> ConsentView {
+        self.view_of(self.phase, &self.purposes)
+    }
+
+    fn view_of(&self, phase: Phase, purposes: &PurposeMasks) -> ConsentView {
         ConsentView {
-            state: self.phase.decision(),
-            was_set: matches!(self.phase, Phase::In | Phase::Out),
-            purposes: self.named_purposes(&self.purposes),
+            state: phase.decision(),
+            was_set: matches!(phase, Phase::In | Phase::Out),
+            purposes: self.named_purposes(purposes),
         }
     }
 
@@ -745,12 +748,10 @@ impl Engine {
         let cookie = stored
             .consent_cookie
             .filter(|c| c.expires.is_none_or(|at| at > now));
-        let general = cookie.as_ref().and_then(|c| {
-            parse_consent_cookie(&c.value)
-                .into_iter()
-                .find(|(name, _)| *name == "general")
-                .map(|(_, value)| value.to_owned())
-        });
+        let general = cookie
+            .as_ref()
+            .and_then(|c| general_value(&c.value))
+            .map(str::to_owned);
         self.consent_cookie = cookie;
 
         // The Web SDK forgets the hashes whenever either cookie is missing, so the next
@@ -1158,10 +1159,7 @@ impl Engine {
 
     fn cookie_general_raw(&self) -> Option<String> {
         let cookie = self.consent_cookie.as_ref()?;
-        parse_consent_cookie(&cookie.value)
-            .into_iter()
-            .find(|(name, _)| *name == "general")
-            .map(|(_, value)| value.to_owned())
+        general_value(&cookie.value).map(str::to_owned)
     }
 
     // ----- cookies -----
@@ -1175,10 +1173,7 @@ impl Engine {
         }
         // A consent cookie without a valid `general` value would replace a real choice with
         // something the next start can only read as "use the default": keep the last good one.
-        let general = parse_consent_cookie(&cookie.value)
-            .into_iter()
-            .find(|(name, _)| *name == "general")
-            .map(|(_, value)| value.to_owned());
+        let general = general_value(&cookie.value).map(str::to_owned);
         match general.as_deref().map(Decision::from_wire) {
             Some(Some(_)) => {}
             Some(None) => {
@@ -1405,10 +1400,18 @@ impl Engine {
         if !self.started {
             return;
         }
-        let view = self.consent();
-        if self.last_view.as_ref() != Some(&view) {
-            self.last_view = Some(view.clone());
-            self.actions.push_back(Action::ConsentChanged(view));
+        // Comparing the state the view is derived from keeps this off the allocation path for
+        // the inputs that change nothing (most of them: every submitted command).
+        let key = (self.phase, self.purposes);
+        if self.last_notified != Some(key) {
+            let before = self
+                .last_notified
+                .map(|(phase, purposes)| self.view_of(phase, &purposes));
+            self.last_notified = Some(key);
+            let view = self.consent();
+            if before.as_ref() != Some(&view) {
+                self.actions.push_back(Action::ConsentChanged(view));
+            }
         }
     }
 }

@@ -35,7 +35,9 @@ pub mod hash;
 mod payload;
 mod types;
 
-pub use cookie::{CONSENT_COOKIE_MAX_AGE, Cookie, CookieNames, StoredCookie, parse_consent_cookie};
+pub use cookie::{
+    CONSENT_COOKIE_MAX_AGE, Cookie, CookieNames, StoredCookie, general_value, parse_consent_cookie,
+};
 pub use engine::{
     Action, CommandId, Config, ConfigError, ConsentRecord, ConsentView, DEFAULT_IAB_VENDOR_ID,
     Engine, HandleError, Input, LogLevel, Mode, Origin, Outcome, RecordSource, RejectReason,

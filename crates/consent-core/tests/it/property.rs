@@ -193,13 +193,8 @@ impl Run {
         // Every command is released, rejected or still queued: exactly one of them.
         let queued: Vec<CommandId> = h.engine.queued().collect();
         for id in self.requirements.keys() {
-            let ended = usize::from(h.released.contains(id))
-                + h.rejected.iter().filter(|(c, _)| c == id).count()
-                + h.released
-                    .iter()
-                    .filter(|c| *c == id)
-                    .count()
-                    .saturating_sub(1);
+            let ended = h.released.iter().filter(|c| *c == id).count()
+                + h.rejected.iter().filter(|(c, _)| c == id).count();
             let waiting = usize::from(queued.contains(id));
             assert_eq!(
                 ended + waiting,

@@ -637,6 +637,58 @@ fn the_default_evaluator_decodes_real_tc_strings() {
 }
 
 #[test]
+fn the_iab_vendor_is_configurable() {
+    use consent_tcf::TcString;
+    // Consent for vendor 565 only: "in" for the default vendor, "out" for another.
+    let tc = TcString::builder()
+        .purpose_consent(1, true)
+        .vendor_consent(DEFAULT_IAB_VENDOR_ID, true)
+        .build()
+        .unwrap()
+        .encode();
+    for (vendor, expected) in [(DEFAULT_IAB_VENDOR_ID, Decision::In), (755, Decision::Out)] {
+        let config = Config::new(crate::harness::ORG)
+            .default_consent(DefaultConsent::Pending)
+            .iab_vendor_id(vendor);
+        let mut h = Harness::unstarted(config);
+        h.start();
+        h.set_consent_json(json!({"consent": [iab(&tc, true)]}));
+        h.answer(Answer::NoCookie);
+        assert_eq!(h.state().0, expected, "vendor {vendor}");
+    }
+}
+
+#[test]
+fn subscribers_hear_each_change_once() {
+    let mut h = Harness::new("pending");
+    assert_eq!(h.changes.len(), 1, "the start-up state");
+    for _ in 0..3 {
+        h.submit();
+    }
+    assert_eq!(h.changes.len(), 1, "commands change nothing");
+    h.set_consent("in");
+    // Suspension keeps the state pending and not set: nothing new to tell.
+    assert_eq!(h.changes.len(), 1);
+    h.answer(Answer::Edge);
+    assert_eq!(h.changes.len(), 2);
+    assert_eq!(h.changes[1].state, Decision::In);
+    assert!(h.changes[1].was_set);
+    // A skipped repeat suspends and resumes within one input: nothing to tell.
+    h.set_consent("in");
+    assert_eq!(h.changes.len(), 2);
+    h.set_consent("out");
+    assert_eq!(
+        h.changes.len(),
+        3,
+        "suspended while a changed consent is sent"
+    );
+    assert_eq!(h.changes[2].state, Decision::Pending);
+    h.answer(Answer::Edge);
+    assert_eq!(h.changes.len(), 4);
+    assert_eq!(h.changes[3].state, Decision::Out);
+}
+
+#[test]
 fn a_tc_string_that_does_not_decode_is_refused_and_changes_nothing() {
     let mut h = Harness::new("in");
     let options =
