@@ -2,7 +2,8 @@
 //! bare axum endpoint measured in the same run (the ceiling of this machine and client).
 //!
 //! `cargo bench -p consent-server --bench load` (set `CONSENT_LOAD_SECS`, default 5, and
-//! `CONSENT_LOAD_DATABASE`, default a SQLite file in a temporary directory). The load generator
+//! `CONSENT_LOAD_DATABASE`, default a SQLite file in a temporary directory; `CONSENT_LOAD_ONLY`
+//! runs only the loads whose name contains it, e.g. `set-consent`). The load generator
 //! runs in the same process as the servers, so on a small machine they share the cores.
 #![allow(
     clippy::unwrap_used,
@@ -30,6 +31,8 @@ struct Outcome {
     secs: f64,
     p50: Duration,
     p99: Duration,
+    /// CPU seconds the whole process (servers and load generator) used.
+    cpu: f64,
 }
 
 /// Runs `CONNECTIONS` workers for `secs`; each calls `one(worker, i)` in a loop.
@@ -39,6 +42,7 @@ where
     Fut: Future<Output = bool> + Send,
 {
     let one = Arc::new(one);
+    let cpu_before = cpu_seconds();
     let start = Instant::now();
     let stop = start + Duration::from_secs_f64(secs);
     let mut workers = tokio::task::JoinSet::new();
@@ -67,6 +71,7 @@ where
         errors += e;
     }
     let secs = start.elapsed().as_secs_f64();
+    let cpu = cpu_seconds() - cpu_before;
     all.sort();
     let pick = |q: f64| {
         all.get(((all.len() as f64 * q) as usize).min(all.len().saturating_sub(1)))
@@ -80,7 +85,33 @@ where
         secs,
         p50: pick(0.50),
         p99: pick(0.99),
+        cpu,
     }
+}
+
+/// CPU time (user and system) this process has used so far, from `/proc/self/stat`; 0 where
+/// that file does not exist.
+fn cpu_seconds() -> f64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return 0.0;
+    };
+    // The fields after the command name (which is in parentheses and may contain spaces).
+    let Some(rest) = stat.rsplit_once(')').map(|(_, rest)| rest) else {
+        return 0.0;
+    };
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the whole line: 12 and 13 after the name.
+    let ticks: f64 = [11, 12]
+        .iter()
+        .filter_map(|&i| fields.get(i).and_then(|f| f.parse::<f64>().ok()))
+        .sum();
+    ticks / 100.0
+}
+
+/// Whether to run the load named `name`: all of them unless `CONSENT_LOAD_ONLY` is set, then
+/// those whose name contains it. The bare endpoint always runs.
+fn wanted(name: &str) -> bool {
+    std::env::var("CONSENT_LOAD_ONLY").map_or(true, |only| name.contains(&only))
 }
 
 fn keys() -> String {
@@ -140,7 +171,7 @@ async fn bench() {
             .await,
         );
     }
-    {
+    if wanted("set-consent") {
         let client = client.clone();
         let url = format!("{base}/ee/v1/privacy/set-consent?configId={DS}");
         outcomes.push(
@@ -156,7 +187,7 @@ async fn bench() {
             .await,
         );
     }
-    {
+    if wanted("preference") {
         // One link per worker; the choice alternates so every request writes.
         let mut links = Vec::new();
         for worker in 0..CONNECTIONS {
@@ -201,18 +232,20 @@ async fn bench() {
     server.shutdown().await.unwrap();
 
     let ceiling = outcomes[0].requests as f64 / outcomes[0].secs;
-    println!("| endpoint | req/s | vs bare | p50 | p99 | errors |");
-    println!("|---|---:|---:|---:|---:|---:|");
+    println!("| endpoint | req/s | vs bare | p50 | p99 | errors | CPU µs/request (cores busy) |");
+    println!("|---|---:|---:|---:|---:|---:|---:|");
     for o in &outcomes {
         let rate = o.requests as f64 / o.secs;
         println!(
-            "| {} | {:.0} | {:.2} | {:.2} ms | {:.2} ms | {} |",
+            "| {} | {:.0} | {:.2} | {:.2} ms | {:.2} ms | {} | {:.1} ({:.2}) |",
             o.name,
             rate,
             rate / ceiling,
             o.p50.as_secs_f64() * 1000.0,
             o.p99.as_secs_f64() * 1000.0,
-            o.errors
+            o.errors,
+            o.cpu * 1e6 / o.requests.max(1) as f64,
+            o.cpu / o.secs
         );
     }
 }

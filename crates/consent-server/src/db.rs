@@ -1,15 +1,16 @@
 //! Storage: one schema on SQLite (the default, a file in WAL mode) or PostgreSQL, through sqlx.
 //!
-//! Every statement is parameterised (`$1`, `$2`, … on both databases); nothing a client sends is
-//! ever spliced into SQL text. Consent changes go through [`Db::apply_consent`], which updates the
-//! profile and appends a hash-chained consent record in one transaction.
+//! Every statement is parameterised (`$1`, `$2`, … through sqlx, `?1`, `?2`, … in the SQLite
+//! writer); nothing a client sends is ever spliced into SQL text. Consent changes go through
+//! [`Db::apply_consent`], which hands them to the writer thread (`writer.rs`): it updates the
+//! profiles and appends the hash-chained consent records of a whole batch in one transaction.
 
-use std::collections::HashMap;
-
-use serde_json::{Map, Value};
+use serde_json::Value;
 use sha2::{Digest, Sha256};
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Row};
+
+use crate::writer::{Job, MAX_BATCH, Message};
 use tokio::sync::{mpsc, oneshot};
 
 /// The hash that the first record of every chain points back to.
@@ -43,6 +44,9 @@ pub enum OpenError {
     /// Connecting failed.
     #[error("cannot connect to the database: {0}")]
     Connect(#[source] sqlx::Error),
+    /// The writer's own SQLite connection could not be opened.
+    #[error("cannot open the SQLite database for writing: {0}")]
+    Writer(#[source] rusqlite::Error),
     /// A migration failed.
     #[error("migration {version} ({name}) failed: {source}")]
     Migrate {
@@ -63,6 +67,9 @@ pub enum StoreError {
     /// The database refused or failed.
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
+    /// SQLite refused or failed a write.
+    #[error("database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
     /// A stored JSON document did not parse.
     #[error("stored JSON is corrupt: {0}")]
     Corrupt(#[from] serde_json::Error),
@@ -144,12 +151,17 @@ impl std::fmt::Debug for ConsentChange {
     }
 }
 
+/// Set on every SQLite connection: WAL lets readers run beside the one writer; the busy timeout
+/// makes a writer wait for the lock instead of failing at once.
+pub(crate) const SQLITE_PRAGMAS: &str = "PRAGMA busy_timeout = 5000; PRAGMA journal_mode = WAL; \
+                              PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;";
+
 /// The database handle; cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Db {
     pool: AnyPool,
     backend: Backend,
-    writer: mpsc::Sender<Job>,
+    writer: mpsc::Sender<Message>,
 }
 
 /// Turns `--database` into a URL sqlx understands: a bare path becomes a SQLite file.
@@ -175,7 +187,7 @@ pub(crate) fn normalise_url(url: &str) -> Result<(String, Backend), OpenError> {
     Ok((format!("sqlite://{path}"), Backend::Sqlite))
 }
 
-fn now_millis() -> i64 {
+pub(crate) fn now_millis() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
@@ -192,14 +204,7 @@ impl Db {
             .after_connect(move |conn, _meta| {
                 Box::pin(async move {
                     if backend == Backend::Sqlite {
-                        // WAL lets readers run beside the one writer; the busy timeout makes a
-                        // writer wait for the lock instead of failing at once.
-                        sqlx::raw_sql(
-                            "PRAGMA busy_timeout = 5000; PRAGMA journal_mode = WAL; \
-                             PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;",
-                        )
-                        .execute(conn)
-                        .await?;
+                        sqlx::raw_sql(SQLITE_PRAGMAS).execute(conn).await?;
                     }
                     Ok(())
                 })
@@ -207,12 +212,12 @@ impl Db {
         let pool = options.connect(&url).await.map_err(OpenError::Connect)?;
         let (writer, jobs) = mpsc::channel(4 * MAX_BATCH);
         let db = Self {
-            pool: pool.clone(),
+            pool,
             backend,
             writer,
         };
         db.migrate().await?;
-        tokio::spawn(run_writer(pool, jobs));
+        crate::writer::spawn(url, backend, jobs).await?;
         Ok(db)
     }
 
@@ -226,8 +231,14 @@ impl Db {
         &self.pool
     }
 
-    /// Closes the pool, waiting for connections in use.
+    /// Stops the writer once the changes queued before this call are committed, then closes the
+    /// pool, waiting for connections in use. Changes sent afterwards fail with
+    /// [`StoreError::Closed`].
     pub async fn close(&self) {
+        let (done, finished) = oneshot::channel();
+        if self.writer.send(Message::Close(done)).await.is_ok() {
+            let _ = finished.await;
+        }
         self.pool.close().await;
     }
 
@@ -340,11 +351,11 @@ impl Db {
     ) -> Result<(Profile, i64), StoreError> {
         let (reply, answer) = oneshot::channel();
         self.writer
-            .send(Job {
+            .send(Message::Job(Job {
                 key: key.clone(),
                 change,
                 reply,
-            })
+            }))
             .await
             .map_err(|_| StoreError::Closed)?;
         answer.await.map_err(|_| StoreError::Closed)?
@@ -448,271 +459,7 @@ impl Db {
     }
 }
 
-/// One queued consent change.
-struct Job {
-    key: ProfileKey,
-    change: ConsentChange,
-    reply: oneshot::Sender<Result<(Profile, i64), StoreError>>,
-}
-
-/// The most changes committed in one transaction.
-const MAX_BATCH: usize = 256;
-
-/// Commits queued changes in batches. A batch that fails is retried one change at a time, so
-/// one bad change fails alone.
-async fn run_writer(pool: AnyPool, mut jobs: mpsc::Receiver<Job>) {
-    while let Some(first) = jobs.recv().await {
-        let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
-            match jobs.try_recv() {
-                Ok(job) => batch.push(job),
-                Err(_) => break,
-            }
-        }
-        match write_batch(&pool, &batch).await {
-            Ok(results) => {
-                for (job, result) in batch.into_iter().zip(results) {
-                    let _ = job.reply.send(Ok(result));
-                }
-            }
-            Err(err) if batch.len() == 1 => {
-                if let Some(job) = batch.pop() {
-                    let _ = job.reply.send(Err(err));
-                }
-            }
-            Err(_) => {
-                for job in batch {
-                    let result = write_batch(&pool, std::slice::from_ref(&job))
-                        .await
-                        .map(|mut r| r.remove(0));
-                    let _ = job.reply.send(result);
-                }
-            }
-        }
-    }
-}
-
-/// Rows per multi-row statement: small enough for every database's limits on parameters
-/// (SQLite: 32766) and expression depth.
-const ROWS_PER_STATEMENT: usize = 64;
-
-/// `($1, $2, …, $n), ($n+1, …)`: placeholders for `rows` rows of `width` values; `repeat` adds
-/// the row's last placeholder once more (for `created_at, updated_at`).
-fn placeholders(rows: usize, width: usize, repeat: bool) -> String {
-    let mut out = String::new();
-    let mut n = 0;
-    for row in 0..rows {
-        if row > 0 {
-            out.push_str(", ");
-        }
-        out.push('(');
-        for col in 0..width {
-            n += 1;
-            if col > 0 {
-                out.push_str(", ");
-            }
-            out.push_str(&format!("${n}"));
-        }
-        if repeat {
-            out.push_str(&format!(", ${n}"));
-        }
-        out.push(')');
-    }
-    out
-}
-
-/// Commits a batch of changes in one transaction with a fixed number of statements per batch:
-/// the chain heads, one read of every profile involved, one upsert of them, one insert of the
-/// records.
-async fn write_batch(pool: &AnyPool, batch: &[Job]) -> Result<Vec<(Profile, i64)>, StoreError> {
-    let now = now_millis();
-    let mut tx = pool.begin().await?;
-    // (org, sandbox) -> (seq, hash) of every chain this batch touches.
-    let mut heads: HashMap<(String, String), (i64, String)> = HashMap::new();
-    for job in batch {
-        let key = &job.key;
-        let chain = (key.org.clone(), key.sandbox.clone());
-        if heads.contains_key(&chain) {
-            continue;
-        }
-        // Writing first takes the write lock at once (SQLite) or the chain's row lock
-        // (PostgreSQL), so the chain cannot fork even with several servers on one database.
-        sqlx::query(
-            "INSERT INTO chain_heads (org, sandbox, seq, hash) VALUES ($1, $2, 0, $3) \
-             ON CONFLICT (org, sandbox) DO NOTHING",
-        )
-        .bind(&key.org)
-        .bind(&key.sandbox)
-        .bind(GENESIS_HASH)
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query("UPDATE chain_heads SET seq = seq WHERE org = $1 AND sandbox = $2")
-            .bind(&key.org)
-            .bind(&key.sandbox)
-            .execute(&mut *tx)
-            .await?;
-        let head = sqlx::query("SELECT seq, hash FROM chain_heads WHERE org = $1 AND sandbox = $2")
-            .bind(&key.org)
-            .bind(&key.sandbox)
-            .fetch_one(&mut *tx)
-            .await?;
-        heads.insert(chain, (head.try_get("seq")?, head.try_get("hash")?));
-    }
-
-    // Every profile the batch touches, read once.
-    let mut keys: Vec<&ProfileKey> = Vec::new();
-    for job in batch {
-        if !keys.contains(&&job.key) {
-            keys.push(&job.key);
-        }
-    }
-    let mut profiles: HashMap<ProfileKey, Profile> = HashMap::new();
-    for chunk in keys.chunks(ROWS_PER_STATEMENT) {
-        let mut sql = String::from(
-            "SELECT org, sandbox, namespace, id, general, consents, subscriptions, updated_at \
-             FROM profiles WHERE ",
-        );
-        for i in 0..chunk.len() {
-            if i > 0 {
-                sql.push_str(" OR ");
-            }
-            let n = i * 4;
-            sql.push_str(&format!(
-                "(org = ${} AND sandbox = ${} AND namespace = ${} AND id = ${})",
-                n + 1,
-                n + 2,
-                n + 3,
-                n + 4
-            ));
-        }
-        // The text is built from placeholders only; every value is bound.
-        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-        for key in chunk {
-            query = query
-                .bind(&key.org)
-                .bind(&key.sandbox)
-                .bind(&key.namespace)
-                .bind(&key.id);
-        }
-        for row in query.fetch_all(&mut *tx).await? {
-            let key = ProfileKey {
-                org: row.try_get("org")?,
-                sandbox: row.try_get("sandbox")?,
-                namespace: row.try_get("namespace")?,
-                id: row.try_get("id")?,
-            };
-            profiles.insert(key, profile_from_row(&row)?);
-        }
-    }
-
-    // Apply the changes in order and chain their records.
-    struct NewRecord<'a> {
-        key: &'a ProfileKey,
-        seq: i64,
-        source: &'a str,
-        payload: String,
-        prev_hash: String,
-        hash: String,
-    }
-    let mut records = Vec::with_capacity(batch.len());
-    let mut results = Vec::with_capacity(batch.len());
-    for job in batch {
-        let key = &job.key;
-        let change = &job.change;
-        let profile = profiles.entry(key.clone()).or_insert_with(|| Profile {
-            general: "pending".to_owned(),
-            consents: Value::Object(Map::new()),
-            subscriptions: Value::Object(Map::new()),
-            updated_at: now,
-        });
-        (change.edit)(&mut profile.consents, &mut profile.subscriptions);
-        if let Some(general) = &change.general {
-            general.clone_into(&mut profile.general);
-        }
-        profile.updated_at = now;
-        let Some((prev_seq, prev_hash)) = heads.get_mut(&(key.org.clone(), key.sandbox.clone()))
-        else {
-            return Err(StoreError::Closed);
-        };
-        let seq = *prev_seq + 1;
-        let payload = change.payload.to_string();
-        let hash = record_hash(prev_hash, seq, key, &change.source, now, &payload);
-        records.push(NewRecord {
-            key,
-            seq,
-            source: &change.source,
-            payload,
-            prev_hash: std::mem::replace(prev_hash, hash.clone()),
-            hash,
-        });
-        *prev_seq = seq;
-        results.push((profile.clone(), seq));
-    }
-
-    // Write the profiles, then the records, a chunk of rows per statement.
-    let touched: Vec<(&ProfileKey, &Profile)> = keys
-        .iter()
-        .filter_map(|key| profiles.get(*key).map(|p| (*key, p)))
-        .collect();
-    for chunk in touched.chunks(ROWS_PER_STATEMENT) {
-        let sql = format!(
-            "INSERT INTO profiles (org, sandbox, namespace, id, general, consents, subscriptions, \
-             created_at, updated_at) VALUES {} \
-             ON CONFLICT (org, sandbox, namespace, id) DO UPDATE SET general = excluded.general, \
-             consents = excluded.consents, subscriptions = excluded.subscriptions, \
-             updated_at = excluded.updated_at",
-            placeholders(chunk.len(), 8, true)
-        );
-        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-        for (key, profile) in chunk {
-            query = query
-                .bind(&key.org)
-                .bind(&key.sandbox)
-                .bind(&key.namespace)
-                .bind(&key.id)
-                .bind(&profile.general)
-                .bind(profile.consents.to_string())
-                .bind(profile.subscriptions.to_string())
-                .bind(now);
-        }
-        query.execute(&mut *tx).await?;
-    }
-    for chunk in records.chunks(ROWS_PER_STATEMENT) {
-        let sql = format!(
-            "INSERT INTO consent_records (org, sandbox, seq, namespace, profile_id, source, \
-             payload, created_at, prev_hash, hash) VALUES {}",
-            placeholders(chunk.len(), 10, false)
-        );
-        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-        for record in chunk {
-            query = query
-                .bind(&record.key.org)
-                .bind(&record.key.sandbox)
-                .bind(record.seq)
-                .bind(&record.key.namespace)
-                .bind(&record.key.id)
-                .bind(record.source)
-                .bind(&record.payload)
-                .bind(now)
-                .bind(&record.prev_hash)
-                .bind(&record.hash);
-        }
-        query.execute(&mut *tx).await?;
-    }
-    for ((org, sandbox), (seq, hash)) in &heads {
-        sqlx::query("UPDATE chain_heads SET seq = $1, hash = $2 WHERE org = $3 AND sandbox = $4")
-            .bind(*seq)
-            .bind(hash)
-            .bind(org)
-            .bind(sandbox)
-            .execute(&mut *tx)
-            .await?;
-    }
-    tx.commit().await?;
-    Ok(results)
-}
-
-fn profile_from_row(row: &AnyRow) -> Result<Profile, StoreError> {
+pub(crate) fn profile_from_row(row: &AnyRow) -> Result<Profile, StoreError> {
     let consents: String = row.try_get("consents")?;
     let subscriptions: String = row.try_get("subscriptions")?;
     Ok(Profile {
@@ -739,7 +486,7 @@ fn record_from_row(row: &AnyRow) -> Result<ConsentRecord, StoreError> {
 
 /// SHA-256 over the previous hash and every field of the record, each length-prefixed so that
 /// no two different records hash the same input.
-fn record_hash(
+pub(crate) fn record_hash(
     prev: &str,
     seq: i64,
     key: &ProfileKey,
@@ -780,13 +527,6 @@ pub(crate) fn hex(bytes: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn placeholders_number_every_row() {
-        assert_eq!(placeholders(2, 3, false), "($1, $2, $3), ($4, $5, $6)");
-        assert_eq!(placeholders(2, 2, true), "($1, $2, $2), ($3, $4, $4)");
-        assert_eq!(placeholders(0, 2, false), "");
-    }
 
     #[test]
     fn urls_are_normalised() {

@@ -38,6 +38,7 @@ mod links;
 mod ops;
 mod prefs;
 mod server;
+mod writer;
 
 pub use config::{ApiKey, Config, Datastream, Keys, KeysError};
 pub use db::{

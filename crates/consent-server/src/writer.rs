@@ -1,0 +1,628 @@
+//! The consent writer: every consent change goes through one thread that commits whatever is
+//! queued in one transaction (group commit).
+//!
+//! Every change in an organisation and sandbox is serialised anyway by its hash chain, and one
+//! commit per batch instead of one per change is what lets the database keep up under load. The
+//! writer has a thread of its own, so that none of its waits on the database queues behind the
+//! HTTP tasks of a busy runtime:
+//! - on SQLite it drives the database in-process through `rusqlite`, with cached prepared
+//!   statements and no hand-off to another thread per statement;
+//! - on PostgreSQL it runs a single-threaded tokio runtime with one sqlx connection and writes a
+//!   batch with a fixed number of multi-row statements.
+//!
+//! Both paths read the chain heads and the profiles, hand them to [`plan`] (which applies the
+//! changes in order and chains the records, touching no database), and write the plan back.
+
+use std::collections::HashMap;
+
+use serde_json::{Map, Value};
+use sqlx::{AnyConnection, Connection as _, Row as _};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::db::{
+    Backend, ConsentChange, GENESIS_HASH, OpenError, Profile, ProfileKey, SQLITE_PRAGMAS,
+    StoreError, now_millis, profile_from_row, record_hash,
+};
+
+/// One queued consent change.
+pub(crate) struct Job {
+    pub(crate) key: ProfileKey,
+    pub(crate) change: ConsentChange,
+    pub(crate) reply: oneshot::Sender<Result<(Profile, i64), StoreError>>,
+}
+
+/// What the writer is sent.
+pub(crate) enum Message {
+    /// A change to commit.
+    Job(Job),
+    /// Stop after what is queued before this, and say when stopped.
+    Close(oneshot::Sender<()>),
+}
+
+/// The most changes committed in one transaction.
+pub(crate) const MAX_BATCH: usize = 256;
+
+/// Starts the writer thread for the database at `url` (as [`crate::db::normalise_url`] gives
+/// it) and waits until it is connected.
+pub(crate) async fn spawn(
+    url: String,
+    backend: Backend,
+    jobs: mpsc::Receiver<Message>,
+) -> Result<(), OpenError> {
+    let (ready, started) = oneshot::channel();
+    let spawned = std::thread::Builder::new()
+        .name("consent-db-writer".to_owned())
+        .spawn(move || match backend {
+            Backend::Sqlite => match open_sqlite(&url) {
+                Ok(conn) => {
+                    let _ = ready.send(Ok(()));
+                    run_sqlite(conn, jobs);
+                }
+                Err(err) => {
+                    let _ = ready.send(Err(err));
+                }
+            },
+            Backend::Postgres => {
+                let runtime = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(runtime) => runtime,
+                    Err(err) => {
+                        let _ = ready.send(Err(OpenError::Connect(sqlx::Error::Io(err))));
+                        return;
+                    }
+                };
+                runtime.block_on(async move {
+                    match AnyConnection::connect(&url).await {
+                        Ok(conn) => {
+                            let _ = ready.send(Ok(()));
+                            run_postgres(conn, jobs).await;
+                        }
+                        Err(err) => {
+                            let _ = ready.send(Err(OpenError::Connect(err)));
+                        }
+                    }
+                });
+            }
+        });
+    if let Err(err) = spawned {
+        return Err(OpenError::Connect(sqlx::Error::Io(err)));
+    }
+    started
+        .await
+        .unwrap_or_else(|_| Err(OpenError::Connect(sqlx::Error::WorkerCrashed)))
+}
+
+/// The file of a `sqlite://PATH?…` URL.
+fn sqlite_path(url: &str) -> &str {
+    let rest = url.strip_prefix("sqlite://").unwrap_or(url);
+    rest.split_once('?').map_or(rest, |(path, _)| path)
+}
+
+fn open_sqlite(url: &str) -> Result<rusqlite::Connection, OpenError> {
+    use rusqlite::OpenFlags;
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+        | OpenFlags::SQLITE_OPEN_CREATE
+        | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = rusqlite::Connection::open_with_flags(sqlite_path(url), flags)
+        .map_err(OpenError::Writer)?;
+    conn.execute_batch(SQLITE_PRAGMAS)
+        .map_err(OpenError::Writer)?;
+    conn.set_prepared_statement_cache_capacity(32);
+    Ok(conn)
+}
+
+/// Takes `first` and whatever else is queued, up to [`MAX_BATCH`] changes or a close request.
+fn fill(
+    first: Message,
+    jobs: &mut mpsc::Receiver<Message>,
+) -> (Vec<Job>, Option<oneshot::Sender<()>>) {
+    let mut batch = Vec::new();
+    let mut next = Some(first);
+    while let Some(message) = next.take() {
+        match message {
+            Message::Job(job) => batch.push(job),
+            Message::Close(done) => return (batch, Some(done)),
+        }
+        if batch.len() < MAX_BATCH {
+            next = jobs.try_recv().ok();
+        }
+    }
+    (batch, None)
+}
+
+/// Answers every change of a committed batch.
+fn answer(batch: Vec<Job>, results: Vec<(Profile, i64)>) {
+    for (job, result) in batch.into_iter().zip(results) {
+        let _ = job.reply.send(Ok(result));
+    }
+}
+
+fn run_sqlite(mut conn: rusqlite::Connection, mut jobs: mpsc::Receiver<Message>) {
+    let mut closing = None;
+    while closing.is_none() {
+        let Some(first) = jobs.blocking_recv() else {
+            break;
+        };
+        let (mut batch, close) = fill(first, &mut jobs);
+        closing = close;
+        if batch.is_empty() {
+            continue;
+        }
+        match sqlite_batch(&mut conn, &batch) {
+            Ok(results) => answer(batch, results),
+            Err(err) if batch.len() == 1 => {
+                if let Some(job) = batch.pop() {
+                    let _ = job.reply.send(Err(err));
+                }
+            }
+            // A batch that fails is retried one change at a time, so one bad change fails alone.
+            Err(_) => {
+                for job in batch {
+                    let result = sqlite_batch(&mut conn, std::slice::from_ref(&job))
+                        .map(|mut r| r.remove(0));
+                    let _ = job.reply.send(result);
+                }
+            }
+        }
+    }
+    // Refuse whatever arrives from now on, then close the connection cleanly (this checkpoints
+    // the write-ahead log).
+    jobs.close();
+    if let Err((_, err)) = conn.close() {
+        tracing::warn!(%err, "closing the writer's SQLite connection failed");
+    }
+    if let Some(done) = closing {
+        let _ = done.send(());
+    }
+}
+
+async fn run_postgres(mut conn: AnyConnection, mut jobs: mpsc::Receiver<Message>) {
+    let mut closing = None;
+    while closing.is_none() {
+        let Some(first) = jobs.recv().await else {
+            break;
+        };
+        let (mut batch, close) = fill(first, &mut jobs);
+        closing = close;
+        if batch.is_empty() {
+            continue;
+        }
+        match postgres_batch(&mut conn, &batch).await {
+            Ok(results) => answer(batch, results),
+            Err(err) if batch.len() == 1 => {
+                if let Some(job) = batch.pop() {
+                    let _ = job.reply.send(Err(err));
+                }
+            }
+            Err(_) => {
+                for job in batch {
+                    let result = postgres_batch(&mut conn, std::slice::from_ref(&job))
+                        .await
+                        .map(|mut r| r.remove(0));
+                    let _ = job.reply.send(result);
+                }
+            }
+        }
+    }
+    jobs.close();
+    let _ = conn.close().await;
+    if let Some(done) = closing {
+        let _ = done.send(());
+    }
+}
+
+/// The (org, sandbox) chains a batch touches, each once, in order.
+fn chains(batch: &[Job]) -> Vec<(&str, &str)> {
+    let mut out: Vec<(&str, &str)> = Vec::new();
+    for job in batch {
+        let chain = (job.key.org.as_str(), job.key.sandbox.as_str());
+        if !out.contains(&chain) {
+            out.push(chain);
+        }
+    }
+    out
+}
+
+/// The profiles a batch touches, each once, in order.
+fn distinct_keys(batch: &[Job]) -> Vec<&ProfileKey> {
+    let mut seen = std::collections::HashSet::with_capacity(batch.len());
+    batch
+        .iter()
+        .map(|job| &job.key)
+        .filter(|key| seen.insert(*key))
+        .collect()
+}
+
+/// A consent record about to be written.
+struct NewRecord<'a> {
+    key: &'a ProfileKey,
+    seq: i64,
+    source: &'a str,
+    payload: String,
+    prev_hash: String,
+    hash: String,
+}
+
+/// What a batch writes.
+struct Plan<'a> {
+    /// Every profile touched, after the changes, in first-touched order.
+    profiles: Vec<(&'a ProfileKey, Profile)>,
+    /// The new records, in chain order.
+    records: Vec<NewRecord<'a>>,
+    /// The new head of every chain touched.
+    heads: HashMap<(String, String), (i64, String)>,
+    /// For each change: the profile after it and its record's sequence number.
+    results: Vec<(Profile, i64)>,
+}
+
+/// Applies the changes of `batch` in order to the `profiles` read from the database (a missing
+/// one starts pending and empty) and chains their records onto `heads`.
+fn plan<'a>(
+    batch: &'a [Job],
+    keys: &[&'a ProfileKey],
+    mut heads: HashMap<(String, String), (i64, String)>,
+    mut profiles: HashMap<ProfileKey, Profile>,
+    now: i64,
+) -> Result<Plan<'a>, StoreError> {
+    let mut records = Vec::with_capacity(batch.len());
+    let mut results = Vec::with_capacity(batch.len());
+    for job in batch {
+        let key = &job.key;
+        let change = &job.change;
+        let profile = profiles.entry(key.clone()).or_insert_with(|| Profile {
+            general: "pending".to_owned(),
+            consents: Value::Object(Map::new()),
+            subscriptions: Value::Object(Map::new()),
+            updated_at: now,
+        });
+        (change.edit)(&mut profile.consents, &mut profile.subscriptions);
+        if let Some(general) = &change.general {
+            general.clone_into(&mut profile.general);
+        }
+        profile.updated_at = now;
+        let Some((prev_seq, prev_hash)) = heads.get_mut(&(key.org.clone(), key.sandbox.clone()))
+        else {
+            return Err(StoreError::Closed);
+        };
+        let seq = *prev_seq + 1;
+        let payload = change.payload.to_string();
+        let hash = record_hash(prev_hash, seq, key, &change.source, now, &payload);
+        records.push(NewRecord {
+            key,
+            seq,
+            source: &change.source,
+            payload,
+            prev_hash: std::mem::replace(prev_hash, hash.clone()),
+            hash,
+        });
+        *prev_seq = seq;
+        results.push((profile.clone(), seq));
+    }
+    let profiles = keys
+        .iter()
+        .filter_map(|key| profiles.remove(*key).map(|p| (*key, p)))
+        .collect();
+    Ok(Plan {
+        profiles,
+        records,
+        heads,
+        results,
+    })
+}
+
+const UPSERT_PROFILE_COLUMNS: &str = "INSERT INTO profiles (org, sandbox, namespace, id, general, \
+     consents, subscriptions, created_at, updated_at) VALUES ";
+const UPSERT_PROFILE_CONFLICT: &str = " ON CONFLICT (org, sandbox, namespace, id) DO UPDATE SET \
+     general = excluded.general, consents = excluded.consents, \
+     subscriptions = excluded.subscriptions, updated_at = excluded.updated_at";
+const INSERT_RECORD_COLUMNS: &str = "INSERT INTO consent_records (org, sandbox, seq, namespace, \
+     profile_id, source, payload, created_at, prev_hash, hash) VALUES ";
+
+/// Commits a batch on SQLite: one `BEGIN IMMEDIATE` (the write lock at once, so the chain
+/// cannot fork even with several servers on one file), cached single-row statements, one
+/// commit.
+fn sqlite_batch(
+    conn: &mut rusqlite::Connection,
+    batch: &[Job],
+) -> Result<Vec<(Profile, i64)>, StoreError> {
+    use rusqlite::{OptionalExtension as _, params};
+
+    let now = now_millis();
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let mut heads = HashMap::new();
+    {
+        let mut ensure = tx.prepare_cached(
+            "INSERT INTO chain_heads (org, sandbox, seq, hash) VALUES (?1, ?2, 0, ?3) \
+             ON CONFLICT (org, sandbox) DO NOTHING",
+        )?;
+        let mut read =
+            tx.prepare_cached("SELECT seq, hash FROM chain_heads WHERE org = ?1 AND sandbox = ?2")?;
+        for (org, sandbox) in chains(batch) {
+            ensure.execute(params![org, sandbox, GENESIS_HASH])?;
+            let head: (i64, String) =
+                read.query_row(params![org, sandbox], |row| Ok((row.get(0)?, row.get(1)?)))?;
+            heads.insert((org.to_owned(), sandbox.to_owned()), head);
+        }
+    }
+    let keys = distinct_keys(batch);
+    let mut profiles = HashMap::with_capacity(keys.len());
+    {
+        let mut read = tx.prepare_cached(
+            "SELECT general, consents, subscriptions, updated_at FROM profiles \
+             WHERE org = ?1 AND sandbox = ?2 AND namespace = ?3 AND id = ?4",
+        )?;
+        for key in &keys {
+            let row = read
+                .query_row(
+                    params![key.org, key.sandbox, key.namespace, key.id],
+                    |row| {
+                        Ok((
+                            row.get::<_, String>(0)?,
+                            row.get::<_, String>(1)?,
+                            row.get::<_, String>(2)?,
+                            row.get::<_, i64>(3)?,
+                        ))
+                    },
+                )
+                .optional()?;
+            if let Some((general, consents, subscriptions, updated_at)) = row {
+                let profile = Profile {
+                    general,
+                    consents: serde_json::from_str(&consents)?,
+                    subscriptions: serde_json::from_str(&subscriptions)?,
+                    updated_at,
+                };
+                profiles.insert((*key).clone(), profile);
+            }
+        }
+    }
+    let plan = plan(batch, &keys, heads, profiles, now)?;
+    {
+        let mut upsert = tx.prepare_cached(&format!(
+            "{UPSERT_PROFILE_COLUMNS}(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8){UPSERT_PROFILE_CONFLICT}"
+        ))?;
+        for (key, profile) in &plan.profiles {
+            upsert.execute(params![
+                key.org,
+                key.sandbox,
+                key.namespace,
+                key.id,
+                profile.general,
+                profile.consents.to_string(),
+                profile.subscriptions.to_string(),
+                now,
+            ])?;
+        }
+        let mut insert = tx.prepare_cached(&format!(
+            "{INSERT_RECORD_COLUMNS}(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"
+        ))?;
+        for record in &plan.records {
+            insert.execute(params![
+                record.key.org,
+                record.key.sandbox,
+                record.seq,
+                record.key.namespace,
+                record.key.id,
+                record.source,
+                record.payload,
+                now,
+                record.prev_hash,
+                record.hash,
+            ])?;
+        }
+        let mut head = tx.prepare_cached(
+            "UPDATE chain_heads SET seq = ?1, hash = ?2 WHERE org = ?3 AND sandbox = ?4",
+        )?;
+        for ((org, sandbox), (seq, hash)) in &plan.heads {
+            head.execute(params![seq, hash, org, sandbox])?;
+        }
+    }
+    tx.commit()?;
+    Ok(plan.results)
+}
+
+/// The most rows in one multi-row statement: small enough for PostgreSQL's limits on
+/// parameters (65535) and expression depth.
+const ROWS_PER_STATEMENT: usize = 64;
+
+/// Splits `items` into chunks whose sizes are powers of two, at most [`ROWS_PER_STATEMENT`]
+/// (63 rows: 32, 16, 8, 4, 2, 1). Each chunk size is one statement text, so the connection's
+/// statement cache holds seven texts per statement instead of one per batch size.
+fn pow2_chunks<T>(mut items: &[T]) -> impl Iterator<Item = &[T]> {
+    std::iter::from_fn(move || {
+        if items.is_empty() {
+            return None;
+        }
+        let size = if items.len() >= ROWS_PER_STATEMENT {
+            ROWS_PER_STATEMENT
+        } else {
+            1 << items.len().ilog2()
+        };
+        let (chunk, rest) = items.split_at(size);
+        items = rest;
+        Some(chunk)
+    })
+}
+
+/// `($1, $2, …, $n), ($n+1, …)`: placeholders for `rows` rows of `width` values.
+fn placeholders(rows: usize, width: usize) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let mut n = 0;
+    for row in 0..rows {
+        if row > 0 {
+            out.push_str(", ");
+        }
+        out.push('(');
+        for col in 0..width {
+            n += 1;
+            if col > 0 {
+                out.push_str(", ");
+            }
+            let _ = write!(out, "${n}");
+        }
+        out.push(')');
+    }
+    out
+}
+
+/// Commits a batch on PostgreSQL with a fixed number of statements per batch: the chain heads
+/// (locking their rows), one read of every profile involved, one upsert of them, one insert of
+/// the records.
+async fn postgres_batch(
+    conn: &mut AnyConnection,
+    batch: &[Job],
+) -> Result<Vec<(Profile, i64)>, StoreError> {
+    let now = now_millis();
+    let mut tx = conn.begin().await?;
+    let mut heads = HashMap::new();
+    for (org, sandbox) in chains(batch) {
+        sqlx::query(
+            "INSERT INTO chain_heads (org, sandbox, seq, hash) VALUES ($1, $2, 0, $3) \
+             ON CONFLICT (org, sandbox) DO NOTHING",
+        )
+        .bind(org)
+        .bind(sandbox)
+        .bind(GENESIS_HASH)
+        .execute(&mut *tx)
+        .await?;
+        // The row lock keeps the chain from forking with several servers on one database.
+        let head = sqlx::query(
+            "SELECT seq, hash FROM chain_heads WHERE org = $1 AND sandbox = $2 FOR UPDATE",
+        )
+        .bind(org)
+        .bind(sandbox)
+        .fetch_one(&mut *tx)
+        .await?;
+        heads.insert(
+            (org.to_owned(), sandbox.to_owned()),
+            (head.try_get("seq")?, head.try_get("hash")?),
+        );
+    }
+
+    let keys = distinct_keys(batch);
+    let mut profiles = HashMap::with_capacity(keys.len());
+    for chunk in pow2_chunks(&keys) {
+        let mut sql = String::from(
+            "SELECT org, sandbox, namespace, id, general, consents, subscriptions, updated_at \
+             FROM profiles WHERE ",
+        );
+        for i in 0..chunk.len() {
+            if i > 0 {
+                sql.push_str(" OR ");
+            }
+            let n = i * 4;
+            sql.push_str(&format!(
+                "(org = ${} AND sandbox = ${} AND namespace = ${} AND id = ${})",
+                n + 1,
+                n + 2,
+                n + 3,
+                n + 4
+            ));
+        }
+        // The text is built from placeholders only; every value is bound.
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for key in chunk {
+            query = query
+                .bind(&key.org)
+                .bind(&key.sandbox)
+                .bind(&key.namespace)
+                .bind(&key.id);
+        }
+        for row in query.fetch_all(&mut *tx).await? {
+            let key = ProfileKey {
+                org: row.try_get("org")?,
+                sandbox: row.try_get("sandbox")?,
+                namespace: row.try_get("namespace")?,
+                id: row.try_get("id")?,
+            };
+            profiles.insert(key, profile_from_row(&row)?);
+        }
+    }
+
+    let plan = plan(batch, &keys, heads, profiles, now)?;
+    for chunk in pow2_chunks(&plan.profiles) {
+        let sql = format!(
+            "{UPSERT_PROFILE_COLUMNS}{}{UPSERT_PROFILE_CONFLICT}",
+            placeholders(chunk.len(), 9)
+        );
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for (key, profile) in chunk {
+            query = query
+                .bind(&key.org)
+                .bind(&key.sandbox)
+                .bind(&key.namespace)
+                .bind(&key.id)
+                .bind(&profile.general)
+                .bind(profile.consents.to_string())
+                .bind(profile.subscriptions.to_string())
+                .bind(now)
+                .bind(now);
+        }
+        query.execute(&mut *tx).await?;
+    }
+    for chunk in pow2_chunks(&plan.records) {
+        let sql = format!("{INSERT_RECORD_COLUMNS}{}", placeholders(chunk.len(), 10));
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for record in chunk {
+            query = query
+                .bind(&record.key.org)
+                .bind(&record.key.sandbox)
+                .bind(record.seq)
+                .bind(&record.key.namespace)
+                .bind(&record.key.id)
+                .bind(record.source)
+                .bind(&record.payload)
+                .bind(now)
+                .bind(&record.prev_hash)
+                .bind(&record.hash);
+        }
+        query.execute(&mut *tx).await?;
+    }
+    for ((org, sandbox), (seq, hash)) in &plan.heads {
+        sqlx::query("UPDATE chain_heads SET seq = $1, hash = $2 WHERE org = $3 AND sandbox = $4")
+            .bind(*seq)
+            .bind(hash)
+            .bind(org)
+            .bind(sandbox)
+            .execute(&mut *tx)
+            .await?;
+    }
+    tx.commit().await?;
+    Ok(plan.results)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn placeholders_number_every_row() {
+        assert_eq!(placeholders(2, 3), "($1, $2, $3), ($4, $5, $6)");
+        assert_eq!(placeholders(0, 2), "");
+    }
+
+    #[test]
+    fn chunks_are_powers_of_two_and_cover_everything_in_order() {
+        for n in 0..300 {
+            let items: Vec<usize> = (0..n).collect();
+            let chunks: Vec<&[usize]> = pow2_chunks(&items).collect();
+            assert!(chunks.iter().all(|c| c.len().is_power_of_two()));
+            assert!(chunks.iter().all(|c| c.len() <= ROWS_PER_STATEMENT));
+            assert_eq!(chunks.concat(), items);
+            assert!(
+                chunks.len() <= n / ROWS_PER_STATEMENT + 6,
+                "{n}: {}",
+                chunks.len()
+            );
+        }
+    }
+
+    #[test]
+    fn sqlite_paths_come_out_of_urls() {
+        assert_eq!(sqlite_path("sqlite:///tmp/a.db?mode=rwc"), "/tmp/a.db");
+        assert_eq!(sqlite_path("sqlite://c.db"), "c.db");
+    }
+}
