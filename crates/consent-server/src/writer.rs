@@ -12,6 +12,11 @@
 //!
 //! Both paths read the chain heads and the profiles, hand them to [`plan`] (which applies the
 //! changes in order and chains the records, touching no database), and write the plan back.
+//!
+//! On SQLite the write-ahead log is copied back into the database file by a second thread,
+//! "consent-db-checkpoint", with a connection of its own: a checkpoint (and its `fsync`) then
+//! never runs between a commit and the answers it releases. The writer checkpoints inline only
+//! when the log grows past [`INLINE_CHECKPOINT_PAGES`] (the checkpoint thread fell behind).
 
 use std::collections::HashMap;
 
@@ -42,6 +47,14 @@ pub(crate) enum Message {
 /// The most changes committed in one transaction.
 pub(crate) const MAX_BATCH: usize = 256;
 
+/// Write-ahead log pages after which the SQLite writer checkpoints inline, as SQLite's own
+/// automatic checkpoint does after 1 000 pages: a backstop for a checkpoint thread that fell
+/// behind (about 40 MB of log).
+const INLINE_CHECKPOINT_PAGES: u32 = 10_000;
+
+/// The least time between two background checkpoints (each one ends with an `fsync`).
+const CHECKPOINT_INTERVAL: std::time::Duration = std::time::Duration::from_millis(50);
+
 /// Starts the writer thread for the database at `url` (as [`crate::db::normalise_url`] gives
 /// it) and waits until it is connected.
 pub(crate) async fn spawn(
@@ -53,10 +66,15 @@ pub(crate) async fn spawn(
     let spawned = std::thread::Builder::new()
         .name("consent-db-writer".to_owned())
         .spawn(move || match backend {
-            Backend::Sqlite => match open_sqlite(&url) {
-                Ok(conn) => {
+            Backend::Sqlite => match open_sqlite(&url).and_then(|conn| {
+                conn.pragma_update(None, "wal_autocheckpoint", INLINE_CHECKPOINT_PAGES)
+                    .map_err(OpenError::Writer)?;
+                let checkpointer = Checkpointer::start(open_sqlite(&url)?)?;
+                Ok((conn, checkpointer))
+            }) {
+                Ok((conn, checkpointer)) => {
                     let _ = ready.send(Ok(()));
-                    run_sqlite(conn, jobs);
+                    run_sqlite(conn, jobs, checkpointer);
                 }
                 Err(err) => {
                     let _ = ready.send(Err(err));
@@ -113,6 +131,53 @@ fn open_sqlite(url: &str) -> Result<rusqlite::Connection, OpenError> {
     Ok(conn)
 }
 
+/// The SQLite checkpoint thread: each nudge (a commit happened) leads to one passive checkpoint,
+/// at most one per [`CHECKPOINT_INTERVAL`]; a passive checkpoint never waits for the writer or
+/// for readers, it copies what it can.
+struct Checkpointer {
+    nudge: std::sync::mpsc::SyncSender<()>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Checkpointer {
+    fn start(conn: rusqlite::Connection) -> Result<Self, OpenError> {
+        let (nudge, nudges) = std::sync::mpsc::sync_channel::<()>(1);
+        let thread = std::thread::Builder::new()
+            .name("consent-db-checkpoint".to_owned())
+            .spawn(move || {
+                // Ends when the writer drops its sender.
+                while nudges.recv().is_ok() {
+                    let result = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| {
+                        Ok((row.get::<_, i64>(1)?, row.get::<_, i64>(2)?))
+                    });
+                    match result {
+                        Ok((log, copied)) => tracing::trace!(log, copied, "checkpoint"),
+                        Err(err) => tracing::debug!(%err, "background checkpoint failed"),
+                    }
+                    std::thread::sleep(CHECKPOINT_INTERVAL);
+                }
+                if let Err((_, err)) = conn.close() {
+                    tracing::warn!(%err, "closing the checkpoint connection failed");
+                }
+            })
+            .map_err(|err| OpenError::Connect(sqlx::Error::Io(err)))?;
+        Ok(Self { nudge, thread })
+    }
+
+    /// Says that there is something to copy; never blocks (a nudge already pending suffices).
+    fn nudge(&self) {
+        let _ = self.nudge.try_send(());
+    }
+
+    /// Stops the thread after its current checkpoint.
+    fn stop(self) {
+        drop(self.nudge);
+        if self.thread.join().is_err() {
+            tracing::warn!("the checkpoint thread panicked");
+        }
+    }
+}
+
 /// Takes `first` and whatever else is queued, up to [`MAX_BATCH`] changes or a close request.
 fn fill(
     first: Message,
@@ -139,7 +204,11 @@ fn answer(batch: Vec<Job>, results: Vec<(Profile, i64)>) {
     }
 }
 
-fn run_sqlite(mut conn: rusqlite::Connection, mut jobs: mpsc::Receiver<Message>) {
+fn run_sqlite(
+    mut conn: rusqlite::Connection,
+    mut jobs: mpsc::Receiver<Message>,
+    checkpointer: Checkpointer,
+) {
     let mut closing = None;
     while closing.is_none() {
         let Some(first) = jobs.blocking_recv() else {
@@ -150,7 +219,9 @@ fn run_sqlite(mut conn: rusqlite::Connection, mut jobs: mpsc::Receiver<Message>)
         if batch.is_empty() {
             continue;
         }
-        match sqlite_batch(&mut conn, &batch) {
+        let outcome = sqlite_batch(&mut conn, &batch);
+        checkpointer.nudge();
+        match outcome {
             Ok(results) => answer(batch, results),
             Err(err) if batch.len() == 1 => {
                 if let Some(job) = batch.pop() {
@@ -167,9 +238,10 @@ fn run_sqlite(mut conn: rusqlite::Connection, mut jobs: mpsc::Receiver<Message>)
             }
         }
     }
-    // Refuse whatever arrives from now on, then close the connection cleanly (this checkpoints
-    // the write-ahead log).
+    // Refuse whatever arrives from now on, stop the checkpoint thread, then close the connection
+    // cleanly (this checkpoints the write-ahead log).
     jobs.close();
+    checkpointer.stop();
     if let Err((_, err)) = conn.close() {
         tracing::warn!(%err, "closing the writer's SQLite connection failed");
     }
@@ -618,6 +690,47 @@ mod tests {
                 chunks.len()
             );
         }
+    }
+
+    #[tokio::test]
+    async fn the_checkpoint_thread_copies_the_log_into_the_database_while_it_runs() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("consent.db");
+        let db = crate::db::Db::open(path.to_str().unwrap()).await.unwrap();
+        let size = || std::fs::metadata(&path).map_or(0, |m| m.len());
+        let before = size();
+        // About 100 KB of records: far more than the tables' first pages hold, and far less than
+        // the writer's inline checkpoint threshold.
+        for i in 0..50 {
+            let key = ProfileKey {
+                org: "ORG@AdobeOrg".to_owned(),
+                sandbox: "prod".to_owned(),
+                namespace: "ECID".to_owned(),
+                id: format!("{i:038}"),
+            };
+            let change = ConsentChange {
+                general: Some("in".to_owned()),
+                edit: Box::new(|_, _| {}),
+                source: "test".to_owned(),
+                payload: serde_json::json!({ "padding": "x".repeat(2000) }),
+            };
+            db.apply_consent(&key, change).await.unwrap();
+        }
+        // Nothing closes the database: only a checkpoint grows its file.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while size() < before + 50 * 2000 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the database file stayed at {} bytes (was {before})",
+                size()
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        assert_eq!(
+            db.verify_chain("ORG@AdobeOrg", "prod").await.unwrap(),
+            Ok(50)
+        );
+        db.close().await;
     }
 
     #[test]
