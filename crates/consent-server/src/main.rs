@@ -66,6 +66,9 @@ async fn main() -> anyhow::Result<()> {
     config.public_url = args.public_url;
     config.rate_limit_per_sec = args.rate_limit;
     config.request_timeout = Duration::from_secs(args.request_timeout.max(1));
+    // Registered before the address is printed: a signal sent as soon as the address is known
+    // already stops the server gracefully instead of killing it.
+    let shutdown = shutdown_signals()?;
     let server = consent_server::serve(config).await?;
     {
         #[allow(
@@ -78,7 +81,7 @@ async fn main() -> anyhow::Result<()> {
     }
     let stop = server.stopper();
     tokio::spawn(async move {
-        shutdown_signal().await;
+        shutdown.await;
         tracing::info!("shutting down: draining in-flight requests");
         let _ = stop.send(true);
     });
@@ -87,24 +90,24 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn shutdown_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
+/// A future that ends on SIGTERM or Ctrl-C (SIGINT); both are registered when this returns.
+#[cfg(unix)]
+fn shutdown_signals() -> anyhow::Result<impl Future<Output = ()>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).context("listening for SIGTERM")?;
+    let mut interrupt = signal(SignalKind::interrupt()).context("listening for SIGINT")?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = interrupt.recv() => {}
         }
-    }
-    #[cfg(not(unix))]
-    {
+    })
+}
+
+/// A future that ends on Ctrl-C.
+#[cfg(not(unix))]
+fn shutdown_signals() -> anyhow::Result<impl Future<Output = ()>> {
+    Ok(async {
         let _ = tokio::signal::ctrl_c().await;
-    }
+    })
 }

@@ -41,11 +41,11 @@ async fn the_binary_prints_its_address_and_stops_on_sigterm() {
         .unwrap();
     assert_eq!(health.status().as_u16(), 200);
 
-    let status = Command::new("kill")
-        .args(["-TERM", &guard.0.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    rustix::process::kill_process(
+        rustix::process::Pid::from_child(&guard.0),
+        rustix::process::Signal::TERM,
+    )
+    .unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         if let Some(status) = guard.0.try_wait().unwrap() {

@@ -22,9 +22,13 @@ impl Drop for Driver {
     fn drop(&mut self) {
         // chromedriver runs in its own process group with the browsers it starts: killing the
         // group leaves no browser behind even when the test fails before closing its session.
-        let _ = Command::new("kill")
-            .args(["-KILL", &format!("-{}", self.0.id())])
-            .status();
+        // The signal goes through kill(2) directly, to the group whose id is chromedriver's pid
+        // (never 1, which would mean every process); the `kill` program is not used, because
+        // some versions (procps 4.0.2) turn `kill -KILL -PGID` into kill(-1).
+        let group = rustix::process::Pid::from_child(&self.0);
+        if group != rustix::process::Pid::INIT {
+            let _ = rustix::process::kill_process_group(group, rustix::process::Signal::KILL);
+        }
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
