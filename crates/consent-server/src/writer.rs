@@ -91,17 +91,15 @@ pub(crate) async fn spawn(
                         return;
                     }
                 };
-                runtime.block_on(async move {
-                    match AnyConnection::connect(&url).await {
-                        Ok(conn) => {
-                            let _ = ready.send(Ok(()));
-                            run_postgres(conn, jobs).await;
-                        }
-                        Err(err) => {
-                            let _ = ready.send(Err(OpenError::Connect(err)));
-                        }
+                match runtime.block_on(AnyConnection::connect(&url)) {
+                    Ok(conn) => {
+                        let _ = ready.send(Ok(()));
+                        run_postgres(&runtime, conn, jobs);
                     }
-                });
+                    Err(err) => {
+                        let _ = ready.send(Err(OpenError::Connect(err)));
+                    }
+                }
             }
         });
     if let Err(err) = spawned {
@@ -204,43 +202,55 @@ fn answer(batch: Vec<Job>, results: Vec<(Profile, i64)>) {
     }
 }
 
-fn run_sqlite(
-    mut conn: rusqlite::Connection,
-    mut jobs: mpsc::Receiver<Message>,
-    checkpointer: Checkpointer,
-) {
+/// The writer's loop, the same for both databases: takes a batch, commits it with `commit` and
+/// answers every change; a batch that fails is retried one change at a time, so one bad change
+/// fails alone. Ends on a close request or when every sender is gone; from then on nothing more is
+/// accepted. Returns the close request to answer once the database is closed.
+fn serve(
+    jobs: &mut mpsc::Receiver<Message>,
+    mut commit: impl FnMut(&[Job]) -> Result<Vec<(Profile, i64)>, StoreError>,
+) -> Option<oneshot::Sender<()>> {
     let mut closing = None;
     while closing.is_none() {
         let Some(first) = jobs.blocking_recv() else {
             break;
         };
-        let (mut batch, close) = fill(first, &mut jobs);
+        let (mut batch, close) = fill(first, jobs);
         closing = close;
         if batch.is_empty() {
             continue;
         }
-        let outcome = sqlite_batch(&mut conn, &batch);
-        checkpointer.nudge();
-        match outcome {
+        match commit(&batch) {
             Ok(results) => answer(batch, results),
             Err(err) if batch.len() == 1 => {
                 if let Some(job) = batch.pop() {
                     let _ = job.reply.send(Err(err));
                 }
             }
-            // A batch that fails is retried one change at a time, so one bad change fails alone.
             Err(_) => {
                 for job in batch {
-                    let result = sqlite_batch(&mut conn, std::slice::from_ref(&job))
-                        .map(|mut r| r.remove(0));
+                    let result = commit(std::slice::from_ref(&job)).map(|mut r| r.remove(0));
                     let _ = job.reply.send(result);
                 }
             }
         }
     }
-    // Refuse whatever arrives from now on, stop the checkpoint thread, then close the connection
-    // cleanly (this checkpoints the write-ahead log).
     jobs.close();
+    closing
+}
+
+fn run_sqlite(
+    mut conn: rusqlite::Connection,
+    mut jobs: mpsc::Receiver<Message>,
+    checkpointer: Checkpointer,
+) {
+    let closing = serve(&mut jobs, |batch| {
+        let outcome = sqlite_batch(&mut conn, batch);
+        checkpointer.nudge();
+        outcome
+    });
+    // Stop the checkpoint thread, then close the connection cleanly (this checkpoints the
+    // write-ahead log).
     checkpointer.stop();
     if let Err((_, err)) = conn.close() {
         tracing::warn!(%err, "closing the writer's SQLite connection failed");
@@ -250,36 +260,17 @@ fn run_sqlite(
     }
 }
 
-async fn run_postgres(mut conn: AnyConnection, mut jobs: mpsc::Receiver<Message>) {
-    let mut closing = None;
-    while closing.is_none() {
-        let Some(first) = jobs.recv().await else {
-            break;
-        };
-        let (mut batch, close) = fill(first, &mut jobs);
-        closing = close;
-        if batch.is_empty() {
-            continue;
-        }
-        match postgres_batch(&mut conn, &batch).await {
-            Ok(results) => answer(batch, results),
-            Err(err) if batch.len() == 1 => {
-                if let Some(job) = batch.pop() {
-                    let _ = job.reply.send(Err(err));
-                }
-            }
-            Err(_) => {
-                for job in batch {
-                    let result = postgres_batch(&mut conn, std::slice::from_ref(&job))
-                        .await
-                        .map(|mut r| r.remove(0));
-                    let _ = job.reply.send(result);
-                }
-            }
-        }
-    }
-    jobs.close();
-    let _ = conn.close().await;
+/// The PostgreSQL writer: the loop blocks this thread between batches and runs each batch's
+/// statements on `runtime`, a current-thread runtime of its own.
+fn run_postgres(
+    runtime: &tokio::runtime::Runtime,
+    mut conn: AnyConnection,
+    mut jobs: mpsc::Receiver<Message>,
+) {
+    let closing = serve(&mut jobs, |batch| {
+        runtime.block_on(postgres_batch(&mut conn, batch))
+    });
+    let _ = runtime.block_on(conn.close());
     if let Some(done) = closing {
         let _ = done.send(());
     }
