@@ -462,11 +462,26 @@ impl Db {
 pub(crate) fn profile_from_row(row: &AnyRow) -> Result<Profile, StoreError> {
     let consents: String = row.try_get("consents")?;
     let subscriptions: String = row.try_get("subscriptions")?;
+    stored_profile(
+        row.try_get("general")?,
+        &consents,
+        &subscriptions,
+        row.try_get("updated_at")?,
+    )
+}
+
+/// A profile from its stored columns; the two documents are JSON text.
+pub(crate) fn stored_profile(
+    general: String,
+    consents: &str,
+    subscriptions: &str,
+    updated_at: i64,
+) -> Result<Profile, StoreError> {
     Ok(Profile {
-        general: row.try_get("general")?,
-        consents: serde_json::from_str(&consents)?,
-        subscriptions: serde_json::from_str(&subscriptions)?,
-        updated_at: row.try_get("updated_at")?,
+        general,
+        consents: serde_json::from_str(consents)?,
+        subscriptions: serde_json::from_str(subscriptions)?,
+        updated_at,
     })
 }
 

@@ -26,7 +26,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::db::{
     Backend, ConsentChange, GENESIS_HASH, OpenError, Profile, ProfileKey, SQLITE_PRAGMAS,
-    StoreError, now_millis, profile_from_row, record_hash,
+    StoreError, now_millis, profile_from_row, record_hash, stored_profile,
 };
 
 /// One queued consent change.
@@ -431,12 +431,7 @@ fn sqlite_batch(
                 )
                 .optional()?;
             if let Some((general, consents, subscriptions, updated_at)) = row {
-                let profile = Profile {
-                    general,
-                    consents: serde_json::from_str(&consents)?,
-                    subscriptions: serde_json::from_str(&subscriptions)?,
-                    updated_at,
-                };
+                let profile = stored_profile(general, &consents, &subscriptions, updated_at)?;
                 profiles.insert((*key).clone(), profile);
             }
         }
