@@ -300,6 +300,18 @@ impl ConsentObject {
         &self.json
     }
 
+    /// The object as JSON, exactly as it is sent to the server, without a copy.
+    ///
+    /// ```
+    /// use consent_core::ConsentObject;
+    ///
+    /// let object = ConsentObject::adobe_v1("in").unwrap();
+    /// assert_eq!(object.into_json()["value"]["general"], "in");
+    /// ```
+    pub fn into_json(self) -> Value {
+        self.json
+    }
+
     /// For IAB TCF objects: the TC string and `gdprApplies`.
     pub fn iab(&self) -> Option<(&str, bool)> {
         match &self.body {

@@ -19,6 +19,11 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use serde_json::json;
 
+/// The binary's allocator, so that the benchmark measures what the binary runs.
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const CONNECTIONS: usize = 64;
 const DS: &str = "bench-datastream";
 const ORG: &str = "BENCH@AdobeOrg";

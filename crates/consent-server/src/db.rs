@@ -17,12 +17,20 @@ use tokio::sync::{mpsc, oneshot};
 pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
 /// The migrations, in order: version, name, SQLite text, PostgreSQL text.
-const MIGRATIONS: &[(i64, &str, &str, &str)] = &[(
-    1,
-    "init",
-    include_str!("../migrations/sqlite/0001_init.sql"),
-    include_str!("../migrations/postgres/0001_init.sql"),
-)];
+const MIGRATIONS: &[(i64, &str, &str, &str)] = &[
+    (
+        1,
+        "init",
+        include_str!("../migrations/sqlite/0001_init.sql"),
+        include_str!("../migrations/postgres/0001_init.sql"),
+    ),
+    (
+        2,
+        "record_links",
+        include_str!("../migrations/sqlite/0002_record_links.sql"),
+        include_str!("../migrations/postgres/0002_record_links.sql"),
+    ),
+];
 
 /// Which database a [`Db`] talks to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -351,11 +359,7 @@ impl Db {
     ) -> Result<(Profile, i64), StoreError> {
         let (reply, answer) = oneshot::channel();
         self.writer
-            .send(Message::Job(Job {
-                key: key.clone(),
-                change,
-                reply,
-            }))
+            .send(Message::Job(Job::new(key.clone(), change, reply)))
             .await
             .map_err(|_| StoreError::Closed)?;
         answer.await.map_err(|_| StoreError::Closed)?
@@ -400,11 +404,22 @@ impl Db {
     }
 
     /// The consent records of one profile, oldest first.
+    ///
+    /// They are found by following the profile's list: the profile names its latest record and
+    /// every record the same profile's record before it (no index by profile is kept, see
+    /// `migrations/*/0002_record_links.sql`).
     pub async fn records(&self, key: &ProfileKey) -> Result<Vec<ConsentRecord>, StoreError> {
         let rows = sqlx::query(
-            "SELECT seq, namespace, profile_id, source, payload, created_at, prev_hash, hash \
-             FROM consent_records WHERE org = $1 AND sandbox = $2 AND namespace = $3 \
-             AND profile_id = $4 ORDER BY seq",
+            "WITH RECURSIVE list (seq) AS ( \
+                 SELECT last_record_seq FROM profiles WHERE org = $1 AND sandbox = $2 \
+                 AND namespace = $3 AND id = $4 AND last_record_seq IS NOT NULL \
+                 UNION ALL \
+                 SELECT r.profile_prev_seq FROM consent_records r JOIN list ON r.seq = list.seq \
+                 WHERE r.org = $1 AND r.sandbox = $2 AND r.profile_prev_seq IS NOT NULL) \
+             SELECT r.seq, r.namespace, r.profile_id, r.source, r.payload, r.created_at, \
+                 r.prev_hash, r.hash \
+             FROM consent_records r JOIN list ON r.seq = list.seq \
+             WHERE r.org = $1 AND r.sandbox = $2 ORDER BY r.seq",
         )
         .bind(&key.org)
         .bind(&key.sandbox)
@@ -417,14 +432,19 @@ impl Db {
 
     /// Recomputes the whole chain of one organisation and sandbox. Returns the number of records,
     /// or the sequence number of the first record that does not verify.
+    ///
+    /// Besides every hash, it checks the profiles' lists of records: each record must point to
+    /// its profile's record before it, and each profile to its latest record, so that no record
+    /// can be hidden from [`Db::records`] either. A profile whose pointer is wrong is reported
+    /// by the sequence number of its true latest record.
     pub async fn verify_chain(
         &self,
         org: &str,
         sandbox: &str,
     ) -> Result<Result<i64, i64>, StoreError> {
         let rows = sqlx::query(
-            "SELECT seq, namespace, profile_id, source, payload, created_at, prev_hash, hash \
-             FROM consent_records WHERE org = $1 AND sandbox = $2 ORDER BY seq",
+            "SELECT seq, namespace, profile_id, source, payload, created_at, prev_hash, hash, \
+             profile_prev_seq FROM consent_records WHERE org = $1 AND sandbox = $2 ORDER BY seq",
         )
         .bind(org)
         .bind(sandbox)
@@ -432,6 +452,9 @@ impl Db {
         .await?;
         let mut prev = GENESIS_HASH.to_owned();
         let mut count = 0;
+        // Each profile's latest record so far.
+        let mut latest: std::collections::HashMap<(String, String), i64> =
+            std::collections::HashMap::new();
         for row in &rows {
             let record = record_from_row(row)?;
             let key = ProfileKey {
@@ -449,13 +472,36 @@ impl Db {
                 record.created_at,
                 &payload,
             );
-            if record.seq != count + 1 || record.prev_hash != prev || record.hash != expected {
+            let profile_prev: Option<i64> = row.try_get("profile_prev_seq")?;
+            let link = latest.insert((record.namespace, record.profile_id), record.seq);
+            if record.seq != count + 1
+                || record.prev_hash != prev
+                || record.hash != expected
+                || profile_prev != link
+            {
                 return Ok(Err(record.seq));
             }
             prev = record.hash;
             count += 1;
         }
-        Ok(Ok(count))
+        let profiles = sqlx::query(
+            "SELECT namespace, id, last_record_seq FROM profiles WHERE org = $1 AND sandbox = $2",
+        )
+        .bind(org)
+        .bind(sandbox)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut wrong: Option<i64> = None;
+        for row in &profiles {
+            let key: (String, String) = (row.try_get("namespace")?, row.try_get("id")?);
+            let last: Option<i64> = row.try_get("last_record_seq")?;
+            let truth = latest.get(&key).copied();
+            if last != truth {
+                let at = truth.or(last).unwrap_or(0);
+                wrong = Some(wrong.map_or(at, |w| w.min(at)));
+            }
+        }
+        Ok(wrong.map_or(Ok(count), Err))
     }
 }
 

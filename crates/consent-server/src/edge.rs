@@ -1,6 +1,5 @@
 //! The Edge-compatible endpoints: `interact`, `collect`, `privacy/set-consent`, `identity/acquire`.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::body::Bytes;
@@ -95,21 +94,29 @@ impl IntoResponse for EdgeError {
     }
 }
 
+/// The query parameters an Edge request is read for; others are ignored.
+#[derive(Debug, Default, serde::Deserialize)]
+pub(crate) struct EdgeQuery {
+    #[serde(rename = "configId")]
+    config_id: Option<String>,
+    #[serde(rename = "requestId")]
+    request_id: Option<String>,
+}
+
 /// Handles one Edge request.
 pub(crate) async fn handle(
     state: Arc<AppState>,
     action: Action,
     location_hint: Option<String>,
-    query: HashMap<String, String>,
+    query: EdgeQuery,
     headers: &HeaderMap,
     body: &Bytes,
 ) -> Result<Response, EdgeError> {
     let request_id = query
-        .get("requestId")
+        .request_id
         .filter(|r| !r.is_empty() && r.len() <= 128)
-        .cloned()
         .unwrap_or_else(crate::server::random_id);
-    let Some(config_id) = query.get("configId").filter(|c| !c.is_empty()) else {
+    let Some(config_id) = query.config_id.filter(|c| !c.is_empty()) else {
         return Err(EdgeError::invalid(
             "EXEG-0003-400",
             400,
@@ -117,7 +124,7 @@ pub(crate) async fn handle(
             &request_id,
         ));
     };
-    let (org, sandbox) = state.datastream(config_id);
+    let (org, sandbox) = state.datastream(&config_id);
     let body: Value = if body.is_empty() {
         Value::Object(serde_json::Map::new())
     } else {
@@ -160,7 +167,7 @@ pub(crate) async fn handle(
     let mut warnings = Vec::new();
     let general = match action {
         Action::SetConsent => {
-            let general = set_consent(&state, &key, &body, &request_id).await?;
+            let general = set_consent(&state, &key, body, &request_id).await?;
             match general {
                 Some(d) => Some(d),
                 None => stored_general(&state, &key, minted)
@@ -226,33 +233,88 @@ pub(crate) async fn handle(
     if action == Action::Collect {
         return Ok(StatusCode::NO_CONTENT.into_response());
     }
+    let identity = identity_cookie(&ecid);
+    let consent_value;
     let mut store = vec![
-        json!({"key": names.identity(), "value": identity_cookie(&ecid), "maxAge": IDENTITY_MAX_AGE}),
-        json!({"key": names.cluster(), "value": cluster, "maxAge": CLUSTER_MAX_AGE}),
+        StoreEntry {
+            key: names.identity(),
+            value: &identity,
+            max_age: IDENTITY_MAX_AGE,
+        },
+        StoreEntry {
+            key: names.cluster(),
+            value: &cluster,
+            max_age: CLUSTER_MAX_AGE,
+        },
     ];
     if let Some(decision @ (Decision::In | Decision::Out)) = general {
-        store.push(json!({
-            "key": names.consent(),
-            "value": format!("general={}", decision.as_str()),
-            "maxAge": CONSENT_COOKIE_MAX_AGE,
-        }));
+        consent_value = format!("general={}", decision.as_str());
+        store.push(StoreEntry {
+            key: names.consent(),
+            value: &consent_value,
+            max_age: CONSENT_COOKIE_MAX_AGE,
+        });
     }
-    let mut response = json!({
-        "requestId": request_id,
-        "handle": [
-            {"type": "identity:result", "payload": [{"id": ecid, "namespace": {"code": "ECID"}}]},
-            {"type": "state:store", "payload": store},
+    let answer = Answer {
+        request_id: &request_id,
+        handle: [
+            Handle::Identity([IdentityResult {
+                id: &ecid,
+                namespace: Namespace { code: "ECID" },
+            }]),
+            Handle::Store(&store),
         ],
-    });
-    if !warnings.is_empty() {
-        response["warnings"] = Value::Array(warnings);
-    }
+        warnings: &warnings,
+    };
+    let body = serde_json::to_string(&answer).map_err(|err| {
+        tracing::error!(%err, "serialising an answer failed");
+        EdgeError::internal(&request_id)
+    })?;
     Ok((
         StatusCode::OK,
         [(header::CONTENT_TYPE, "application/json")],
-        response.to_string(),
+        body,
     )
         .into_response())
+}
+
+/// An Edge answer, serialised straight from borrowed parts.
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Answer<'a> {
+    request_id: &'a str,
+    handle: [Handle<'a>; 2],
+    #[serde(skip_serializing_if = "<[Value]>::is_empty")]
+    warnings: &'a [Value],
+}
+
+#[derive(serde::Serialize)]
+#[serde(tag = "type", content = "payload")]
+enum Handle<'a> {
+    #[serde(rename = "identity:result")]
+    Identity([IdentityResult<'a>; 1]),
+    #[serde(rename = "state:store")]
+    Store(&'a [StoreEntry<'a>]),
+}
+
+#[derive(serde::Serialize)]
+struct IdentityResult<'a> {
+    id: &'a str,
+    namespace: Namespace,
+}
+
+#[derive(serde::Serialize)]
+struct Namespace {
+    code: &'static str,
+}
+
+/// A `state:store` entry: a cookie for the client to write.
+#[derive(serde::Serialize)]
+struct StoreEntry<'a> {
+    key: &'a str,
+    value: &'a str,
+    #[serde(rename = "maxAge")]
+    max_age: u64,
 }
 
 /// The stored `general` decision, `None` when the profile has none (or is new).
@@ -276,15 +338,17 @@ async fn stored_general(
 async fn set_consent(
     state: &AppState,
     key: &ProfileKey,
-    body: &Value,
+    mut body: Value,
     request_id: &str,
 ) -> Result<Option<Decision>, EdgeError> {
     // Only the fields the Web SDK's option validator knows are validated by it; `query` and
     // `meta` are request plumbing.
     let mut options = serde_json::Map::new();
-    for field in ["consent", "identityMap"] {
-        if let Some(v) = body.get(field) {
-            options.insert(field.to_owned(), v.clone());
+    if let Some(fields) = body.as_object_mut() {
+        for field in ["consent", "identityMap"] {
+            if let Some(v) = fields.remove(field) {
+                options.insert(field.to_owned(), v);
+            }
         }
     }
     let options = SetConsentOptions::from_json(&Value::Object(options)).map_err(|err| {
@@ -359,9 +423,14 @@ async fn set_consent(
             consents["collect"] = json!({"val": val});
         }
     };
+    let consent: Vec<Value> = options
+        .consent
+        .into_iter()
+        .map(consent_core::ConsentObject::into_json)
+        .collect();
     let payload = json!({
         "requestId": request_id,
-        "consent": options.consent_json(),
+        "consent": consent,
         "general": decision.map(Decision::as_str),
     });
     state
@@ -482,7 +551,7 @@ pub(crate) mod routes {
         ($plain:ident, $hinted:ident, $action:expr) => {
             pub(crate) async fn $plain(
                 State(state): State<Arc<AppState>>,
-                Query(query): Query<HashMap<String, String>>,
+                Query(query): Query<EdgeQuery>,
                 headers: HeaderMap,
                 body: Bytes,
             ) -> Response {
@@ -494,7 +563,7 @@ pub(crate) mod routes {
             pub(crate) async fn $hinted(
                 State(state): State<Arc<AppState>>,
                 Path(hint): Path<String>,
-                Query(query): Query<HashMap<String, String>>,
+                Query(query): Query<EdgeQuery>,
                 headers: HeaderMap,
                 body: Bytes,
             ) -> Response {

@@ -11,6 +11,12 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::Parser;
 
+/// mimalloc instead of glibc's allocator: the request path allocates on every thread and frees
+/// on others, where glibc's arenas contend (see docs/benchmarks.md).
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// The consent service.
 #[derive(Debug, Parser)]
 #[command(name = "consent-server", version, about)]

@@ -180,93 +180,40 @@ impl RateLimiter {
     }
 }
 
-/// The OpenAPI 3.1 document served at `/openapi.json`.
+/// The OpenAPI 3.1 document served at `/openapi.json`: `src/openapi.json` with the Edge paths
+/// filled in (each Edge operation is served at `/ee/v1/…` and `/ee/{locationHint}/v1/…`) and
+/// this build's version.
 pub(crate) fn openapi() -> Value {
-    let edge_op = |summary: &str| {
-        json!({
-            "summary": summary,
-            "parameters": [
-                {"name": "configId", "in": "query", "required": true, "schema": {"type": "string"}},
-                {"name": "requestId", "in": "query", "schema": {"type": "string"}}
-            ],
-            "requestBody": {"content": {"application/json": {"schema": {"type": "object"}}}},
-            "responses": {
-                "200": {"description": "Edge response with handle[]"},
-                "400": {"description": "Invalid request (EXEG-0102-400, EXEG-0103-400)"},
-                "422": {"description": "Unprocessable consent value (EXEG-0104-422)"},
-                "429": {"description": "Rate limited"}
+    static DOCUMENT: std::sync::OnceLock<Value> = std::sync::OnceLock::new();
+    DOCUMENT
+        .get_or_init(|| {
+            // The file is part of the build and checked by a test: it always parses.
+            let mut doc: Value =
+                serde_json::from_str(include_str!("openapi.json")).unwrap_or(Value::Null);
+            let operations = doc
+                .pointer_mut("/components/x-edge-operations")
+                .map(Value::take)
+                .unwrap_or(Value::Null);
+            if let Some(components) = doc.get_mut("components").and_then(Value::as_object_mut) {
+                components.remove("x-edge-operations");
             }
+            for (name, action) in [
+                ("interact", "interact"),
+                ("collect", "collect"),
+                ("setConsent", "privacy/set-consent"),
+                ("acquire", "identity/acquire"),
+            ] {
+                let operation = operations.get(name).cloned().unwrap_or(Value::Null);
+                doc["paths"][format!("/ee/v1/{action}")] = json!({ "post": operation });
+                doc["paths"][format!("/ee/{{locationHint}}/v1/{action}")] = json!({
+                    "parameters": [{"$ref": "#/components/parameters/locationHint"}],
+                    "post": operation,
+                });
+            }
+            doc["info"]["version"] = json!(env!("CARGO_PKG_VERSION"));
+            doc
         })
-    };
-    let link_params = json!([
-        {"name": "params", "in": "query", "required": true, "schema": {"type": "string"}},
-        {"name": "pid", "in": "query", "required": true, "schema": {"type": "string"}},
-        {"name": "sig", "in": "query", "required": true, "schema": {"type": "string"}}
-    ]);
-    let mut paths = serde_json::Map::new();
-    for (action, summary) in [
-        (
-            "interact",
-            "Send events and receive personalisation and state",
-        ),
-        ("collect", "Send events without a response body"),
-        ("privacy/set-consent", "Set the profile's consent"),
-        ("identity/acquire", "Mint or return the ECID"),
-    ] {
-        paths.insert(
-            format!("/ee/v1/{action}"),
-            json!({"post": edge_op(summary)}),
-        );
-        paths.insert(
-            format!("/ee/{{locationHint}}/v1/{action}"),
-            json!({"post": edge_op(summary)}),
-        );
-    }
-    paths.insert(
-        "/unsubscribe".into(),
-        json!({
-            "get": {"summary": "Landing page; changes nothing", "parameters": link_params,
-                    "responses": {"200": {"description": "HTML"}, "403": {"description": "Bad link"}}},
-            "post": {"summary": "Confirm, or RFC 8058 one-click (List-Unsubscribe=One-Click)",
-                     "parameters": link_params,
-                     "responses": {"200": {"description": "Unsubscribed"}, "403": {"description": "Bad link"}}}
-        }),
-    );
-    paths.insert(
-        "/imp/consent/preferences".into(),
-        json!({"post": {"summary": "Set marketing preferences through a link (authenticated)",
-                        "parameters": link_params,
-                        "responses": {"200": {"description": "Updated"}, "401": {"description": "Unauthenticated"},
-                                      "403": {"description": "Bad link or other organisation"}}}}),
-    );
-    paths.insert(
-        "/imp/consent/decrypt".into(),
-        json!({"get": {"summary": "Decrypt a link's params and pid (authenticated)",
-                       "responses": {"200": {"description": "Decrypted"}}}}),
-    );
-    paths.insert(
-        "/admin/v1/unsubscribe-links".into(),
-        json!({"post": {"summary": "Create an unsubscribe link (authenticated)",
-                        "responses": {"200": {"description": "The link"}}}}),
-    );
-    paths.insert(
-        "/admin/v1/profiles/{namespace}/{id}".into(),
-        json!({"get": {"summary": "Read a profile and its consent records (authenticated)",
-                       "responses": {"200": {"description": "The profile"}, "404": {"description": "No such profile"}}}}),
-    );
-    paths.insert(
-        "/healthz".into(),
-        json!({"get": {"summary": "Liveness and database check", "responses": {"200": {"description": "ok"}}}}),
-    );
-    paths.insert(
-        "/metrics".into(),
-        json!({"get": {"summary": "Prometheus metrics", "responses": {"200": {"description": "text"}}}}),
-    );
-    json!({
-        "openapi": "3.1.0",
-        "info": {"title": "consent-server", "version": env!("CARGO_PKG_VERSION")},
-        "paths": paths,
-    })
+        .clone()
 }
 
 #[cfg(test)]

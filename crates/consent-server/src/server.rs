@@ -272,17 +272,23 @@ pub(crate) fn now_millis() -> i64 {
         .unwrap_or(0)
 }
 
-/// A random 128-bit id in hex.
+/// A unique 128-bit id in hex (request ids, event ids without one of their own): a random
+/// prefix drawn once per process, then a counter. Unique, not secret, and no system call per id.
 pub(crate) fn random_id() -> String {
-    let mut bytes = [0u8; 16];
-    if getrandom::fill(&mut bytes).is_err() {
-        bytes = now_millis()
-            .to_le_bytes()
-            .repeat(2)
-            .try_into()
-            .unwrap_or([0; 16]);
-    }
-    crate::db::hex(&bytes)
+    use std::sync::OnceLock;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static PREFIX: OnceLock<u64> = OnceLock::new();
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let prefix = *PREFIX.get_or_init(|| {
+        let mut bytes = [0u8; 8];
+        if getrandom::fill(&mut bytes).is_err() {
+            // Should the OS refuse randomness, the clock still tells processes apart.
+            bytes = now_millis().to_le_bytes();
+        }
+        u64::from_le_bytes(bytes)
+    });
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    format!("{prefix:016x}{n:016x}")
 }
 
 /// `YYYY-MM-DDTHH:MM:SS.mmmZ` for milliseconds since the epoch.
@@ -312,6 +318,15 @@ pub(crate) fn iso8601(millis: i64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ids_are_unique_128_bit_hex() {
+        let a = random_id();
+        let b = random_id();
+        assert_ne!(a, b);
+        assert_eq!(a.len(), 32);
+        assert!(a.bytes().all(|c| c.is_ascii_hexdigit()));
+    }
 
     #[test]
     fn iso8601_formats_utc() {

@@ -25,15 +25,37 @@ use sqlx::{AnyConnection, Connection as _, Row as _};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::db::{
-    Backend, ConsentChange, GENESIS_HASH, OpenError, Profile, ProfileKey, SQLITE_PRAGMAS,
+    Backend, ConsentChange, Edit, GENESIS_HASH, OpenError, Profile, ProfileKey, SQLITE_PRAGMAS,
     StoreError, now_millis, profile_from_row, record_hash, stored_profile,
 };
 
-/// One queued consent change.
+/// One queued consent change, prepared by the caller's task: the payload arrives as text, so
+/// that serialising it (and dropping the JSON tree) costs the writer thread nothing.
 pub(crate) struct Job {
     pub(crate) key: ProfileKey,
-    pub(crate) change: ConsentChange,
+    pub(crate) general: Option<String>,
+    pub(crate) edit: Edit,
+    pub(crate) source: String,
+    pub(crate) payload: String,
     pub(crate) reply: oneshot::Sender<Result<(Profile, i64), StoreError>>,
+}
+
+impl Job {
+    /// A job for `change` to the profile `key`; answers on `reply`.
+    pub(crate) fn new(
+        key: ProfileKey,
+        change: ConsentChange,
+        reply: oneshot::Sender<Result<(Profile, i64), StoreError>>,
+    ) -> Self {
+        Self {
+            key,
+            general: change.general,
+            edit: change.edit,
+            source: change.source,
+            payload: change.payload.to_string(),
+            reply,
+        }
+    }
 }
 
 /// What the writer is sent.
@@ -303,15 +325,24 @@ struct NewRecord<'a> {
     key: &'a ProfileKey,
     seq: i64,
     source: &'a str,
-    payload: String,
+    payload: &'a str,
     prev_hash: String,
     hash: String,
+    /// The sequence number of the same profile's record before this one.
+    profile_prev: Option<i64>,
+}
+
+/// A profile as the writer reads and writes it: with the sequence number of its latest record,
+/// the head of the profile's list of records.
+pub(crate) struct Stored {
+    pub(crate) profile: Profile,
+    pub(crate) last_record: Option<i64>,
 }
 
 /// What a batch writes.
 struct Plan<'a> {
     /// Every profile touched, after the changes, in first-touched order.
-    profiles: Vec<(&'a ProfileKey, Profile)>,
+    profiles: Vec<(&'a ProfileKey, Stored)>,
     /// The new records, in chain order.
     records: Vec<NewRecord<'a>>,
     /// The new head of every chain touched.
@@ -321,27 +352,31 @@ struct Plan<'a> {
 }
 
 /// Applies the changes of `batch` in order to the `profiles` read from the database (a missing
-/// one starts pending and empty) and chains their records onto `heads`.
+/// one starts pending and empty), chains their records onto `heads` and links each record to
+/// its profile's record before it.
 fn plan<'a>(
     batch: &'a [Job],
     keys: &[&'a ProfileKey],
     mut heads: HashMap<(String, String), (i64, String)>,
-    mut profiles: HashMap<ProfileKey, Profile>,
+    mut profiles: HashMap<ProfileKey, Stored>,
     now: i64,
 ) -> Result<Plan<'a>, StoreError> {
     let mut records = Vec::with_capacity(batch.len());
     let mut results = Vec::with_capacity(batch.len());
     for job in batch {
         let key = &job.key;
-        let change = &job.change;
-        let profile = profiles.entry(key.clone()).or_insert_with(|| Profile {
-            general: "pending".to_owned(),
-            consents: Value::Object(Map::new()),
-            subscriptions: Value::Object(Map::new()),
-            updated_at: now,
+        let stored = profiles.entry(key.clone()).or_insert_with(|| Stored {
+            profile: Profile {
+                general: "pending".to_owned(),
+                consents: Value::Object(Map::new()),
+                subscriptions: Value::Object(Map::new()),
+                updated_at: now,
+            },
+            last_record: None,
         });
-        (change.edit)(&mut profile.consents, &mut profile.subscriptions);
-        if let Some(general) = &change.general {
+        let profile = &mut stored.profile;
+        (job.edit)(&mut profile.consents, &mut profile.subscriptions);
+        if let Some(general) = &job.general {
             general.clone_into(&mut profile.general);
         }
         profile.updated_at = now;
@@ -350,18 +385,18 @@ fn plan<'a>(
             return Err(StoreError::Closed);
         };
         let seq = *prev_seq + 1;
-        let payload = change.payload.to_string();
-        let hash = record_hash(prev_hash, seq, key, &change.source, now, &payload);
+        let hash = record_hash(prev_hash, seq, key, &job.source, now, &job.payload);
         records.push(NewRecord {
             key,
             seq,
-            source: &change.source,
-            payload,
+            source: &job.source,
+            payload: &job.payload,
             prev_hash: std::mem::replace(prev_hash, hash.clone()),
             hash,
+            profile_prev: stored.last_record.replace(seq),
         });
         *prev_seq = seq;
-        results.push((profile.clone(), seq));
+        results.push((stored.profile.clone(), seq));
     }
     let profiles = keys
         .iter()
@@ -376,12 +411,13 @@ fn plan<'a>(
 }
 
 const UPSERT_PROFILE_COLUMNS: &str = "INSERT INTO profiles (org, sandbox, namespace, id, general, \
-     consents, subscriptions, created_at, updated_at) VALUES ";
+     consents, subscriptions, created_at, updated_at, last_record_seq) VALUES ";
 const UPSERT_PROFILE_CONFLICT: &str = " ON CONFLICT (org, sandbox, namespace, id) DO UPDATE SET \
      general = excluded.general, consents = excluded.consents, \
-     subscriptions = excluded.subscriptions, updated_at = excluded.updated_at";
+     subscriptions = excluded.subscriptions, updated_at = excluded.updated_at, \
+     last_record_seq = excluded.last_record_seq";
 const INSERT_RECORD_COLUMNS: &str = "INSERT INTO consent_records (org, sandbox, seq, namespace, \
-     profile_id, source, payload, created_at, prev_hash, hash) VALUES ";
+     profile_id, source, payload, created_at, prev_hash, hash, profile_prev_seq) VALUES ";
 
 /// Commits a batch on SQLite: one `BEGIN IMMEDIATE` (the write lock at once, so the chain
 /// cannot fork even with several servers on one file), cached single-row statements, one
@@ -413,7 +449,7 @@ fn sqlite_batch(
     let mut profiles = HashMap::with_capacity(keys.len());
     {
         let mut read = tx.prepare_cached(
-            "SELECT general, consents, subscriptions, updated_at FROM profiles \
+            "SELECT general, consents, subscriptions, updated_at, last_record_seq FROM profiles \
              WHERE org = ?1 AND sandbox = ?2 AND namespace = ?3 AND id = ?4",
         )?;
         for key in &keys {
@@ -426,35 +462,43 @@ fn sqlite_batch(
                             row.get::<_, String>(1)?,
                             row.get::<_, String>(2)?,
                             row.get::<_, i64>(3)?,
+                            row.get::<_, Option<i64>>(4)?,
                         ))
                     },
                 )
                 .optional()?;
-            if let Some((general, consents, subscriptions, updated_at)) = row {
+            if let Some((general, consents, subscriptions, updated_at, last_record)) = row {
                 let profile = stored_profile(general, &consents, &subscriptions, updated_at)?;
-                profiles.insert((*key).clone(), profile);
+                profiles.insert(
+                    (*key).clone(),
+                    Stored {
+                        profile,
+                        last_record,
+                    },
+                );
             }
         }
     }
     let plan = plan(batch, &keys, heads, profiles, now)?;
     {
         let mut upsert = tx.prepare_cached(&format!(
-            "{UPSERT_PROFILE_COLUMNS}(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8){UPSERT_PROFILE_CONFLICT}"
+            "{UPSERT_PROFILE_COLUMNS}(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8, ?9){UPSERT_PROFILE_CONFLICT}"
         ))?;
-        for (key, profile) in &plan.profiles {
+        for (key, stored) in &plan.profiles {
             upsert.execute(params![
                 key.org,
                 key.sandbox,
                 key.namespace,
                 key.id,
-                profile.general,
-                profile.consents.to_string(),
-                profile.subscriptions.to_string(),
+                stored.profile.general,
+                stored.profile.consents.to_string(),
+                stored.profile.subscriptions.to_string(),
                 now,
+                stored.last_record,
             ])?;
         }
         let mut insert = tx.prepare_cached(&format!(
-            "{INSERT_RECORD_COLUMNS}(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"
+            "{INSERT_RECORD_COLUMNS}(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"
         ))?;
         for record in &plan.records {
             insert.execute(params![
@@ -468,6 +512,7 @@ fn sqlite_batch(
                 now,
                 record.prev_hash,
                 record.hash,
+                record.profile_prev,
             ])?;
         }
         let mut head = tx.prepare_cached(
@@ -564,8 +609,8 @@ async fn postgres_batch(
     let mut profiles = HashMap::with_capacity(keys.len());
     for chunk in pow2_chunks(&keys) {
         let mut sql = String::from(
-            "SELECT org, sandbox, namespace, id, general, consents, subscriptions, updated_at \
-             FROM profiles WHERE ",
+            "SELECT org, sandbox, namespace, id, general, consents, subscriptions, updated_at, \
+             last_record_seq FROM profiles WHERE ",
         );
         for i in 0..chunk.len() {
             if i > 0 {
@@ -596,7 +641,11 @@ async fn postgres_batch(
                 namespace: row.try_get("namespace")?,
                 id: row.try_get("id")?,
             };
-            profiles.insert(key, profile_from_row(&row)?);
+            let stored = Stored {
+                profile: profile_from_row(&row)?,
+                last_record: row.try_get("last_record_seq")?,
+            };
+            profiles.insert(key, stored);
         }
     }
 
@@ -604,25 +653,26 @@ async fn postgres_batch(
     for chunk in pow2_chunks(&plan.profiles) {
         let sql = format!(
             "{UPSERT_PROFILE_COLUMNS}{}{UPSERT_PROFILE_CONFLICT}",
-            placeholders(chunk.len(), 9)
+            placeholders(chunk.len(), 10)
         );
         let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-        for (key, profile) in chunk {
+        for (key, stored) in chunk {
             query = query
                 .bind(&key.org)
                 .bind(&key.sandbox)
                 .bind(&key.namespace)
                 .bind(&key.id)
-                .bind(&profile.general)
-                .bind(profile.consents.to_string())
-                .bind(profile.subscriptions.to_string())
+                .bind(&stored.profile.general)
+                .bind(stored.profile.consents.to_string())
+                .bind(stored.profile.subscriptions.to_string())
                 .bind(now)
-                .bind(now);
+                .bind(now)
+                .bind(stored.last_record);
         }
         query.execute(&mut *tx).await?;
     }
     for chunk in pow2_chunks(&plan.records) {
-        let sql = format!("{INSERT_RECORD_COLUMNS}{}", placeholders(chunk.len(), 10));
+        let sql = format!("{INSERT_RECORD_COLUMNS}{}", placeholders(chunk.len(), 11));
         let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
         for record in chunk {
             query = query
@@ -632,10 +682,11 @@ async fn postgres_batch(
                 .bind(&record.key.namespace)
                 .bind(&record.key.id)
                 .bind(record.source)
-                .bind(&record.payload)
+                .bind(record.payload)
                 .bind(now)
                 .bind(&record.prev_hash)
-                .bind(&record.hash);
+                .bind(&record.hash)
+                .bind(record.profile_prev);
         }
         query.execute(&mut *tx).await?;
     }

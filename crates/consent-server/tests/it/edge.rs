@@ -436,3 +436,115 @@ async fn migrations_are_idempotent_and_safe_to_race(h: &Harness) {
     }
 }
 on_both!(migrations, migrations_are_idempotent_and_safe_to_race);
+
+/// A fresh database of the same kind as `h`'s, opened (and so migrated).
+async fn fresh_db(h: &Harness, dir: &std::path::Path) -> (String, consent_server::Db) {
+    let kind = match h.server().db().backend() {
+        consent_server::Backend::Postgres => crate::harness::Db::Postgres,
+        _ => crate::harness::Db::Sqlite,
+    };
+    let url = crate::harness::database_url(kind, dir).await.unwrap();
+    let db = consent_server::Db::open(&url).await.unwrap();
+    (url, db)
+}
+
+/// Changes of three profiles, interleaved: 7 records, profile "a" has 1, 4, 7.
+async fn interleaved_changes(db: &consent_server::Db) {
+    for (i, id) in ["a", "b", "c", "a", "b", "c", "a"].iter().enumerate() {
+        let change = consent_server::ConsentChange {
+            general: Some(if i % 2 == 0 { "in" } else { "out" }.to_owned()),
+            edit: Box::new(|_, _| {}),
+            source: "test".to_owned(),
+            payload: json!({ "i": i }),
+        };
+        db.apply_consent(&key(id), change).await.unwrap();
+    }
+}
+
+fn seqs(records: &[consent_server::ConsentRecord]) -> Vec<i64> {
+    records.iter().map(|r| r.seq).collect()
+}
+
+async fn records_written_before_the_list_migration_are_linked_by_it(h: &Harness) {
+    let dir = tempfile::tempdir().unwrap();
+    let (url, db) = fresh_db(h, dir.path()).await;
+    interleaved_changes(&db).await;
+    let mut before = Vec::new();
+    for k in [key("a"), key("b"), key("c")] {
+        before.push(db.records(&k).await.unwrap());
+    }
+    assert_eq!(seqs(&before[0]), [1, 4, 7]);
+    assert_eq!(seqs(&before[1]), [2, 5]);
+    db.close().await;
+
+    // Put the database back in the shape migration 1 left it in, data included.
+    let pool = sqlx::AnyPool::connect(&url).await.unwrap();
+    sqlx::raw_sql(
+        "CREATE INDEX consent_records_profile \
+             ON consent_records (org, sandbox, namespace, profile_id); \
+         ALTER TABLE consent_records DROP COLUMN profile_prev_seq; \
+         ALTER TABLE profiles DROP COLUMN last_record_seq; \
+         DELETE FROM schema_migrations WHERE version = 2;",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    pool.close().await;
+
+    let db = consent_server::Db::open(&url).await.unwrap();
+    for (k, expected) in [key("a"), key("b"), key("c")].iter().zip(&before) {
+        assert_eq!(&db.records(k).await.unwrap(), expected);
+    }
+    assert_eq!(db.verify_chain(ORG_A, "prod").await.unwrap(), Ok(7));
+    // And the list goes on from where the migration left it.
+    interleaved_changes(&db).await;
+    assert_eq!(
+        seqs(&db.records(&key("a")).await.unwrap()),
+        [1, 4, 7, 8, 11, 14]
+    );
+    assert_eq!(db.verify_chain(ORG_A, "prod").await.unwrap(), Ok(14));
+    db.close().await;
+}
+on_both!(
+    record_list_migration,
+    records_written_before_the_list_migration_are_linked_by_it
+);
+
+async fn verify_chain_catches_a_record_hidden_from_its_profile(h: &Harness) {
+    let dir = tempfile::tempdir().unwrap();
+    let (url, db) = fresh_db(h, dir.path()).await;
+    interleaved_changes(&db).await;
+    assert_eq!(db.verify_chain(ORG_A, "prod").await.unwrap(), Ok(7));
+    let postgres = url.starts_with("postgres");
+    // Someone with write access to the database lifts the append-only guard and unlinks
+    // record 4 from profile "a"'s list: the hashes still verify, the list does not.
+    let lift = if postgres {
+        "ALTER TABLE consent_records DISABLE TRIGGER consent_records_no_change"
+    } else {
+        "DROP TRIGGER consent_records_no_update"
+    };
+    sqlx::raw_sql(lift).execute(db.pool()).await.unwrap();
+    sqlx::query("UPDATE consent_records SET profile_prev_seq = 1 WHERE seq = 7")
+        .execute(db.pool())
+        .await
+        .unwrap();
+    assert_eq!(seqs(&db.records(&key("a")).await.unwrap()), [1, 7]);
+    assert_eq!(db.verify_chain(ORG_A, "prod").await.unwrap(), Err(7));
+    sqlx::query("UPDATE consent_records SET profile_prev_seq = 4 WHERE seq = 7")
+        .execute(db.pool())
+        .await
+        .unwrap();
+    assert_eq!(db.verify_chain(ORG_A, "prod").await.unwrap(), Ok(7));
+    // A profile that no longer names its latest record hides it too.
+    sqlx::query("UPDATE profiles SET last_record_seq = 4 WHERE id = 'a'")
+        .execute(db.pool())
+        .await
+        .unwrap();
+    assert_eq!(seqs(&db.records(&key("a")).await.unwrap()), [1, 4]);
+    assert_eq!(db.verify_chain(ORG_A, "prod").await.unwrap(), Err(7));
+    db.close().await;
+}
+on_both!(
+    record_list_tamper,
+    verify_chain_catches_a_record_hidden_from_its_profile
+);

@@ -8,5 +8,6 @@ mod binary;
 mod browser;
 mod edge;
 mod harness;
+mod openapi;
 mod ops;
 mod prefs;
