@@ -523,23 +523,18 @@ async fn verify_chain_catches_a_record_hidden_from_its_profile(h: &Harness) {
     } else {
         "DROP TRIGGER consent_records_no_update"
     };
-    sqlx::raw_sql(lift).execute(db.pool()).await.unwrap();
-    sqlx::query("UPDATE consent_records SET profile_prev_seq = 1 WHERE seq = 7")
-        .execute(db.pool())
-        .await
-        .unwrap();
+    // Fixed statements, no input: safe to run as raw SQL.
+    let run = async |sql: &'static str| {
+        sqlx::raw_sql(sql).execute(db.pool()).await.unwrap();
+    };
+    run(lift).await;
+    run("UPDATE consent_records SET profile_prev_seq = 1 WHERE seq = 7").await;
     assert_eq!(seqs(&db.records(&key("a")).await.unwrap()), [1, 7]);
     assert_eq!(db.verify_chain(ORG_A, "prod").await.unwrap(), Err(7));
-    sqlx::query("UPDATE consent_records SET profile_prev_seq = 4 WHERE seq = 7")
-        .execute(db.pool())
-        .await
-        .unwrap();
+    run("UPDATE consent_records SET profile_prev_seq = 4 WHERE seq = 7").await;
     assert_eq!(db.verify_chain(ORG_A, "prod").await.unwrap(), Ok(7));
     // A profile that no longer names its latest record hides it too.
-    sqlx::query("UPDATE profiles SET last_record_seq = 4 WHERE id = 'a'")
-        .execute(db.pool())
-        .await
-        .unwrap();
+    run("UPDATE profiles SET last_record_seq = 4 WHERE id = 'a'").await;
     assert_eq!(seqs(&db.records(&key("a")).await.unwrap()), [1, 4]);
     assert_eq!(db.verify_chain(ORG_A, "prod").await.unwrap(), Err(7));
     db.close().await;

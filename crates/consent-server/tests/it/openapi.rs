@@ -143,18 +143,15 @@ fn refs_resolve(doc: &Value, node: &Value) {
     }
 }
 
+/// Sends a request and reads its answer as JSON.
+async fn answer_of(request: reqwest::RequestBuilder) -> Value {
+    request.send().await.unwrap().json().await.unwrap()
+}
+
 #[tokio::test]
 async fn requests_and_answers_conform_to_the_openapi_schemas() {
     let h = Harness::start(Db::Sqlite).await.unwrap();
-    let doc: Value = h
-        .client
-        .get(h.url("/openapi.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let doc = answer_of(h.client.get(h.url("/openapi.json"))).await;
     refs_resolve(&doc, &doc);
     assert!(
         doc["components"].get("x-edge-operations").is_none(),
@@ -224,15 +221,11 @@ async fn requests_and_answers_conform_to_the_openapi_schemas() {
                          "scope": "identity", "address": {"value": "a@example.com", "namespace": "Email"},
                          "message": {"m": "m-1"}, "ttl_secs": 3600});
     assert_conforms(&doc, "CreateLinkRequest", &request);
-    let link: Value = h
-        .auth(h.client.post(h.url("/admin/v1/unsubscribe-links")), false)
-        .json(&request)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let link = answer_of(
+        h.auth(h.client.post(h.url("/admin/v1/unsubscribe-links")), false)
+            .json(&request),
+    )
+    .await;
     assert_conforms(&doc, "Link", &link);
     let query = format!(
         "params={}&pid={}&sig={}",
@@ -242,41 +235,18 @@ async fn requests_and_answers_conform_to_the_openapi_schemas() {
     );
     let prefs = json!({"marketing": [{"type": "email", "choice": "no", "scope": "channel"}]});
     assert_conforms(&doc, "PreferencesRequest", &prefs);
-    let answer: Value = h
-        .auth(
-            h.client
-                .post(h.url(&format!("/imp/consent/preferences?{query}"))),
-            false,
-        )
-        .json(&prefs)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let preferences = h
+        .client
+        .post(h.url(&format!("/imp/consent/preferences?{query}")));
+    let answer = answer_of(h.auth(preferences, false).json(&prefs)).await;
     assert_conforms(&doc, "PreferencesResponse", &answer);
-    let answer: Value = h
-        .auth(
-            h.client
-                .get(h.url(&format!("/imp/consent/decrypt?{query}"))),
-            false,
-        )
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let decrypt = h
+        .client
+        .get(h.url(&format!("/imp/consent/decrypt?{query}")));
+    let answer = answer_of(h.auth(decrypt, false)).await;
     assert_conforms(&doc, "DecryptedLink", &answer);
-    let answer: Value = h
-        .auth(h.client.get(h.url("/admin/v1/profiles/CRMID/p-9")), false)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let profile = h.client.get(h.url("/admin/v1/profiles/CRMID/p-9"));
+    let answer = answer_of(h.auth(profile, false)).await;
     assert_eq!(answer["records"].as_array().unwrap().len(), 1, "{answer}");
     assert_conforms(&doc, "Profile", &answer);
     let response = h
