@@ -10,6 +10,7 @@ use sha2::{Digest, Sha256};
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Row};
 
+pub(crate) use crate::server::now_millis;
 use crate::writer::{Job, MAX_BATCH, Message};
 use tokio::sync::{mpsc, oneshot};
 
@@ -193,13 +194,6 @@ pub(crate) fn normalise_url(url: &str) -> Result<(String, Backend), OpenError> {
         format!("{path}{sep}mode=rwc")
     };
     Ok((format!("sqlite://{path}"), Backend::Sqlite))
-}
-
-pub(crate) fn now_millis() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
 }
 
 impl Db {

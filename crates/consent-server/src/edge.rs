@@ -95,7 +95,7 @@ impl IntoResponse for EdgeError {
 }
 
 /// The query parameters an Edge request is read for; others are ignored.
-#[derive(Debug, Default, serde::Deserialize)]
+#[derive(Debug, serde::Deserialize)]
 pub(crate) struct EdgeQuery {
     #[serde(rename = "configId")]
     config_id: Option<String>,
@@ -115,7 +115,7 @@ pub(crate) async fn handle(
     let request_id = query
         .request_id
         .filter(|r| !r.is_empty() && r.len() <= 128)
-        .unwrap_or_else(crate::server::random_id);
+        .unwrap_or_else(crate::server::unique_id);
     let Some(config_id) = query.config_id.filter(|c| !c.is_empty()) else {
         return Err(EdgeError::invalid(
             "EXEG-0003-400",
@@ -210,7 +210,7 @@ pub(crate) async fn handle(
                         .or_else(|| event.pointer("/xdm/eventId"))
                         .and_then(Value::as_str)
                         .filter(|id| !id.is_empty() && id.len() <= 256)
-                        .map_or_else(crate::server::random_id, str::to_owned);
+                        .map_or_else(crate::server::unique_id, str::to_owned);
                     if state
                         .db
                         .insert_event(&key, &event_id, event)

@@ -261,7 +261,7 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
 }
 
 async fn openapi_doc() -> Response {
-    axum::Json(openapi()).into_response()
+    ([(header::CONTENT_TYPE, "application/json")], openapi()).into_response()
 }
 
 /// Milliseconds since the epoch.
@@ -274,7 +274,7 @@ pub(crate) fn now_millis() -> i64 {
 
 /// A unique 128-bit id in hex (request ids, event ids without one of their own): a random
 /// prefix drawn once per process, then a counter. Unique, not secret, and no system call per id.
-pub(crate) fn random_id() -> String {
+pub(crate) fn unique_id() -> String {
     use std::sync::OnceLock;
     use std::sync::atomic::{AtomicU64, Ordering};
     static PREFIX: OnceLock<u64> = OnceLock::new();
@@ -321,8 +321,8 @@ mod tests {
 
     #[test]
     fn ids_are_unique_128_bit_hex() {
-        let a = random_id();
-        let b = random_id();
+        let a = unique_id();
+        let b = unique_id();
         assert_ne!(a, b);
         assert_eq!(a.len(), 32);
         assert!(a.bytes().all(|c| c.is_ascii_hexdigit()));
