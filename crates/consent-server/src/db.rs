@@ -134,15 +134,21 @@ pub struct ConsentRecord {
     pub hash: String,
 }
 
-/// An edit of a profile's consents and subscriptions.
-pub type Edit = Box<dyn Fn(&mut Value, &mut Value) + Send + Sync>;
+/// An edit of a profile's consents and subscriptions; returns whether it changed anything (and
+/// must leave both untouched when it returns `false`).
+pub type Edit = Box<dyn Fn(&mut Value, &mut Value) -> bool + Send + Sync>;
 
 /// A consent change to apply to one profile.
 pub struct ConsentChange {
     /// The new `general` decision, when the change makes one.
     pub general: Option<String>,
     /// Edits the consents and subscriptions in place. It may run more than once (a failed
-    /// batch is retried), so it must be a pure function of its arguments.
+    /// batch is retried), so it must be a pure function of its arguments (what it reports
+    /// through state it captures is that of its last run, the one committed).
+    ///
+    /// A change whose edit changes nothing and that makes no `general` decision is not applied:
+    /// nothing is written and no record appended. The decision to skip is taken by the writer,
+    /// in the transaction, so two identical changes at once apply once.
     pub edit: Edit,
     /// What produced the change.
     pub source: String,
@@ -340,7 +346,8 @@ impl Db {
     }
 
     /// Applies a consent change to a profile (creating it) and appends a consent record, in one
-    /// transaction. Returns the profile after the change and the record's sequence number.
+    /// transaction. Returns the profile after the change and the record's sequence number, or
+    /// `None` for a change that changed nothing (see [`ConsentChange::edit`]).
     ///
     /// Changes go through one writer task that commits whatever is queued in one transaction
     /// (group commit): every change in an organisation and sandbox is serialised anyway by its
@@ -350,7 +357,7 @@ impl Db {
         &self,
         key: &ProfileKey,
         change: ConsentChange,
-    ) -> Result<(Profile, i64), StoreError> {
+    ) -> Result<(Profile, Option<i64>), StoreError> {
         let (reply, answer) = oneshot::channel();
         self.writer
             .send(Message::Job(Job::new(key.clone(), change, reply)))

@@ -422,6 +422,9 @@ async fn set_consent(
         if let Some(val) = collect {
             consents["collect"] = json!({"val": val});
         }
+        // Every set-consent call is recorded, even one that repeats the stored consent: the
+        // record is the evidence that it was given again, and when.
+        true
     };
     let consent: Vec<Value> = options
         .consent

@@ -240,51 +240,25 @@ fn set_path(value: &mut Value, path: &[String], leaf: Value) {
 }
 
 /// Applies choices through a link. Choices already in place are skipped, so a repeated request
-/// changes nothing and appends no record. Returns how many choices changed something.
+/// changes nothing and appends no record; the check runs in the writer, in the transaction that
+/// writes, so identical requests at once (mail gateways repeat one-click posts) apply once.
+/// Returns how many choices changed something, and the profile after.
 async fn apply(
     state: &AppState,
     link: &LinkParams,
     profile: &LinkProfile,
     choices: &[Choice],
     source: &str,
-) -> Result<(usize, Option<Profile>), PrefError> {
+) -> Result<(usize, Profile), PrefError> {
     let key = profile_key(link, profile);
-    let current = state.db.profile(&key).await.map_err(internal)?;
-    let mut todo = Vec::new();
+    let mut todo = Vec::with_capacity(choices.len());
     for choice in choices {
         let (doc, path) = choice_path(choice, link, profile)?;
-        let already = current.as_ref().and_then(|p| {
-            let root = if doc == 'c' {
-                &p.consents
-            } else {
-                &p.subscriptions
-            };
-            get_path(root, &path)?
-                .get("val")?
-                .as_str()
-                .map(str::to_owned)
-        });
-        if already.as_deref() != Some(choice.val) {
-            todo.push((doc, path, choice.clone()));
-        }
-    }
-    if todo.is_empty() {
-        return Ok((0, current));
+        todo.push((doc, path, choice.clone()));
     }
     let time = crate::server::iso8601(crate::server::now_millis());
-    let edits = todo.clone();
-    let edit_time = time.clone();
-    let edit = move |consents: &mut Value, subs: &mut Value| {
-        for (doc, path, choice) in &edits {
-            let mut leaf = json!({"val": choice.val, "time": edit_time});
-            if *doc == 's' {
-                leaf["type"] = json!(choice.channel);
-                set_path(subs, path, leaf);
-            } else {
-                set_path(consents, path, leaf);
-            }
-        }
-    };
+    // Which choices the edit's last run changed (the run that is committed).
+    let changed = Arc::new(std::sync::Mutex::new(vec![false; todo.len()]));
     let payload = json!({
         "changes": todo.iter().map(|(_, _, c)| json!({
             "channel": c.channel, "scope": c.scope, "val": c.val,
@@ -294,6 +268,34 @@ async fn apply(
         "address": profile.e,
         "time": time,
     });
+    let report = changed.clone();
+    let edit = move |consents: &mut Value, subs: &mut Value| {
+        let mut run = vec![false; todo.len()];
+        for ((doc, path, choice), changed) in todo.iter().zip(&mut run) {
+            let root = if *doc == 's' {
+                &mut *subs
+            } else {
+                &mut *consents
+            };
+            let current = get_path(root, path)
+                .and_then(|v| v.get("val"))
+                .and_then(Value::as_str);
+            if current == Some(choice.val) {
+                continue;
+            }
+            let mut leaf = json!({"val": choice.val, "time": time});
+            if *doc == 's' {
+                leaf["type"] = json!(choice.channel);
+            }
+            set_path(root, path, leaf);
+            *changed = true;
+        }
+        let any = run.contains(&true);
+        if let Ok(mut report) = report.lock() {
+            *report = run;
+        }
+        any
+    };
     let (stored, _) = state
         .db
         .apply_consent(
@@ -307,12 +309,13 @@ async fn apply(
         )
         .await
         .map_err(internal)?;
-    for (_, _, choice) in &todo {
+    let changed = changed.lock().map(|c| c.clone()).unwrap_or_default();
+    for (choice, _) in choices.iter().zip(&changed).filter(|(_, c)| **c) {
         if choice.val == "n" {
             inc(&state.metrics.unsubscribes);
         }
     }
-    Ok((todo.len(), Some(stored)))
+    Ok((changed.iter().filter(|c| **c).count(), stored))
 }
 
 fn html_escape(s: &str) -> String {
@@ -579,7 +582,7 @@ pub(crate) async fn preferences(
         "profileNameSpace": profile.pns,
         "profileId": profile.pid,
         "changed": changed,
-        "consents": stored.map(|p| json!({"consents": p.consents, "subscriptions": p.subscriptions})),
+        "consents": {"consents": stored.consents, "subscriptions": stored.subscriptions},
     }))
     .into_response())
 }

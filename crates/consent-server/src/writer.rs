@@ -29,6 +29,10 @@ use crate::db::{
     StoreError, now_millis, profile_from_row, record_hash, stored_profile,
 };
 
+/// What a change came to: the profile after it, and its record's sequence number (`None`: the
+/// change changed nothing and was not applied).
+pub(crate) type Applied = (Profile, Option<i64>);
+
 /// One queued consent change, prepared by the caller's task: the payload arrives as text, so
 /// that serialising it (and dropping the JSON tree) costs the writer thread nothing.
 pub(crate) struct Job {
@@ -37,7 +41,7 @@ pub(crate) struct Job {
     pub(crate) edit: Edit,
     pub(crate) source: String,
     pub(crate) payload: String,
-    pub(crate) reply: oneshot::Sender<Result<(Profile, i64), StoreError>>,
+    pub(crate) reply: oneshot::Sender<Result<Applied, StoreError>>,
 }
 
 impl Job {
@@ -45,7 +49,7 @@ impl Job {
     pub(crate) fn new(
         key: ProfileKey,
         change: ConsentChange,
-        reply: oneshot::Sender<Result<(Profile, i64), StoreError>>,
+        reply: oneshot::Sender<Result<Applied, StoreError>>,
     ) -> Self {
         Self {
             key,
@@ -218,7 +222,7 @@ fn fill(
 }
 
 /// Answers every change of a committed batch.
-fn answer(batch: Vec<Job>, results: Vec<(Profile, i64)>) {
+fn answer(batch: Vec<Job>, results: Vec<Applied>) {
     for (job, result) in batch.into_iter().zip(results) {
         let _ = job.reply.send(Ok(result));
     }
@@ -230,7 +234,7 @@ fn answer(batch: Vec<Job>, results: Vec<(Profile, i64)>) {
 /// accepted. Returns the close request to answer once the database is closed.
 fn serve(
     jobs: &mut mpsc::Receiver<Message>,
-    mut commit: impl FnMut(&[Job]) -> Result<Vec<(Profile, i64)>, StoreError>,
+    mut commit: impl FnMut(&[Job]) -> Result<Vec<Applied>, StoreError>,
 ) -> Option<oneshot::Sender<()>> {
     let mut closing = None;
     while closing.is_none() {
@@ -337,6 +341,8 @@ struct NewRecord<'a> {
 pub(crate) struct Stored {
     pub(crate) profile: Profile,
     pub(crate) last_record: Option<i64>,
+    /// Whether a change of this batch applied to it (only those are written back).
+    pub(crate) changed: bool,
 }
 
 /// What a batch writes.
@@ -348,7 +354,7 @@ struct Plan<'a> {
     /// The new head of every chain touched.
     heads: HashMap<(String, String), (i64, String)>,
     /// For each change: the profile after it and its record's sequence number.
-    results: Vec<(Profile, i64)>,
+    results: Vec<Applied>,
 }
 
 /// Applies the changes of `batch` in order to the `profiles` read from the database (a missing
@@ -373,9 +379,14 @@ fn plan<'a>(
                 updated_at: now,
             },
             last_record: None,
+            changed: false,
         });
         let profile = &mut stored.profile;
-        (job.edit)(&mut profile.consents, &mut profile.subscriptions);
+        if !(job.edit)(&mut profile.consents, &mut profile.subscriptions) && job.general.is_none() {
+            results.push((stored.profile.clone(), None));
+            continue;
+        }
+        stored.changed = true;
         if let Some(general) = &job.general {
             general.clone_into(&mut profile.general);
         }
@@ -396,11 +407,12 @@ fn plan<'a>(
             profile_prev: stored.last_record.replace(seq),
         });
         *prev_seq = seq;
-        results.push((stored.profile.clone(), seq));
+        results.push((stored.profile.clone(), Some(seq)));
     }
     let profiles = keys
         .iter()
         .filter_map(|key| profiles.remove(*key).map(|p| (*key, p)))
+        .filter(|(_, stored)| stored.changed)
         .collect();
     Ok(Plan {
         profiles,
@@ -425,7 +437,7 @@ const INSERT_RECORD_COLUMNS: &str = "INSERT INTO consent_records (org, sandbox, 
 fn sqlite_batch(
     conn: &mut rusqlite::Connection,
     batch: &[Job],
-) -> Result<Vec<(Profile, i64)>, StoreError> {
+) -> Result<Vec<Applied>, StoreError> {
     use rusqlite::{OptionalExtension as _, params};
 
     let now = now_millis();
@@ -474,6 +486,7 @@ fn sqlite_batch(
                     Stored {
                         profile,
                         last_record,
+                        changed: false,
                     },
                 );
             }
@@ -577,7 +590,7 @@ fn placeholders(rows: usize, width: usize) -> String {
 async fn postgres_batch(
     conn: &mut AnyConnection,
     batch: &[Job],
-) -> Result<Vec<(Profile, i64)>, StoreError> {
+) -> Result<Vec<Applied>, StoreError> {
     let now = now_millis();
     let mut tx = conn.begin().await?;
     let mut heads = HashMap::new();
@@ -644,6 +657,7 @@ async fn postgres_batch(
             let stored = Stored {
                 profile: profile_from_row(&row)?,
                 last_record: row.try_get("last_record_seq")?,
+                changed: false,
             };
             profiles.insert(key, stored);
         }
@@ -747,7 +761,7 @@ mod tests {
             };
             let change = ConsentChange {
                 general: Some("in".to_owned()),
-                edit: Box::new(|_, _| {}),
+                edit: Box::new(|_, _| true),
                 source: "test".to_owned(),
                 payload: serde_json::json!({ "padding": "x".repeat(2000) }),
             };

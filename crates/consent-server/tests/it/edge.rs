@@ -453,7 +453,7 @@ async fn interleaved_changes(db: &consent_server::Db) {
     for (i, id) in ["a", "b", "c", "a", "b", "c", "a"].iter().enumerate() {
         let change = consent_server::ConsentChange {
             general: Some(if i % 2 == 0 { "in" } else { "out" }.to_owned()),
-            edit: Box::new(|_, _| {}),
+            edit: Box::new(|_, _| true),
             source: "test".to_owned(),
             payload: json!({ "i": i }),
         };
@@ -542,4 +542,36 @@ async fn verify_chain_catches_a_record_hidden_from_its_profile(h: &Harness) {
 on_both!(
     record_list_tamper,
     verify_chain_catches_a_record_hidden_from_its_profile
+);
+
+async fn a_change_that_changes_nothing_is_not_applied(h: &Harness) {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, db) = fresh_db(h, dir.path()).await;
+    let unchanged = || consent_server::ConsentChange {
+        general: None,
+        edit: Box::new(|_, _| false),
+        source: "test".to_owned(),
+        payload: json!({}),
+    };
+    // On a profile that does not exist: nothing is created.
+    let (profile, seq) = db.apply_consent(&key("n"), unchanged()).await.unwrap();
+    assert_eq!((profile.general.as_str(), seq), ("pending", None));
+    assert!(db.profile(&key("n")).await.unwrap().is_none());
+    interleaved_changes(&db).await;
+    // On one that does: nothing is written, no record appended.
+    let before = db.profile(&key("a")).await.unwrap().unwrap();
+    let (profile, seq) = db.apply_consent(&key("a"), unchanged()).await.unwrap();
+    assert_eq!((&profile, seq), (&before, None));
+    assert_eq!(db.profile(&key("a")).await.unwrap().unwrap(), before);
+    assert_eq!(db.verify_chain(ORG_A, "prod").await.unwrap(), Ok(7));
+    // A decision is applied even when the edit changes nothing.
+    let mut decided = unchanged();
+    decided.general = Some("out".to_owned());
+    let (profile, seq) = db.apply_consent(&key("a"), decided).await.unwrap();
+    assert_eq!((profile.general.as_str(), seq), ("out", Some(8)));
+    db.close().await;
+}
+on_both!(
+    unchanged_change,
+    a_change_that_changes_nothing_is_not_applied
 );

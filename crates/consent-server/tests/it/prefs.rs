@@ -478,3 +478,67 @@ async fn hostile_identifiers_are_plain_data(h: &Harness) {
     assert_eq!(response.status().as_u16(), 200);
 }
 on_both!(hostile_ids, hostile_identifiers_are_plain_data);
+
+async fn repeated_requests_at_once_apply_once(h: &Harness) {
+    // Mail gateways may fire the same one-click post several times at once: the check that a
+    // choice is already in place runs in the transaction that writes, so it applies once.
+    let link = make_link(h, email_link()).await;
+    let url = link["url"].as_str().unwrap().to_owned();
+    let mut posts = tokio::task::JoinSet::new();
+    for _ in 0..16 {
+        let client = h.client.clone();
+        let url = url.clone();
+        posts.spawn(async move {
+            client
+                .post(url)
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body("List-Unsubscribe=One-Click")
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        });
+    }
+    while let Some(status) = posts.join_next().await {
+        assert_eq!(status.unwrap(), 200);
+    }
+    let db = h.server().db();
+    assert_eq!(db.records(&profile_key("p-1")).await.unwrap().len(), 1);
+
+    // Two choices, one already in place: one changes, the record lists the request as made.
+    let path = format!("/imp/consent/preferences?{}", query(&link));
+    let body = json!({"marketing": [
+        {"type": "email", "choice": "no", "scope": "channel"},
+        {"type": "push", "choice": "no", "scope": "channel"}
+    ]});
+    let send = || async {
+        let response = h
+            .auth(h.client.post(h.url(&path)), false)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status().as_u16(), 200);
+        response.json::<Value>().await.unwrap()
+    };
+    let answer = send().await;
+    assert_eq!(answer["changed"], 1, "{answer}");
+    assert_eq!(
+        answer["consents"]["consents"]["marketing"]["push"]["val"],
+        "n"
+    );
+    let records = db.records(&profile_key("p-1")).await.unwrap();
+    assert_eq!(records.len(), 2);
+    assert_eq!(records[1].payload["changes"].as_array().unwrap().len(), 2);
+    // The same again changes nothing and records nothing.
+    let answer = send().await;
+    assert_eq!(answer["changed"], 0, "{answer}");
+    assert_eq!(
+        answer["consents"]["consents"]["marketing"]["email"]["val"],
+        "n"
+    );
+    assert_eq!(db.records(&profile_key("p-1")).await.unwrap().len(), 2);
+    assert_eq!(db.verify_chain(ORG_A, "prod").await.unwrap(), Ok(2));
+}
+on_both!(repeated_at_once, repeated_requests_at_once_apply_once);
