@@ -378,6 +378,9 @@ struct SyncState {
     /// Every event below this is durable.
     done: u64,
     error: Option<FsError>,
+    /// A sync failed: nothing is reported durable from then on, even when a later sync succeeds
+    /// (after a failed `fsync` the kernel may have dropped the dirty pages it could not write).
+    failed: bool,
     shutdown: bool,
 }
 
@@ -436,6 +439,13 @@ impl Syncer {
     fn take_error(&self) -> Option<FsError> {
         self.shared.lock().error.take()
     }
+
+    /// Forgets a failure, once nothing it could have lost is left (every segment was purged).
+    fn forget_failure(&self) {
+        let mut st = self.shared.lock();
+        st.error = None;
+        st.failed = false;
+    }
 }
 
 impl Drop for Syncer {
@@ -467,8 +477,12 @@ fn run_syncer<I: Io>(io: &I, shared: &SyncShared) {
         st = shared.lock();
         st.busy = false;
         match result {
-            Ok(()) => st.done = st.done.max(seq),
-            Err(e) => st.error = Some(e),
+            Ok(()) if !st.failed => st.done = st.done.max(seq),
+            Ok(()) => {}
+            Err(e) => {
+                st.failed = true;
+                st.error = Some(e);
+            }
         }
         shared.cond.notify_all();
     }
@@ -1012,6 +1026,10 @@ impl<I: Io> EventQueue<I> {
         }
         self.stats.purged += purged;
         self.persisted_head = self.head;
+        if let Some(syncer) = &self.syncer {
+            // Every event is gone for good: a failed sync has nothing left to lose.
+            syncer.forget_failure();
+        }
         self.durable_seq = self.next_seq;
         self.bytes = 0;
         self.wbuf.clear();
@@ -1364,5 +1382,32 @@ mod tests {
         bad[0] ^= 1;
         assert_eq!(decode_head(&bad), None);
         assert_eq!(decode_head(&bad[..5]), None);
+    }
+
+    /// After a background sync failed, a later one that succeeds does not make anything durable:
+    /// the pages the failed one could not write may be gone. Only a purge (nothing left to lose)
+    /// or a reopen starts afresh.
+    #[test]
+    fn a_failed_background_sync_is_not_made_good_by_a_later_one() {
+        use crate::fault::{FaultyIo, Op};
+        let io = FaultyIo::new(MemIo::new());
+        let config = QueueConfig::default().with_sync(SyncPolicy::GroupCommit(Duration::ZERO));
+        let mut q = EventQueue::open(io.clone(), "/q", config).unwrap();
+        q.append(b"a").unwrap();
+        assert_eq!(q.sync().unwrap(), 1);
+        io.fail_next(Op::Sync);
+        // Group commit at every append: the background sync of "b" fails.
+        q.append(b"b").unwrap();
+        q.syncer.as_ref().unwrap().wait_idle();
+        // The next group is posted before the failure is noticed, and its sync succeeds.
+        q.maybe_sync().unwrap();
+        q.syncer.as_ref().unwrap().wait_idle();
+        assert_eq!(q.durable_seq(), 1, "b is not reported durable");
+        assert!(matches!(q.append(b"c"), Err(AppendError::Io(_))));
+        assert!(matches!(q.append(b"c"), Err(AppendError::Poisoned)));
+        q.purge().unwrap();
+        let c = q.append(b"c").unwrap();
+        q.syncer.as_ref().unwrap().wait_idle();
+        assert!(q.durable_seq() > c.seq, "after a purge syncs count again");
     }
 }
