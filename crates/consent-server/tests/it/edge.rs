@@ -388,29 +388,15 @@ async fn concurrent_consent_changes_keep_one_chain(h: &Harness) {
     let path = format!("/ee/v1/privacy/set-consent?configId={DS_A}");
     let (_, body) = h.post_json(&path, &adobe_v1("in")).await;
     let shared = ecid_of(&body);
-    let mut tasks = tokio::task::JoinSet::new();
-    for i in 0..24 {
-        let client = h.client.clone();
-        let url = h.url(&path);
+    let requests = (0..24).map(|i| {
         let body = if i % 2 == 0 {
             with_ecid(adobe_v1(if i % 4 == 0 { "in" } else { "out" }), &shared)
         } else {
             adobe_v1("in")
         };
-        tasks.spawn(async move {
-            client
-                .post(url)
-                .json(&body)
-                .send()
-                .await
-                .unwrap()
-                .status()
-                .as_u16()
-        });
-    }
-    while let Some(status) = tasks.join_next().await {
-        assert_eq!(status.unwrap(), 200);
-    }
+        h.client.post(h.url(&path)).json(&body)
+    });
+    crate::harness::all_at_once_ok(requests).await;
     let db = h.server().db();
     assert_eq!(db.verify_chain(ORG_A, "prod").await.unwrap(), Ok(25));
     assert_eq!(db.records(&key(&shared)).await.unwrap().len(), 13);

@@ -103,16 +103,12 @@ impl Harness {
 
     /// POSTs JSON and returns the status and the body as JSON (`Null` when empty or not JSON).
     pub(crate) async fn post_json(&self, path: &str, body: &Value) -> (u16, Value) {
-        let response = self
-            .client
-            .post(self.url(path))
-            .json(body)
-            .send()
-            .await
-            .unwrap();
-        let status = response.status().as_u16();
-        let text = response.text().await.unwrap();
-        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+        send_json(self.client.post(self.url(path)), body).await
+    }
+
+    /// [`Harness::post_json`] as an authenticated caller of organisation A.
+    pub(crate) async fn post_json_as_a(&self, path: &str, body: &Value) -> (u16, Value) {
+        send_json(self.auth(self.client.post(self.url(path)), false), body).await
     }
 
     /// The headers of an authenticated caller of organisation A (or B).
@@ -184,6 +180,25 @@ impl consent_core::IabEvaluator for FakeIab {
             Err("not a TC string".into())
         }
     }
+}
+
+/// Sends every request at once; each must be answered 200.
+pub(crate) async fn all_at_once_ok(requests: impl IntoIterator<Item = reqwest::RequestBuilder>) {
+    let mut tasks = tokio::task::JoinSet::new();
+    for request in requests {
+        tasks.spawn(async move { request.send().await.unwrap().status().as_u16() });
+    }
+    while let Some(status) = tasks.join_next().await {
+        assert_eq!(status.unwrap(), 200);
+    }
+}
+
+/// Sends `body` as JSON; the status and the answer as JSON (`Null` when empty or not JSON).
+async fn send_json(builder: reqwest::RequestBuilder, body: &Value) -> (u16, Value) {
+    let response = builder.json(body).send().await.unwrap();
+    let status = response.status().as_u16();
+    let text = response.text().await.unwrap();
+    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
 }
 
 pub(crate) fn fake_iab() -> Arc<dyn consent_core::IabEvaluator> {

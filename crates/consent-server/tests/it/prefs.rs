@@ -7,14 +7,11 @@ use crate::on_both;
 
 /// Makes a link through the admin API as organisation A.
 async fn make_link(h: &Harness, request: Value) -> Value {
-    let response = h
-        .auth(h.client.post(h.url("/admin/v1/unsubscribe-links")), false)
-        .json(&request)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status().as_u16(), 200);
-    response.json().await.unwrap()
+    let (status, link) = h
+        .post_json_as_a("/admin/v1/unsubscribe-links", &request)
+        .await;
+    assert_eq!(status, 200, "{link}");
+    link
 }
 
 fn email_link() -> Value {
@@ -306,13 +303,8 @@ async fn preferences_api_sets_channels_and_scopes(h: &Harness) {
         json!({"marketing": [{"type": "email", "choice": "no", "scope": "galaxy"}]}),
         json!({"other": 1}),
     ] {
-        let response = h
-            .auth(h.client.post(h.url(&path)), false)
-            .json(&bad)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status().as_u16(), 400, "{bad}");
+        let (status, _) = h.post_json_as_a(&path, &bad).await;
+        assert_eq!(status, 400, "{bad}");
     }
     assert!(db.profile(&profile_key("p-1")).await.unwrap().is_none());
 
@@ -321,14 +313,8 @@ async fn preferences_api_sets_channels_and_scopes(h: &Harness) {
         {"type": "push", "choice": "no", "scope": "channel"},
         {"type": "sms", "choice": "no", "scope": "identity"}
     ]});
-    let response = h
-        .auth(h.client.post(h.url(&path)), false)
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status().as_u16(), 200);
-    let answer: Value = response.json().await.unwrap();
+    let (status, answer) = h.post_json_as_a(&path, &body).await;
+    assert_eq!(status, 200, "{answer}");
     assert_eq!(answer["changed"], 3);
     let profile = db.profile(&profile_key("p-1")).await.unwrap().unwrap();
     assert_eq!(profile.consents["marketing"]["email"]["val"], "n");
@@ -344,13 +330,9 @@ async fn preferences_api_sets_channels_and_scopes(h: &Harness) {
     sub["subscription"] = json!("newsletter");
     let link = make_link(h, sub).await;
     let path = format!("/imp/consent/preferences?{}", query(&link));
-    let response = h
-        .auth(h.client.post(h.url(&path)), false)
-        .json(&json!({"marketing": [{"type": "email", "choice": "no", "scope": "subscription"}]}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status().as_u16(), 200);
+    let body = json!({"marketing": [{"type": "email", "choice": "no", "scope": "subscription"}]});
+    let (status, answer) = h.post_json_as_a(&path, &body).await;
+    assert_eq!(status, 200, "{answer}");
     let profile = db.profile(&profile_key("p-1")).await.unwrap().unwrap();
     assert_eq!(profile.subscriptions["newsletter"]["val"], "n");
 
@@ -425,13 +407,8 @@ async fn the_admin_api_validates_its_input() {
         json!({"profile": {"namespace": "CRMID", "id": "p"}, "channel": "email", "ttl_secs": 0}),
         json!({"nope": true}),
     ] {
-        let response = h
-            .auth(h.client.post(h.url("/admin/v1/unsubscribe-links")), false)
-            .json(&bad)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status().as_u16(), 400, "{bad}");
+        let (status, _) = h.post_json_as_a("/admin/v1/unsubscribe-links", &bad).await;
+        assert_eq!(status, 400, "{bad}");
     }
     let response = h
         .client
@@ -483,26 +460,14 @@ async fn repeated_requests_at_once_apply_once(h: &Harness) {
     // Mail gateways may fire the same one-click post several times at once: the check that a
     // choice is already in place runs in the transaction that writes, so it applies once.
     let link = make_link(h, email_link()).await;
-    let url = link["url"].as_str().unwrap().to_owned();
-    let mut posts = tokio::task::JoinSet::new();
-    for _ in 0..16 {
-        let client = h.client.clone();
-        let url = url.clone();
-        posts.spawn(async move {
-            client
-                .post(url)
-                .header("content-type", "application/x-www-form-urlencoded")
-                .body("List-Unsubscribe=One-Click")
-                .send()
-                .await
-                .unwrap()
-                .status()
-                .as_u16()
-        });
-    }
-    while let Some(status) = posts.join_next().await {
-        assert_eq!(status.unwrap(), 200);
-    }
+    let url = link["url"].as_str().unwrap();
+    let posts = (0..16).map(|_| {
+        h.client
+            .post(url)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body("List-Unsubscribe=One-Click")
+    });
+    crate::harness::all_at_once_ok(posts).await;
     let db = h.server().db();
     assert_eq!(db.records(&profile_key("p-1")).await.unwrap().len(), 1);
 
@@ -513,14 +478,9 @@ async fn repeated_requests_at_once_apply_once(h: &Harness) {
         {"type": "push", "choice": "no", "scope": "channel"}
     ]});
     let send = || async {
-        let response = h
-            .auth(h.client.post(h.url(&path)), false)
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status().as_u16(), 200);
-        response.json::<Value>().await.unwrap()
+        let (status, answer) = h.post_json_as_a(&path, &body).await;
+        assert_eq!(status, 200, "{answer}");
+        answer
     };
     let answer = send().await;
     assert_eq!(answer["changed"], 1, "{answer}");
