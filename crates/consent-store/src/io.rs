@@ -161,7 +161,7 @@ pub struct MemIo {
     fs: Arc<Mutex<MemFs>>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 struct MemFs {
     next_id: u64,
     nodes: BTreeMap<u64, Node>,
@@ -170,7 +170,7 @@ struct MemFs {
     dirs: BTreeSet<PathBuf>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 struct Node {
     data: Vec<u8>,
     synced: Vec<u8>,
@@ -210,6 +210,30 @@ impl MemIo {
         }
         let reachable: BTreeSet<u64> = fs.live.values().copied().collect();
         fs.nodes.retain(|id, _| reachable.contains(id));
+    }
+
+    /// What a power loss at this instant would leave, as a file system of its own: every file at
+    /// its content at its last sync, every directory with its entries at its last directory sync.
+    /// This one is left as it is, so whatever still runs on it cannot touch the copy.
+    pub fn power_loss_copy(&self) -> Self {
+        let copy = Self {
+            fs: Arc::new(Mutex::new(self.lock().clone())),
+        };
+        copy.crash();
+        copy
+    }
+
+    /// Like [`MemIo::power_loss_copy`], on a file system that happened to write its directories
+    /// back just before the loss: every entry made so far survives (new names pointing to files
+    /// whose data may not), while file contents still go back to their last sync.
+    pub fn power_loss_copy_keeping_entries(&self) -> Self {
+        let mut fs = self.lock().clone();
+        fs.durable = fs.live.clone();
+        let copy = Self {
+            fs: Arc::new(Mutex::new(fs)),
+        };
+        copy.crash();
+        copy
     }
 
     /// Overwrites one byte of a file in place, as a test that tampers with or damages a file would.
@@ -396,6 +420,33 @@ mod tests {
             io.read(&dir.join("b")).unwrap_err().kind(),
             io::ErrorKind::NotFound
         );
+    }
+
+    #[test]
+    fn power_loss_copies_leave_the_original_alone() {
+        let io = MemIo::new();
+        let dir = Path::new("/d");
+        io.create_dir_all(dir).unwrap();
+        let mut f = io.create(&dir.join("a")).unwrap();
+        f.write_all(b"one").unwrap();
+        f.sync().unwrap();
+        io.sync_dir(dir).unwrap();
+        f.write_all(b"two").unwrap();
+        let mut g = io.create(&dir.join("b")).unwrap();
+        g.write_all(b"x").unwrap();
+
+        let lost = io.power_loss_copy();
+        assert_eq!(lost.read(&dir.join("a")).unwrap(), b"one");
+        assert!(lost.read(&dir.join("b")).is_err(), "an entry never synced");
+        let kept = io.power_loss_copy_keeping_entries();
+        assert_eq!(kept.read(&dir.join("a")).unwrap(), b"one");
+        assert_eq!(kept.read(&dir.join("b")).unwrap(), b"", "the name, not the data");
+        // Writing to a copy does not reach the original, nor the other way round.
+        lost.create(&dir.join("c")).unwrap().write_all(b"c").unwrap();
+        f.write_all(b"three").unwrap();
+        assert_eq!(io.read(&dir.join("a")).unwrap(), b"onetwothree");
+        assert!(io.read(&dir.join("c")).is_err());
+        assert_eq!(lost.read(&dir.join("a")).unwrap(), b"one");
     }
 
     #[test]

@@ -16,14 +16,31 @@
 //! atomically by one holding only the last record. Events are only ever appended; acknowledging one
 //! moves the head, and a segment is deleted once all its events are behind the head.
 //!
+//! # Sealing full segments
+//!
+//! A segment that is full is *sealed* (its data synced) before the next segment's name is made
+//! durable, so that only the last `.seg` file can ever end in a torn write. Under every-write sync
+//! and group commit without the sync thread this happens inline: seal, create the next segment,
+//! sync the directory. Under group commit with the sync thread, appends do not wait for it: the
+//! seal is queued on the sync thread, behind the group being synced, and appends go on into a new
+//! file named `00000000000000000042.open`. Once every seal is done (the thread is idle), the next
+//! group commit renames the `.open` files to their `.seg` names and syncs the directory before the
+//! data of the group; only then are their events reported durable.
+//!
 //! # Recovery
 //!
 //! Opening scans every segment and checks each frame's checksum and sequence number. The scan of a
 //! segment stops at the first frame that is cut short or does not check out: that is a torn tail,
 //! left by a crash in the middle of a write. The tail of the last segment is cut off; the scan
 //! accepts a torn tail in an earlier segment only when the next segment carries on with the very
-//! next sequence number, so nothing in the middle can disappear unnoticed. A gap is reported as
-//! [`OpenQueueError::Gap`], never skipped.
+//! next sequence number, so nothing in the middle can disappear unnoticed. A gap between `.seg`
+//! files is reported as [`OpenQueueError::Gap`], never skipped.
+//!
+//! An `.open` file was started before the segment ahead of it was sealed, so none of its events
+//! was ever reported durable. It is kept when the segments ahead of it end exactly where it
+//! begins (then that segment is synced first, and the file gets its `.seg` name); otherwise what
+//! ahead of it was lost in a power loss and the file is dropped, counted in
+//! [`QueueStats::torn_bytes`].
 
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
@@ -43,6 +60,9 @@ const WRITE_BUFFER: usize = 256 << 10;
 /// Head records appended to the head file before it is rewritten with just the last one.
 const HEAD_LOG_MAX: u64 = 1024;
 const SEGMENT_SUFFIX: &str = ".seg";
+/// A segment started under group commit before the one ahead of it was sealed; renamed to
+/// [`SEGMENT_SUFFIX`] once it is (see the module documentation).
+const OPEN_SUFFIX: &str = ".open";
 
 /// When appended events are made durable with `fsync`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -157,7 +177,8 @@ pub struct QueueStats {
     pub syncs: u64,
     /// Segment files deleted.
     pub segments_deleted: u64,
-    /// Bytes of torn tail dropped when the queue was opened.
+    /// Bytes of torn tail dropped when the queue was opened, `.open` segments that could not be
+    /// kept included.
     pub torn_bytes: u64,
 }
 
@@ -278,6 +299,9 @@ struct Segment {
     offsets: Vec<u64>,
     /// Bytes of valid frames.
     len: u64,
+    /// Whether the file has its final name (`.seg`); an `.open` segment gets it once every
+    /// segment ahead of it is sealed.
+    published: bool,
 }
 
 impl Segment {
@@ -352,12 +376,13 @@ pub struct EventQueue<I: Io = DiskIo> {
     wbuf: Vec<u8>,
     /// Files of purged segments that could not be deleted yet.
     garbage: Vec<PathBuf>,
-    /// Under group commit, the thread that syncs the last segment while appends go on.
+    /// Under group commit, the thread that seals full segments and syncs the last one while
+    /// appends go on.
     syncer: Option<Syncer>,
 }
 
-/// A background thread that syncs one file at a time on request, so that a group commit does not
-/// stall the appends that follow it.
+/// A background thread that syncs files in the order they were posted (seals of full segments,
+/// group commits of the last one), so that neither stalls the appends that follow it.
 #[derive(Debug)]
 struct Syncer {
     shared: Arc<SyncShared>,
@@ -372,8 +397,8 @@ struct SyncShared {
 
 #[derive(Debug, Default)]
 struct SyncState {
-    /// A file to sync and the sequence number that is durable once it is.
-    request: Option<(PathBuf, u64)>,
+    /// What to sync, in order.
+    requests: VecDeque<SyncRequest>,
     busy: bool,
     /// Every event below this is durable.
     done: u64,
@@ -382,6 +407,19 @@ struct SyncState {
     /// (after a failed `fsync` the kernel may have dropped the dirty pages it could not write).
     failed: bool,
     shutdown: bool,
+}
+
+/// One job of the sync thread.
+#[derive(Debug)]
+struct SyncRequest {
+    /// A directory to sync first (new segment names), if any.
+    dir: Option<PathBuf>,
+    /// The file whose data to sync.
+    file: PathBuf,
+    /// Every event below this is durable once this request and every one before it are done;
+    /// `None` for the seal of a full segment, which makes nothing durable on its own (the next
+    /// segment's name is not durable yet).
+    durable: Option<u64>,
 }
 
 impl SyncShared {
@@ -404,26 +442,47 @@ impl Syncer {
         })
     }
 
-    /// Posts a sync unless one is already queued or running; says whether it was posted.
-    fn request(&self, path: PathBuf, seq: u64) -> bool {
+    /// Posts a group commit unless a sync is already queued or running; says whether it was
+    /// posted. Once `dir` (if any) and then `file` are synced, every event below `seq` is durable.
+    fn request(&self, dir: Option<PathBuf>, file: PathBuf, seq: u64) -> bool {
         let mut st = self.shared.lock();
-        if st.busy || st.request.is_some() {
+        if st.busy || !st.requests.is_empty() {
             return false;
         }
-        st.request = Some((path, seq));
+        st.requests.push_back(SyncRequest {
+            dir,
+            file,
+            durable: Some(seq),
+        });
         self.shared.cond.notify_all();
         true
     }
 
+    /// Queues the seal of a full segment behind whatever is queued or running.
+    fn seal(&self, file: PathBuf) {
+        let mut st = self.shared.lock();
+        st.requests.push_back(SyncRequest {
+            dir: None,
+            file,
+            durable: None,
+        });
+        self.shared.cond.notify_all();
+    }
+
     fn is_idle(&self) -> bool {
         let st = self.shared.lock();
-        !st.busy && st.request.is_none()
+        !st.busy && st.requests.is_empty()
+    }
+
+    /// Whether a sync failed (and nothing has been reported durable since).
+    fn has_failed(&self) -> bool {
+        self.shared.lock().failed
     }
 
     /// Waits until no sync is queued or running.
     fn wait_idle(&self) {
         let mut st = self.shared.lock();
-        while st.busy || st.request.is_some() {
+        while st.busy || !st.requests.is_empty() {
             st = self
                 .shared
                 .cond
@@ -461,23 +520,32 @@ impl Drop for Syncer {
 fn run_syncer<I: Io>(io: &I, shared: &SyncShared) {
     let mut st = shared.lock();
     loop {
-        while st.request.is_none() && !st.shutdown {
+        while st.requests.is_empty() && !st.shutdown {
             st = shared.cond.wait(st).unwrap_or_else(PoisonError::into_inner);
         }
-        let Some((path, seq)) = st.request.take() else {
+        let Some(request) = st.requests.pop_front() else {
             return;
         };
         st.busy = true;
         drop(st);
+        let dir = request
+            .dir
+            .as_ref()
+            .map_or(Ok(()), |dir| io.sync_dir(dir).ctx("sync directory", dir));
         // fsync through another descriptor flushes the same file.
-        let result = io
-            .open_append(&path)
-            .and_then(|mut f| f.sync())
-            .ctx("sync", &path);
+        let result = dir.and_then(|()| {
+            io.open_append(&request.file)
+                .and_then(|mut f| f.sync())
+                .ctx("sync", &request.file)
+        });
         st = shared.lock();
         st.busy = false;
         match result {
-            Ok(()) if !st.failed => st.done = st.done.max(seq),
+            Ok(()) if !st.failed => {
+                if let Some(seq) = request.durable {
+                    st.done = st.done.max(seq);
+                }
+            }
             Ok(()) => {}
             Err(e) => {
                 st.failed = true;
@@ -490,6 +558,10 @@ fn run_syncer<I: Io>(io: &I, shared: &SyncShared) {
 
 fn segment_name(base: u64) -> String {
     format!("{base:020}{SEGMENT_SUFFIX}")
+}
+
+fn open_segment_name(base: u64) -> String {
+    format!("{base:020}{OPEN_SUFFIX}")
 }
 
 fn encode_head(seq: u64) -> [u8; 12] {
@@ -581,13 +653,19 @@ impl<I: Io> EventQueue<I> {
                 (head, 1)
             }
         };
+        // Segment files by base, a final (`.seg`) name before an `.open` one.
         let mut bases = Vec::new();
         for name in io.list(&dir).ctx("list", &dir)? {
             if let Some(base) = name
                 .strip_suffix(SEGMENT_SUFFIX)
                 .and_then(|b| b.parse::<u64>().ok())
             {
-                bases.push(base);
+                bases.push((base, false));
+            } else if let Some(base) = name
+                .strip_suffix(OPEN_SUFFIX)
+                .and_then(|b| b.parse::<u64>().ok())
+            {
+                bases.push((base, true));
             } else if name.ends_with(".tmp") {
                 // A head update that crashed before its rename.
                 let _ = io.remove_file(&dir.join(name));
@@ -619,10 +697,45 @@ impl<I: Io> EventQueue<I> {
             syncer: None,
         };
         let mut expected: Option<u64> = None;
-        let count = bases.len();
+        // File length of the last segment, to cut its torn tail off.
+        let mut last_file_len = 0;
+        let mut renamed = false;
         let mut data = Vec::new();
-        for (i, base) in bases.into_iter().enumerate() {
+        for (base, open) in bases {
             let path = queue.dir.join(segment_name(base));
+            if open {
+                let open_path = queue.dir.join(open_segment_name(base));
+                // Started before the segment ahead of it was sealed, so nothing in it was ever
+                // reported durable: kept only when what is ahead of it is whole.
+                let follows = match expected {
+                    Some(e) => e == base || (base > e && base <= head),
+                    None => base <= head,
+                };
+                if !follows {
+                    queue.io.read_into(&open_path, &mut data).ctx("read", &open_path)?;
+                    queue.stats.torn_bytes += data.len() as u64;
+                    queue
+                        .io
+                        .remove_file(&open_path)
+                        .ctx("remove", &open_path)?;
+                    renamed = true;
+                    continue;
+                }
+                // Seal what is ahead of it before its name says so. An empty segment ahead with
+                // the same base (a purged one) gives way to it.
+                if queue.segments.back().is_some_and(|s| s.base == base) {
+                    queue.segments.pop_back();
+                }
+                if let Some(last) = queue.segments.back() {
+                    queue
+                        .io
+                        .open_append(&last.path)
+                        .and_then(|mut f| f.sync())
+                        .ctx("sync", &last.path)?;
+                }
+                queue.io.rename(&open_path, &path).ctx("rename", &open_path)?;
+                renamed = true;
+            }
             queue.io.read_into(&path, &mut data).ctx("read", &path)?;
             let (offsets, len) = scan(&data, base);
             let end = base + offsets.len() as u64;
@@ -645,24 +758,32 @@ impl<I: Io> EventQueue<I> {
                 _ => {}
             }
             expected = Some(end);
-            let is_last = i + 1 == count;
-            if is_last {
-                // Keep the last segment open for appending. Sync it even when nothing was torn: what
-                // a killed process left in the page cache is only durable after this.
-                let mut file = queue.io.open_append(&path).ctx("open", &path)?;
-                if len < data.len() as u64 {
-                    queue.stats.torn_bytes += data.len() as u64 - len;
-                    file.truncate(len).ctx("truncate", &path)?;
-                }
-                file.sync().ctx("sync", &path)?;
-                queue.active = Some(file);
-            }
+            last_file_len = data.len() as u64;
             queue.segments.push_back(Segment {
                 base,
                 path,
                 offsets,
                 len,
+                published: true,
             });
+        }
+        if let Some(last) = queue.segments.back() {
+            // Keep the last segment open for appending. Sync it even when nothing was torn: what
+            // a killed process left in the page cache is only durable after this.
+            let path = &last.path;
+            let mut file = queue.io.open_append(path).ctx("open", path)?;
+            if last.len < last_file_len {
+                queue.stats.torn_bytes += last_file_len - last.len;
+                file.truncate(last.len).ctx("truncate", path)?;
+            }
+            file.sync().ctx("sync", path)?;
+            queue.active = Some(file);
+        }
+        if renamed {
+            queue
+                .io
+                .sync_dir(&queue.dir)
+                .ctx("sync directory", &queue.dir)?;
         }
         queue.next_seq = expected.unwrap_or(head).max(head);
         queue.durable_seq = queue.next_seq;
@@ -842,16 +963,49 @@ impl<I: Io> EventQueue<I> {
             return Ok(());
         }
         self.flush_buffer()?;
-        self.wait_background()?;
-        if self.config.sync != SyncPolicy::None && self.durable_seq < self.next_seq {
-            // Seal the old segment first, so that only the last segment can ever have a torn tail.
-            self.sync_data()?;
+        let final_path = self.dir.join(segment_name(self.next_seq));
+        let open_path = self.dir.join(open_segment_name(self.next_seq));
+        // A purged segment may have had this name: the new segment then takes it over at once,
+        // so that no rename can ever land on a file still listed for deletion.
+        let reused = self
+            .garbage
+            .iter()
+            .any(|p| *p == final_path || *p == open_path);
+        let background = self.syncer.is_some() && !reused;
+        if background {
+            // Group commit with the sync thread: the old segment is sealed behind what is being
+            // synced, while appends go on into a new segment that keeps its `.open` name until
+            // then (see the module documentation).
+            self.check_background()?;
+            if let (Some(syncer), Some(last)) = (&self.syncer, self.segments.back())
+                && last.len > 0
+            {
+                syncer.seal(last.path.clone());
+                self.stats.syncs += 1;
+            }
+        } else {
+            self.wait_background()?;
+            if self.config.sync != SyncPolicy::None {
+                // Seal the old segment first, so that only the last segment can ever have a torn
+                // tail, and give the new one its final name at once.
+                if self.publish_all()? {
+                    self.io
+                        .sync_dir(&self.dir)
+                        .ctx("sync directory", &self.dir)?;
+                }
+                if self.durable_seq < self.next_seq {
+                    self.sync_data()?;
+                }
+            }
         }
-        let path = self.dir.join(segment_name(self.next_seq));
-        // A purged segment may have had this name; it is about to be truncated and reused.
-        self.garbage.retain(|p| *p != path);
+        let path = if background {
+            open_path
+        } else {
+            self.garbage.retain(|p| *p != final_path);
+            final_path
+        };
         let file = self.io.create(&path).ctx("create", &path)?;
-        if self.config.sync != SyncPolicy::None {
+        if !background && self.config.sync != SyncPolicy::None {
             self.io
                 .sync_dir(&self.dir)
                 .ctx("sync directory", &self.dir)?;
@@ -862,8 +1016,38 @@ impl<I: Io> EventQueue<I> {
             path,
             offsets: Vec::new(),
             len: 0,
+            published: !background,
         });
         Ok(())
+    }
+
+    /// Gives every `.open` segment its final name, in order; says whether any was renamed (the
+    /// names are durable after the next directory sync). Only once every segment ahead of them is
+    /// sealed: with the sync thread idle and no sync failed, since its queue may still name the
+    /// old files.
+    fn publish_all(&mut self) -> Result<bool, FsError> {
+        if self.segments.iter().all(|s| s.published) {
+            return Ok(false);
+        }
+        if let Some(syncer) = &self.syncer
+            && (!syncer.is_idle() || syncer.has_failed())
+        {
+            return Ok(false);
+        }
+        let mut renamed = false;
+        for segment in self.segments.iter_mut().filter(|s| !s.published) {
+            let to = self.dir.join(segment_name(segment.base));
+            let result = self.io.rename(&segment.path, &to).ctx("rename", &segment.path);
+            if result.is_err() {
+                // Only a reopen can tell which name the file has now.
+                self.poisoned = true;
+            }
+            result?;
+            segment.path = to;
+            segment.published = true;
+            renamed = true;
+        }
+        Ok(renamed)
     }
 
     fn sync_data(&mut self) -> Result<(), FsError> {
@@ -893,10 +1077,14 @@ impl<I: Io> EventQueue<I> {
                     return Ok(());
                 }
                 self.flush_buffer()?;
+                // Every segment ahead of an `.open` one is sealed now: name them, and sync the
+                // directory with the group.
+                let dir = self.publish_all()?.then(|| self.dir.clone());
                 let target = self.next_seq;
-                if self.durable_seq() < target
+                if (dir.is_some() || self.durable_seq() < target)
                     && let (Some(syncer), Some(segment)) = (&self.syncer, self.segments.back())
-                    && syncer.request(segment.path.clone(), target)
+                    && segment.published
+                    && syncer.request(dir, segment.path.clone(), target)
                 {
                     self.stats.syncs += 1;
                 }
@@ -962,7 +1150,16 @@ impl<I: Io> EventQueue<I> {
         self.wait_background()?;
         let durable = self.config.sync != SyncPolicy::None;
         if durable {
-            if let Err(e) = self.sync_data() {
+            // Every segment is sealed but the last: give the `.open` ones their final names.
+            let named = self.publish_all().and_then(|renamed| {
+                if renamed {
+                    self.io
+                        .sync_dir(&self.dir)
+                        .ctx("sync directory", &self.dir)?;
+                }
+                Ok(())
+            });
+            if let Err(e) = named.and_then(|()| self.sync_data()) {
                 // After a failed fsync the kernel may have dropped the dirty pages: only a reopen,
                 // which reads what really is on disk, can tell what survived.
                 self.poisoned = true;
