@@ -440,9 +440,16 @@ mod tests {
         assert!(lost.read(&dir.join("b")).is_err(), "an entry never synced");
         let kept = io.power_loss_copy_keeping_entries();
         assert_eq!(kept.read(&dir.join("a")).unwrap(), b"one");
-        assert_eq!(kept.read(&dir.join("b")).unwrap(), b"", "the name, not the data");
+        assert_eq!(
+            kept.read(&dir.join("b")).unwrap(),
+            b"",
+            "the name, not the data"
+        );
         // Writing to a copy does not reach the original, nor the other way round.
-        lost.create(&dir.join("c")).unwrap().write_all(b"c").unwrap();
+        lost.create(&dir.join("c"))
+            .unwrap()
+            .write_all(b"c")
+            .unwrap();
         f.write_all(b"three").unwrap();
         assert_eq!(io.read(&dir.join("a")).unwrap(), b"onetwothree");
         assert!(io.read(&dir.join("c")).is_err());

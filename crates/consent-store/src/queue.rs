@@ -712,12 +712,12 @@ impl<I: Io> EventQueue<I> {
                     None => base <= head,
                 };
                 if !follows {
-                    queue.io.read_into(&open_path, &mut data).ctx("read", &open_path)?;
-                    queue.stats.torn_bytes += data.len() as u64;
                     queue
                         .io
-                        .remove_file(&open_path)
-                        .ctx("remove", &open_path)?;
+                        .read_into(&open_path, &mut data)
+                        .ctx("read", &open_path)?;
+                    queue.stats.torn_bytes += data.len() as u64;
+                    queue.io.remove_file(&open_path).ctx("remove", &open_path)?;
                     renamed = true;
                     continue;
                 }
@@ -733,7 +733,10 @@ impl<I: Io> EventQueue<I> {
                         .and_then(|mut f| f.sync())
                         .ctx("sync", &last.path)?;
                 }
-                queue.io.rename(&open_path, &path).ctx("rename", &open_path)?;
+                queue
+                    .io
+                    .rename(&open_path, &path)
+                    .ctx("rename", &open_path)?;
                 renamed = true;
             }
             queue.io.read_into(&path, &mut data).ctx("read", &path)?;
@@ -1037,7 +1040,10 @@ impl<I: Io> EventQueue<I> {
         let mut renamed = false;
         for segment in self.segments.iter_mut().filter(|s| !s.published) {
             let to = self.dir.join(segment_name(segment.base));
-            let result = self.io.rename(&segment.path, &to).ctx("rename", &segment.path);
+            let result = self
+                .io
+                .rename(&segment.path, &to)
+                .ctx("rename", &segment.path);
             if result.is_err() {
                 // Only a reopen can tell which name the file has now.
                 self.poisoned = true;

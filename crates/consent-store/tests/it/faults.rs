@@ -356,5 +356,8 @@ fn power_loss_under_group_commit_keeps_every_durable_event() {
         with_open_segments > 50,
         "only {with_open_segments} losses with a segment waiting for its name"
     );
-    assert!(durable_found > 1000, "only {durable_found} durable events checked");
+    assert!(
+        durable_found > 1000,
+        "only {durable_found} durable events checked"
+    );
 }
