@@ -85,6 +85,15 @@ pub enum StoreError {
     /// The database has been closed.
     #[error("the database is closed")]
     Closed,
+    /// The hash chain of an organisation and sandbox has no head row, although the writer
+    /// creates one before every batch: the database was changed behind the server's back.
+    #[error("the consent record chain of {org}/{sandbox} has no head")]
+    MissingChainHead {
+        /// The organisation.
+        org: String,
+        /// The sandbox.
+        sandbox: String,
+    },
 }
 
 /// The key of one profile.

@@ -95,12 +95,32 @@ impl IntoResponse for EdgeError {
 }
 
 /// The query parameters an Edge request is read for; others are ignored.
-#[derive(Debug, serde::Deserialize)]
+#[derive(Debug, Default)]
 pub(crate) struct EdgeQuery {
-    #[serde(rename = "configId")]
     config_id: Option<String>,
-    #[serde(rename = "requestId")]
     request_id: Option<String>,
+    /// A parameter read here that was given more than once.
+    repeated: Option<&'static str>,
+}
+
+impl EdgeQuery {
+    /// Picks `configId` and `requestId` out of the decoded pairs (decoding never fails: a bad
+    /// escape stays as it is), noting one that is repeated.
+    fn from_pairs(pairs: Vec<(String, String)>) -> Self {
+        let mut query = Self::default();
+        for (name, value) in pairs {
+            let (field, name) = match name.as_str() {
+                "configId" => (&mut query.config_id, "configId"),
+                "requestId" => (&mut query.request_id, "requestId"),
+                _ => continue,
+            };
+            if field.is_some() {
+                query.repeated.get_or_insert(name);
+            }
+            field.get_or_insert(value);
+        }
+        query
+    }
 }
 
 /// Handles one Edge request.
@@ -116,6 +136,14 @@ pub(crate) async fn handle(
         .request_id
         .filter(|r| !r.is_empty() && r.len() <= 128)
         .unwrap_or_else(crate::server::unique_id);
+    if let Some(name) = query.repeated {
+        return Err(EdgeError::invalid(
+            "EXEG-0003-400",
+            400,
+            format!("The '{name}' query parameter must be given once."),
+            &request_id,
+        ));
+    }
     let Some(config_id) = query.config_id.filter(|c| !c.is_empty()) else {
         return Err(EdgeError::invalid(
             "EXEG-0003-400",
@@ -554,10 +582,11 @@ pub(crate) mod routes {
         ($plain:ident, $hinted:ident, $action:expr) => {
             pub(crate) async fn $plain(
                 State(state): State<Arc<AppState>>,
-                Query(query): Query<EdgeQuery>,
+                Query(query): Query<Vec<(String, String)>>,
                 headers: HeaderMap,
                 body: Bytes,
             ) -> Response {
+                let query = EdgeQuery::from_pairs(query);
                 handle(state, $action, None, query, &headers, &body)
                     .await
                     .into_response()
@@ -566,10 +595,11 @@ pub(crate) mod routes {
             pub(crate) async fn $hinted(
                 State(state): State<Arc<AppState>>,
                 Path(hint): Path<String>,
-                Query(query): Query<EdgeQuery>,
+                Query(query): Query<Vec<(String, String)>>,
                 headers: HeaderMap,
                 body: Bytes,
             ) -> Response {
+                let query = EdgeQuery::from_pairs(query);
                 handle(state, $action, Some(hint), query, &headers, &body)
                     .await
                     .into_response()

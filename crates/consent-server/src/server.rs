@@ -173,8 +173,7 @@ fn router(state: Arc<AppState>) -> Router {
         )
         .route("/ee/v1/identity/acquire", post(edge::acquire))
         .route("/ee/{hint}/v1/identity/acquire", post(edge::acquire_hinted))
-        .route("/unsubscribe", get(prefs::landing).post(prefs::unsubscribe))
-        .route_layer(middleware::from_fn_with_state(state.clone(), rate_limit));
+        .route("/unsubscribe", get(prefs::landing).post(prefs::unsubscribe));
     let private = Router::new()
         .route("/imp/consent/preferences", post(prefs::preferences))
         .route("/imp/consent/decrypt", get(prefs::decrypt))
@@ -193,17 +192,39 @@ fn router(state: Arc<AppState>) -> Router {
         .with_state(state)
 }
 
-/// Times out slow requests and counts every answer.
+/// Whether `path` is one of the public endpoints, which are rate limited per client.
+fn is_public(path: &str) -> bool {
+    path.starts_with("/ee/") || path == "/unsubscribe"
+}
+
+/// What every request goes through, in one layer: the per-client rate limit on the public
+/// endpoints, the request timeout, and the counters.
 async fn observe(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
     let started = Instant::now();
-    let method = request.method().clone();
-    let path = request.uri().path().to_owned();
-    let response = match tokio::time::timeout(state.config.request_timeout, next.run(request)).await
-    {
-        Ok(response) => response,
-        Err(_) => {
-            inc(&state.metrics.timeouts);
-            (StatusCode::REQUEST_TIMEOUT, "request timed out\n").into_response()
+    // The method and path are copied only when they are logged.
+    let logged = tracing::enabled!(tracing::Level::DEBUG)
+        .then(|| (request.method().clone(), request.uri().path().to_owned()));
+    let client = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ConnectInfo(client)| client.ip());
+    let limited = is_public(request.uri().path())
+        && client.is_some_and(|ip| !state.limiter.allow(ip, started));
+    let response = if limited {
+        inc(&state.metrics.rate_limited);
+        (
+            StatusCode::TOO_MANY_REQUESTS,
+            [(header::RETRY_AFTER, "1")],
+            "rate limited\n",
+        )
+            .into_response()
+    } else {
+        match tokio::time::timeout(state.config.request_timeout, next.run(request)).await {
+            Ok(response) => response,
+            Err(_) => {
+                inc(&state.metrics.timeouts);
+                (StatusCode::REQUEST_TIMEOUT, "request timed out\n").into_response()
+            }
         }
     };
     let status = response.status();
@@ -218,28 +239,10 @@ async fn observe(State(state): State<Arc<AppState>>, request: Request, next: Nex
         .metrics
         .request_micros
         .fetch_add(micros, std::sync::atomic::Ordering::Relaxed);
-    tracing::debug!(%method, %path, status = status.as_u16(), micros, "request");
-    response
-}
-
-/// The per-client rate limit on the public endpoints.
-async fn rate_limit(
-    State(state): State<Arc<AppState>>,
-    ConnectInfo(client): ConnectInfo<SocketAddr>,
-    request: Request,
-    next: Next,
-) -> Response {
-    if state.limiter.allow(client.ip(), Instant::now()) {
-        next.run(request).await
-    } else {
-        inc(&state.metrics.rate_limited);
-        (
-            StatusCode::TOO_MANY_REQUESTS,
-            [(header::RETRY_AFTER, "1")],
-            "rate limited\n",
-        )
-            .into_response()
+    if let Some((method, path)) = logged {
+        tracing::debug!(%method, %path, status = status.as_u16(), micros, "request");
     }
+    response
 }
 
 async fn healthz(State(state): State<Arc<AppState>>) -> Response {

@@ -393,7 +393,10 @@ fn plan<'a>(
         profile.updated_at = now;
         let Some((prev_seq, prev_hash)) = heads.get_mut(&(key.org.clone(), key.sandbox.clone()))
         else {
-            return Err(StoreError::Closed);
+            return Err(StoreError::MissingChainHead {
+                org: key.org.clone(),
+                sandbox: key.sandbox.clone(),
+            });
         };
         let seq = *prev_seq + 1;
         let hash = record_hash(prev_hash, seq, key, &job.source, now, &job.payload);
@@ -720,6 +723,37 @@ async fn postgres_batch(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_chain_without_a_head_is_reported_as_such() {
+        let (reply, _answer) = oneshot::channel();
+        let key = ProfileKey {
+            org: "ORG@AdobeOrg".to_owned(),
+            sandbox: "prod".to_owned(),
+            namespace: "ECID".to_owned(),
+            id: "1".to_owned(),
+        };
+        let batch = [Job {
+            key: key.clone(),
+            general: Some("in".to_owned()),
+            edit: Box::new(|_, _| true),
+            source: "test".to_owned(),
+            payload: "{}".to_owned(),
+            reply,
+        }];
+        let keys = distinct_keys(&batch);
+        let Err(err) = plan(&batch, &keys, HashMap::new(), HashMap::new(), 0) else {
+            panic!("planned a change on a chain without a head");
+        };
+        assert!(
+            matches!(&err, StoreError::MissingChainHead { org, sandbox } if org == "ORG@AdobeOrg" && sandbox == "prod"),
+            "{err}"
+        );
+        assert_eq!(
+            err.to_string(),
+            "the consent record chain of ORG@AdobeOrg/prod has no head"
+        );
+    }
 
     #[test]
     fn placeholders_number_every_row() {

@@ -141,6 +141,29 @@ async fn invalid_payloads_get_edge_codes_and_change_nothing(h: &Harness) {
         .post_json("/ee/v1/privacy/set-consent", &adobe_v1("in"))
         .await;
     assert_eq!(status, 400, "configId is required");
+    // A repeated parameter is refused in Edge's form, not guessed at.
+    for query in [
+        format!("configId={DS_A}&configId={DS_A}"),
+        format!("configId={DS_A}&requestId=a&requestId=b"),
+    ] {
+        let (status, answer) = h
+            .post_json(
+                &format!("/ee/v1/privacy/set-consent?{query}"),
+                &adobe_v1("in"),
+            )
+            .await;
+        assert_eq!(status, 400, "{query}: {answer}");
+        assert_eq!(
+            answer["type"], "https://ns.adobe.com/aep/errors/EXEG-0003-400",
+            "{answer}"
+        );
+        assert!(
+            answer["detail"]
+                .as_str()
+                .is_some_and(|d| d.contains("must be given once")),
+            "{answer}"
+        );
+    }
     let response = h
         .client
         .post(h.url(&path))
@@ -167,6 +190,11 @@ async fn invalid_payloads_get_edge_codes_and_change_nothing(h: &Harness) {
         entry(&store_entries(&body), "kndctr_ORGA_AdobeOrg_consent").unwrap()["value"],
         "general=in"
     );
+    // A bad escape is read as it is: the datastream is unknown, the default org answers.
+    let (status, answer) = h
+        .post_json("/ee/v1/privacy/set-consent?configId=%zz", &adobe_v1("in"))
+        .await;
+    assert_eq!(status, 200, "{answer}");
 }
 on_both!(
     invalid_payloads,
