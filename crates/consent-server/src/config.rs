@@ -1,6 +1,6 @@
 //! Server configuration and the keys file.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -31,6 +31,11 @@ pub struct Config {
     pub body_limit: usize,
     /// Requests per second one client may make to the public endpoints (burst: twice that).
     pub rate_limit_per_sec: u32,
+    /// Reverse proxies whose `X-Forwarded-For` is believed. A request whose TCP peer is one of
+    /// them is rate limited by the address the proxies forwarded for (the right-most one that is
+    /// not itself a trusted proxy); from any other peer the header is ignored, so a client cannot
+    /// pick its own bucket. Empty (the default): every client is its TCP peer.
+    pub trusted_proxies: Vec<IpAddr>,
     /// The organisation of Edge requests whose datastream is not in the keys file.
     pub default_org: String,
     /// The sandbox of Edge requests whose datastream is not in the keys file.
@@ -54,6 +59,7 @@ impl Config {
             request_timeout: Duration::from_secs(10),
             body_limit: 64 * 1024,
             rate_limit_per_sec: 50,
+            trusted_proxies: Vec::new(),
             default_org: "consent@AdobeOrg".to_owned(),
             default_sandbox: "prod".to_owned(),
             default_cluster: "or2".to_owned(),

@@ -39,6 +39,14 @@ struct Args {
     /// Requests per second per client on the public endpoints (0: no limit).
     #[arg(long, env = "CONSENT_RATE_LIMIT", default_value_t = 50)]
     rate_limit: u32,
+    /// Reverse proxy whose X-Forwarded-For is believed for the rate limit (repeat, or separate
+    /// with commas); without one, the limit applies to the TCP peer.
+    #[arg(
+        long = "trusted-proxy",
+        env = "CONSENT_TRUSTED_PROXIES",
+        value_delimiter = ','
+    )]
+    trusted_proxies: Vec<std::net::IpAddr>,
     /// Request timeout in seconds.
     #[arg(long, env = "CONSENT_REQUEST_TIMEOUT", default_value_t = 10)]
     request_timeout: u64,
@@ -71,6 +79,7 @@ async fn main() -> anyhow::Result<()> {
     config.default_org = args.default_org;
     config.public_url = args.public_url;
     config.rate_limit_per_sec = args.rate_limit;
+    config.trusted_proxies = args.trusted_proxies;
     config.request_timeout = Duration::from_secs(args.request_timeout.max(1));
     // Registered before the address is printed: a signal sent as soon as the address is known
     // already stops the server gracefully instead of killing it.

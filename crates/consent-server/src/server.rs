@@ -192,6 +192,37 @@ fn router(state: Arc<AppState>) -> Router {
         .with_state(state)
 }
 
+/// The client a request counts against: its TCP peer, or, when that is a trusted proxy, the
+/// address the proxies forwarded for. `X-Forwarded-For` lists the addresses each proxy saw, the
+/// nearest last, so the walk goes back from the end past trusted proxies; an entry that is not an
+/// address stops it there.
+fn client_ip(
+    peer: std::net::IpAddr,
+    headers: &axum::http::HeaderMap,
+    trusted: &[std::net::IpAddr],
+) -> std::net::IpAddr {
+    if !trusted.contains(&peer) {
+        return peer;
+    }
+    let forwarded: Vec<&str> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .collect();
+    let mut client = peer;
+    for entry in forwarded.iter().rev() {
+        if !trusted.contains(&client) {
+            break;
+        }
+        match entry.trim().parse() {
+            Ok(ip) => client = ip,
+            Err(_) => break,
+        }
+    }
+    client
+}
+
 /// Whether `path` is one of the public endpoints, which are rate limited per client.
 fn is_public(path: &str) -> bool {
     path.starts_with("/ee/") || path == "/unsubscribe"
@@ -207,7 +238,9 @@ async fn observe(State(state): State<Arc<AppState>>, request: Request, next: Nex
     let client = request
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
-        .map(|ConnectInfo(client)| client.ip());
+        .map(|ConnectInfo(peer)| {
+            client_ip(peer.ip(), request.headers(), &state.config.trusted_proxies)
+        });
     let limited = is_public(request.uri().path())
         && client.is_some_and(|ip| !state.limiter.allow(ip, started));
     let response = if limited {
@@ -321,6 +354,38 @@ pub(crate) fn iso8601(millis: i64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_client_is_the_peer_unless_the_peer_is_a_trusted_proxy() {
+        use axum::http::{HeaderMap, HeaderValue};
+        let ip = |s: &str| s.parse::<std::net::IpAddr>().unwrap();
+        let proxy = ip("10.0.0.1");
+        let mut headers = HeaderMap::new();
+        headers.append(
+            "x-forwarded-for",
+            HeaderValue::from_static("198.51.100.7, 10.0.0.2"),
+        );
+        headers.append("x-forwarded-for", HeaderValue::from_static("203.0.113.9"));
+        // Not trusted: the header is the client's own word, ignored.
+        assert_eq!(client_ip(proxy, &headers, &[]), proxy);
+        // Trusted: the nearest forwarded address.
+        assert_eq!(client_ip(proxy, &headers, &[proxy]), ip("203.0.113.9"));
+        // Past every trusted proxy, never past an untrusted one.
+        let chain = [proxy, ip("203.0.113.9"), ip("10.0.0.2")];
+        assert_eq!(client_ip(proxy, &headers, &chain), ip("198.51.100.7"));
+        // Something that is not an address stops the walk where it is.
+        let mut odd = HeaderMap::new();
+        odd.append(
+            "x-forwarded-for",
+            HeaderValue::from_static("unknown, 10.0.0.2"),
+        );
+        assert_eq!(
+            client_ip(proxy, &odd, &[proxy, ip("10.0.0.2")]),
+            ip("10.0.0.2")
+        );
+        // No header: the proxy itself.
+        assert_eq!(client_ip(proxy, &HeaderMap::new(), &[proxy]), proxy);
+    }
 
     #[test]
     fn ids_are_unique_128_bit_hex() {

@@ -59,6 +59,56 @@ async fn public_endpoints_are_rate_limited_per_client() {
     h.shutdown().await;
 }
 
+/// Behind a trusted reverse proxy every forwarded client has a bucket of its own; from a peer
+/// that is not trusted, `X-Forwarded-For` changes nothing.
+#[tokio::test]
+async fn forwarded_clients_are_limited_apart_only_behind_a_trusted_proxy() {
+    let path = format!("/ee/v1/identity/acquire?configId={DS_A}");
+    let burst = |h: &Harness, client: &'static str| {
+        let url = h.url(&path);
+        let http = h.client.clone();
+        async move {
+            let mut statuses = Vec::new();
+            for _ in 0..4 {
+                let response = http
+                    .post(&url)
+                    .header("content-type", "application/json")
+                    .header("x-forwarded-for", client)
+                    .body("{}")
+                    .send()
+                    .await
+                    .unwrap();
+                statuses.push(response.status().as_u16());
+            }
+            statuses
+        }
+    };
+    let trusted = Harness::start_with(Db::Sqlite, |c| {
+        c.rate_limit_per_sec = 1;
+        c.trusted_proxies = vec!["127.0.0.1".parse().unwrap()];
+    })
+    .await
+    .unwrap();
+    let first = burst(&trusted, "203.0.113.1").await;
+    assert!(first.contains(&429), "{first:?}");
+    let second = burst(&trusted, "203.0.113.2").await;
+    assert_eq!(&second[..2], &[200, 200], "a client of its own: {second:?}");
+    trusted.shutdown().await;
+
+    let untrusted = Harness::start_with(Db::Sqlite, |c| c.rate_limit_per_sec = 1)
+        .await
+        .unwrap();
+    let first = burst(&untrusted, "203.0.113.1").await;
+    assert!(first.contains(&429), "{first:?}");
+    let second = burst(&untrusted, "203.0.113.2").await;
+    // The same bucket as the first burst: at most the token refilled since then (one a second).
+    assert!(
+        second.iter().filter(|s| **s == 200).count() <= 1 && second.contains(&429),
+        "the header picks no new bucket: {second:?}"
+    );
+    untrusted.shutdown().await;
+}
+
 #[tokio::test]
 async fn oversized_bodies_are_refused() {
     let h = Harness::start(Db::Sqlite).await.unwrap();
