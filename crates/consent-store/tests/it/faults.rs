@@ -145,6 +145,20 @@ impl Rng {
     }
 }
 
+/// The events read back after a reopen, by sequence number, once every event of `model` (those
+/// that must have survived) is among them with its payload.
+fn found_all(
+    model: &BTreeMap<u64, Vec<u8>>,
+    events: Vec<consent_store::Event>,
+    at: &str,
+) -> BTreeMap<u64, Vec<u8>> {
+    let found: BTreeMap<u64, Vec<u8>> = events.into_iter().map(|e| (e.seq, e.payload)).collect();
+    for (seq, payload) in model {
+        assert_eq!(found.get(seq), Some(payload), "{at}: lost {seq}");
+    }
+    found
+}
+
 /// Random appends, acks and purges with a random fault armed now and then; after every error the
 /// queue is reopened, sometimes after a power loss. Every append acknowledged as durable and not
 /// released is there, exactly once, with its payload.
@@ -246,17 +260,8 @@ fn random_faults_lose_nothing_acknowledged() {
                 // Appends that were not acknowledged may or may not have survived; the ones that
                 // were must all be there.
                 let events = queue.peek(usize::MAX).unwrap();
-                let found: BTreeMap<u64, Vec<u8>> =
-                    events.into_iter().map(|e| (e.seq, e.payload)).collect();
-                for (seq, payload) in &model {
-                    assert_eq!(
-                        found.get(seq),
-                        Some(payload),
-                        "seed {seed} step {step}: lost {seq}"
-                    );
-                }
                 // Whatever survived is now on disk for good.
-                model = found;
+                model = found_all(&model, events, &format!("seed {seed} step {step}"));
             }
         }
     }
@@ -336,18 +341,9 @@ fn power_loss_under_group_commit_keeps_every_durable_event() {
             for pair in events.windows(2) {
                 assert_eq!(pair[1].seq, pair[0].seq + 1, "seed {seed} step {step}: gap");
             }
-            let found: BTreeMap<u64, Vec<u8>> =
-                events.into_iter().map(|e| (e.seq, e.payload)).collect();
-            for (seq, payload) in &model {
-                assert_eq!(
-                    found.get(seq),
-                    Some(payload),
-                    "seed {seed} step {step}: lost {seq}"
-                );
-            }
             durable_found += model.len();
             assert_eq!(queue.durable_seq(), queue.next_seq());
-            model = found;
+            model = found_all(&model, events, &format!("seed {seed} step {step}"));
             pending.clear();
         }
     }
