@@ -164,6 +164,12 @@ impl<I: Io> Io for FaultyIo<I> {
         })
     }
 
+    fn sync_file(&self, path: &Path) -> io::Result<()> {
+        check(&self.state, Op::Open)?;
+        check(&self.state, Op::Sync)?;
+        self.inner.sync_file(path)
+    }
+
     fn create(&self, path: &Path) -> io::Result<Self::File> {
         check(&self.state, Op::Open)?;
         let inner = self.inner.create(path)?;

@@ -35,6 +35,14 @@ pub trait Io: Clone + Debug + Send + Sync + 'static {
     fn read_range(&self, path: &Path, offset: u64, len: usize) -> io::Result<Vec<u8>>;
     /// Opens a file for appending, creating it empty if it is missing.
     fn open_append(&self, path: &Path) -> io::Result<Self::File>;
+    /// Makes the data written to the existing file `path` durable, through a descriptor of its
+    /// own; a missing file is an error of kind [`io::ErrorKind::NotFound`] and is never created
+    /// (the queue's sync thread must not bring back a file that a rename or a delete took away).
+    /// The default checks that the file exists, then syncs it through [`Io::open_append`].
+    fn sync_file(&self, path: &Path) -> io::Result<()> {
+        self.read_range(path, 0, 0)?;
+        self.open_append(path)?.sync()
+    }
     /// Creates a file, truncating it if it exists, opened for appending.
     fn create(&self, path: &Path) -> io::Result<Self::File>;
     /// Renames `from` to `to`, atomically replacing `to`.
@@ -99,6 +107,10 @@ impl Io for DiskIo {
             .append(true)
             .open(path)
             .map(DiskFile)
+    }
+
+    fn sync_file(&self, path: &Path) -> io::Result<()> {
+        OpenOptions::new().append(true).open(path)?.sync_data()
     }
 
     fn create(&self, path: &Path) -> io::Result<DiskFile> {
@@ -325,6 +337,14 @@ impl Io for MemIo {
         self.open_node(path, false)
     }
 
+    fn sync_file(&self, path: &Path) -> io::Result<()> {
+        let mut fs = self.lock();
+        let id = *fs.live.get(path).ok_or_else(|| not_found(path))?;
+        let node = fs.nodes.entry(id).or_default();
+        node.synced = node.data.clone();
+        Ok(())
+    }
+
     fn create(&self, path: &Path) -> io::Result<MemFile> {
         self.open_node(path, true)
     }
@@ -454,6 +474,26 @@ mod tests {
         assert_eq!(io.read(&dir.join("a")).unwrap(), b"onetwothree");
         assert!(io.read(&dir.join("c")).is_err());
         assert_eq!(lost.read(&dir.join("a")).unwrap(), b"one");
+    }
+
+    #[test]
+    fn sync_file_never_creates_a_file() {
+        let mem = MemIo::new();
+        mem.create_dir_all(Path::new("/d")).unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        let disk_dir = tmp.path().to_path_buf();
+        fn check<I: Io>(io: &I, dir: &Path) {
+            let path = dir.join("gone");
+            assert_eq!(
+                io.sync_file(&path).unwrap_err().kind(),
+                io::ErrorKind::NotFound
+            );
+            assert!(io.list(dir).unwrap().is_empty(), "nothing was created");
+            io.create(&path).unwrap().write_all(b"x").unwrap();
+            io.sync_file(&path).unwrap();
+        }
+        check(&mem, Path::new("/d"));
+        check(&DiskIo, &disk_dir);
     }
 
     #[test]

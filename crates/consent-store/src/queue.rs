@@ -532,12 +532,8 @@ fn run_syncer<I: Io>(io: &I, shared: &SyncShared) {
             .dir
             .as_ref()
             .map_or(Ok(()), |dir| io.sync_dir(dir).ctx("sync directory", dir));
-        // fsync through another descriptor flushes the same file.
-        let result = dir.and_then(|()| {
-            io.open_append(&request.file)
-                .and_then(|mut f| f.sync())
-                .ctx("sync", &request.file)
-        });
+        // fsync through another descriptor flushes the same file; one that is gone is an error.
+        let result = dir.and_then(|()| io.sync_file(&request.file).ctx("sync", &request.file));
         st = shared.lock();
         st.busy = false;
         match result {
