@@ -723,11 +723,7 @@ impl<I: Io> EventQueue<I> {
                     queue.segments.pop_back();
                 }
                 if let Some(last) = queue.segments.back() {
-                    queue
-                        .io
-                        .open_append(&last.path)
-                        .and_then(|mut f| f.sync())
-                        .ctx("sync", &last.path)?;
+                    queue.io.sync_file(&last.path).ctx("sync", &last.path)?;
                 }
                 queue
                     .io
@@ -765,6 +761,17 @@ impl<I: Io> EventQueue<I> {
                 len,
                 published: true,
             });
+        }
+        if config.sync != SyncPolicy::None {
+            // Everything found is reported durable from here on. A queue last written without
+            // syncs (`SyncPolicy::None`) sealed nothing, so what a killed process left in the page
+            // cache becomes durable only now; for a sealed segment this costs a no-op sync.
+            for segment in queue.segments.iter().rev().skip(1) {
+                queue
+                    .io
+                    .sync_file(&segment.path)
+                    .ctx("sync", &segment.path)?;
+            }
         }
         if let Some(last) = queue.segments.back() {
             // Keep the last segment open for appending. Sync it even when nothing was torn: what
@@ -1586,6 +1593,32 @@ mod tests {
     /// After a background sync failed, a later one that succeeds does not make anything durable:
     /// the pages the failed one could not write may be gone. Only a purge (nothing left to lose)
     /// or a reopen starts afresh.
+    #[test]
+    fn events_written_without_syncs_are_durable_once_reopened_under_a_durable_policy() {
+        let io = MemIo::new();
+        let unsynced = QueueConfig::default()
+            .with_sync(SyncPolicy::None)
+            .with_segment_bytes(100);
+        let mut q = open(&io, unsynced);
+        for i in 0..10u8 {
+            q.append(&[i; 40]).unwrap();
+        }
+        drop(q); // a process that ends without syncing, its pages still in the cache
+        let q = open(&io, every_write());
+        assert_eq!(q.durable_seq(), 10);
+        assert!(
+            q.segments.len() > 2,
+            "several segments: {}",
+            q.segments.len()
+        );
+        drop(q);
+        io.crash();
+        let q = open(&io, every_write());
+        let events = q.peek(100).unwrap();
+        assert_eq!(events.len(), 10, "every event reported durable survives");
+        assert_eq!(events[3].payload, [3u8; 40]);
+    }
+
     #[test]
     fn a_failed_background_sync_is_not_made_good_by_a_later_one() {
         use crate::fault::{FaultyIo, Op};
