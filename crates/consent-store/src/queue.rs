@@ -34,7 +34,9 @@
 //! left by a crash in the middle of a write. The tail of the last segment is cut off; the scan
 //! accepts a torn tail in an earlier segment only when the next segment carries on with the very
 //! next sequence number, so nothing in the middle can disappear unnoticed. A gap between `.seg`
-//! files is reported as [`OpenQueueError::Gap`], never skipped.
+//! files is reported as [`OpenQueueError::Gap`], never skipped. Everything recovered counts as
+//! durable afterwards, so under a durable policy opening syncs every segment (a queue last
+//! written under [`SyncPolicy::None`] may have left them in the page cache only).
 //!
 //! An `.open` file was started before the segment ahead of it was sealed, so none of its events
 //! was ever reported durable. It is kept when the segments ahead of it end exactly where it
