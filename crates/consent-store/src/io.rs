@@ -421,16 +421,23 @@ impl IoFile for MemFile {
 mod tests {
     use super::*;
 
-    #[test]
-    fn crash_keeps_only_what_was_synced() {
+    /// A file system with the directory `/d` holding `name`, whose `data` and entry are durable;
+    /// the file stays open for more writes.
+    fn durable_file(name: &str, data: &[u8]) -> (MemIo, &'static Path, MemFile) {
         let io = MemIo::new();
         let dir = Path::new("/d");
         io.create_dir_all(dir).unwrap();
-        let mut f = io.create(&dir.join("a")).unwrap();
-        f.write_all(b"one").unwrap();
+        let mut f = io.create(&dir.join(name)).unwrap();
+        f.write_all(data).unwrap();
         f.sync().unwrap();
-        f.write_all(b"two").unwrap();
         io.sync_dir(dir).unwrap();
+        (io, dir, f)
+    }
+
+    #[test]
+    fn crash_keeps_only_what_was_synced() {
+        let (io, dir, mut f) = durable_file("a", b"one");
+        f.write_all(b"two").unwrap();
         let mut g = io.create(&dir.join("b")).unwrap();
         g.write_all(b"x").unwrap();
         g.sync().unwrap();
@@ -444,13 +451,7 @@ mod tests {
 
     #[test]
     fn power_loss_copies_leave_the_original_alone() {
-        let io = MemIo::new();
-        let dir = Path::new("/d");
-        io.create_dir_all(dir).unwrap();
-        let mut f = io.create(&dir.join("a")).unwrap();
-        f.write_all(b"one").unwrap();
-        f.sync().unwrap();
-        io.sync_dir(dir).unwrap();
+        let (io, dir, mut f) = durable_file("a", b"one");
         f.write_all(b"two").unwrap();
         let mut g = io.create(&dir.join("b")).unwrap();
         g.write_all(b"x").unwrap();
@@ -498,13 +499,7 @@ mod tests {
 
     #[test]
     fn rename_is_durable_only_after_dir_sync() {
-        let io = MemIo::new();
-        let dir = Path::new("/d");
-        io.create_dir_all(dir).unwrap();
-        let mut f = io.create(&dir.join("tmp")).unwrap();
-        f.write_all(b"new").unwrap();
-        f.sync().unwrap();
-        io.sync_dir(dir).unwrap();
+        let (io, dir, _) = durable_file("tmp", b"new");
         io.rename(&dir.join("tmp"), &dir.join("final")).unwrap();
         io.crash();
         assert!(io.read(&dir.join("final")).is_err());

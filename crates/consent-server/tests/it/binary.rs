@@ -67,3 +67,19 @@ fn a_bad_database_url_is_a_clear_error() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("unsupported database URL"), "{stderr}");
 }
+
+#[test]
+fn a_trusted_proxy_that_is_not_an_address_is_a_clear_error() {
+    let output = Command::new(env!("CARGO_BIN_EXE_consent-server"))
+        .args(["--listen", "127.0.0.1:0", "--database", "mysql://nope"])
+        .args(["--trusted-proxy", "10.0.0.1,proxy.local"])
+        .env_remove("CONSENT_TRUSTED_PROXIES")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("--trusted-proxy") && stderr.contains("proxy.local"),
+        "{stderr}"
+    );
+}
