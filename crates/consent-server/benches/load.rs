@@ -256,32 +256,26 @@ async fn bench() {
             .await
             .unwrap();
         captured.set(answer).unwrap();
-        {
+        // Both rows send the same bodies, each worker alternating its two.
+        let posting = |url: String| -> Request {
             let client = client.clone();
             let bodies = bodies.clone();
-            let url = format!("http://{bare_addr}/sized?configId={DS}");
-            loads.push(Load {
-                name: "bare, with set-consent's bytes (not the ceiling)",
-                one: Arc::new(move |worker, i| {
-                    let request = client
-                        .post(&url)
-                        .header(reqwest::header::CONTENT_TYPE, "application/json")
-                        .body(bodies[worker][i % 2].clone())
-                        .send();
-                    Box::pin(async move { request.await.is_ok_and(|r| r.status().is_success()) })
-                }),
-            });
-        }
-        loads.push(Load {
-            name: "set-consent (Adobe 1.0, alternating in/out)",
-            one: Arc::new(move |worker, i| {
+            Arc::new(move |worker, i| {
                 let request = client
                     .post(&url)
                     .header(reqwest::header::CONTENT_TYPE, "application/json")
                     .body(bodies[worker][i % 2].clone())
                     .send();
                 Box::pin(async move { request.await.is_ok_and(|r| r.status().is_success()) })
-            }),
+            })
+        };
+        loads.push(Load {
+            name: "bare, with set-consent's bytes (not the ceiling)",
+            one: posting(format!("http://{bare_addr}/sized?configId={DS}")),
+        });
+        loads.push(Load {
+            name: "set-consent (Adobe 1.0, alternating in/out)",
+            one: posting(url),
         });
     }
     if wanted("preference") {
