@@ -32,10 +32,9 @@ const ORG: &str = "BENCH@AdobeOrg";
 
 #[derive(Debug, Default)]
 struct Outcome {
-    requests: usize,
     errors: usize,
     secs: f64,
-    /// Every request's latency.
+    /// Every request's latency (so also how many requests there were).
     latencies: Vec<Duration>,
     /// CPU seconds the whole process (servers and load generator) used.
     cpu: f64,
@@ -75,7 +74,6 @@ async fn run(loads: &[Load], secs: f64) -> Vec<Outcome> {
             let (latencies, errors) = drive(&load.one, SLICE_SECS).await;
             outcome.secs += start.elapsed().as_secs_f64();
             outcome.cpu += cpu_seconds() - cpu_before;
-            outcome.requests += latencies.len();
             outcome.errors += errors;
             outcome.latencies.extend(latencies);
         }
@@ -87,6 +85,11 @@ async fn run(loads: &[Load], secs: f64) -> Vec<Outcome> {
 }
 
 impl Outcome {
+    /// Requests per second.
+    fn rate(&self) -> f64 {
+        self.latencies.len() as f64 / self.secs
+    }
+
     /// The latency below which the fraction `q` of requests finished.
     fn quantile(&self, q: f64) -> Duration {
         let all = &self.latencies;
@@ -329,11 +332,11 @@ async fn bench() {
     let outcomes = run(&loads, secs).await;
     server.shutdown().await.unwrap();
 
-    let ceiling = outcomes[0].requests as f64 / outcomes[0].secs;
+    let ceiling = outcomes[0].rate();
     println!("| endpoint | req/s | vs bare | p50 | p99 | errors | CPU µs/request (cores busy) |");
     println!("|---|---:|---:|---:|---:|---:|---:|");
     for (load, o) in loads.iter().zip(&outcomes) {
-        let rate = o.requests as f64 / o.secs;
+        let rate = o.rate();
         println!(
             "| {} | {:.0} | {:.2} | {:.2} ms | {:.2} ms | {} | {:.1} ({:.2}) |",
             load.name,
@@ -342,7 +345,7 @@ async fn bench() {
             o.quantile(0.50).as_secs_f64() * 1000.0,
             o.quantile(0.99).as_secs_f64() * 1000.0,
             o.errors,
-            o.cpu * 1e6 / o.requests.max(1) as f64,
+            o.cpu * 1e6 / o.latencies.len().max(1) as f64,
             o.cpu / o.secs
         );
     }
