@@ -10,7 +10,7 @@ use serde_json::Value;
 
 use crate::cookie::{CONSENT_COOKIE_MAX_AGE, Cookie, CookieNames, StoredCookie, general_value};
 use crate::hash::ConsentFingerprint;
-use crate::payload::{IabEvaluator, LocalDecision, PayloadError, SetConsentOptions, TcfDecoder};
+use crate::payload::{ConsentDecision, IabEvaluator, PayloadError, SetConsentOptions, TcfDecoder};
 use crate::types::{Decision, DefaultConsent, MAX_PURPOSES, Purpose, Requirement, Timestamp};
 
 /// The IAB vendor id whose consent the IAB evaluation requires by default (Adobe).
@@ -163,12 +163,49 @@ pub struct Stored {
 }
 
 /// The state the engine asks the driver to persist, and receives back at start-up.
+///
+/// Carry out a [`Action::PersistState`] durably before the actions that follow it: the engine
+/// emits it before it sends a `setConsent` request and before it releases commands under a new
+/// state, so that no crash point can release a command under a consent the person has replaced.
+/// Fields added after the first release default when an older snapshot is read.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct Snapshot {
     /// The fingerprint of the last `setConsent` the server accepted.
     pub fingerprint: Option<ConsentFingerprint>,
+    /// The consent cookie's value that call left. The call is skipped as unchanged only while the
+    /// cookie still holds exactly this value: any other change of the consent state (a cookie in
+    /// another response, expiry, a refused or lost cookie) makes the next call go out.
+    #[serde(default)]
+    pub fingerprint_cookie: Option<String>,
     /// Named purposes with a decision of their own, by name.
     pub purposes: Vec<(String, Decision)>,
+    /// The `setConsent` calls of a chain that had not settled, oldest first. At the next start the
+    /// engine stays suspended and sends them again, so a restart never loses an opt-out.
+    #[serde(default)]
+    pub pending: Vec<PendingCall>,
+}
+
+/// A `setConsent` call persisted in a [`Snapshot`] because its chain had not settled.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingCall {
+    /// The call's id, reported again in [`Action::SetConsentDone`] once it settles.
+    pub id: SetConsentId,
+    /// The consent objects, exactly as they are sent.
+    pub consent: Vec<Value>,
+    /// The identity map sent with them.
+    #[serde(default)]
+    pub identity_map: Option<Value>,
+    /// Configuration overrides sent with them.
+    #[serde(default)]
+    pub config_overrides: Option<Value>,
+    /// What the call decides for `general` ([`ConsentDecision::general`]).
+    pub general: Option<Decision>,
+    /// What it decides for named purposes, by name.
+    #[serde(default)]
+    pub purposes: Vec<(String, Decision)>,
+    /// Whether it speaks for all purposes ([`ConsentDecision::all_purposes`]).
+    #[serde(default)]
+    pub all_purposes: bool,
 }
 
 /// Which request a response answers.
@@ -227,6 +264,10 @@ pub enum Input {
     Response(Response),
     /// Time has passed: call at [`Engine::poll_timeout`].
     Tick,
+    /// Decisions for named purposes that the app makes itself (custom purposes, or a purpose the
+    /// person decided in the app's own interface). They apply at once, are recorded and persisted,
+    /// and are never sent: `general` is decided by `setConsent` only.
+    SetPurposes(Vec<(Purpose, Decision)>),
 }
 
 /// Why a command was turned away.
@@ -310,6 +351,11 @@ pub enum RecordSource {
     Server,
     /// The consent cookie expired and the default applied again.
     Expiry,
+    /// A `setConsent` call that failed: the state became at least as strict as what it asked,
+    /// without the server's confirmation.
+    Unconfirmed,
+    /// Purposes the app decided itself ([`Input::SetPurposes`]).
+    Local,
 }
 
 /// A consent record: what was decided, when, how, and from what payload.
@@ -323,10 +369,15 @@ pub struct ConsentRecord {
     pub standards: Vec<String>,
     /// The hash of each consent object (see [`crate::hash`]), for records of `setConsent` calls.
     pub payload_hashes: Vec<String>,
-    /// The decision for `general` this record stands for.
+    /// The decision for `general` that applied: the server's cookie when it wrote one, else
+    /// what the engine decided.
     pub general: Decision,
-    /// Named purposes with a decision of their own.
+    /// Named purposes with a decision of their own, as they applied.
     pub purposes: Vec<(String, Decision)>,
+    /// For records of `setConsent` calls: what the call asked for `general` (`None` when it did
+    /// not speak of it), beside what applied.
+    #[serde(default)]
+    pub requested: Option<Decision>,
 }
 
 /// What the engine reports about consent: the Web SDK's `current()`, plus the purposes.
@@ -428,6 +479,12 @@ pub enum HandleError {
     /// A consent object the engine cannot evaluate (a TC string that does not decode).
     #[error(transparent)]
     Payload(#[from] PayloadError),
+    /// [`Input::SetPurposes`] named `general`, which only `setConsent` decides.
+    #[error("general is decided by setConsent; Input::SetPurposes decides named purposes only")]
+    GeneralIsNotANamedPurpose,
+    /// [`Input::SetPurposes`] named a purpose this engine's configuration does not define.
+    #[error("purpose {0:?} is not defined in this engine's configuration")]
+    UnknownPurpose(Purpose),
 }
 
 /// The six states of the Web SDK's consent state machine.
@@ -479,17 +536,43 @@ impl PurposeMasks {
         }
     }
 
+    fn get(&self, purpose: Purpose) -> Option<Decision> {
+        let bit = purpose.bit();
+        if self.r#in & bit != 0 {
+            Some(Decision::In)
+        } else if self.out & bit != 0 {
+            Some(Decision::Out)
+        } else if self.pending & bit != 0 {
+            Some(Decision::Pending)
+        } else {
+            None
+        }
+    }
+
     fn decided(&self) -> u64 {
         self.r#in | self.out | self.pending
     }
 
-    fn apply(&mut self, local: &LocalDecision) {
-        if local.all_purposes {
+    /// What an accepted call does to the purposes: Adobe 1.0 clears them, then each purpose the
+    /// call decides takes its decision.
+    fn apply(&mut self, decision: &ConsentDecision) {
+        if decision.all_purposes {
             *self = PurposeMasks::default();
         }
-        for &(purpose, decision) in &local.purposes {
+        for &(purpose, d) in &decision.purposes {
             if purpose != Purpose::GENERAL {
-                self.set(purpose, decision);
+                self.set(purpose, d);
+            }
+        }
+    }
+
+    /// What a failed call does to the purposes: each one it would have made stricter becomes at
+    /// least that strict; none becomes looser.
+    fn restrict(&mut self, decision: &ConsentDecision) {
+        for &(purpose, d) in &decision.purposes {
+            if purpose != Purpose::GENERAL && d != Decision::In {
+                let current = self.get(purpose).map_or(d, |c| c.stricter(d));
+                self.set(purpose, current);
             }
         }
     }
@@ -509,27 +592,83 @@ struct Job {
     identity_map: Option<Value>,
     config_overrides: Option<Value>,
     fingerprint: ConsentFingerprint,
-    local: LocalDecision,
+    decision: ConsentDecision,
 }
 
-#[derive(Debug, Clone)]
-struct Success {
-    local: LocalDecision,
-    /// Whether the server answered with a consent cookie (then the cookie decides).
-    had_cookie: bool,
+impl Job {
+    /// The purposes this call may change (all of them for Adobe 1.0).
+    fn touches(&self) -> u64 {
+        if self.decision.all_purposes {
+            !Purpose::GENERAL.bit()
+        } else {
+            self.decision
+                .purposes
+                .iter()
+                .fold(0, |mask, (p, _)| mask | p.bit())
+                & !Purpose::GENERAL.bit()
+        }
+    }
 }
 
 /// A run of `setConsent` calls: the engine is suspended (pending) from the first call until the
 /// last one settles.
 #[derive(Debug, Clone)]
 struct Chain {
+    /// The state from before the chain (the default again if the cookie expired meanwhile).
     before_phase: Phase,
     before_purposes: PurposeMasks,
+    /// Calls already answered or skipped; persisted with the others until the chain settles.
+    done: Vec<Job>,
     in_flight: Option<(RequestId, Job)>,
     waiting: VecDeque<Job>,
-    /// The purposes the accepted calls of this chain decided, applied when it ends.
+    /// `general` as the calls settled so far leave it; `None` while they leave it as it was.
+    general: Option<Decision>,
+    /// The purposes as the calls settled so far leave them; `None` while unchanged.
     purposes: Option<PurposeMasks>,
-    last_success: Option<Success>,
+    /// The purposes some call of the chain may change: commands that need them wait for the
+    /// chain instead of being declined by the state from before it.
+    touched: u64,
+    /// Cookies other than the consent cookie offered while the chain runs, written or refused
+    /// once it settles.
+    held: Vec<Cookie>,
+    /// How the state the chain leads to was decided, and by which call (for its record).
+    source: RecordSource,
+    last_call: Option<(ConsentFingerprint, Option<Decision>)>,
+}
+
+impl Chain {
+    fn new(before_phase: Phase, before_purposes: PurposeMasks) -> Self {
+        Self {
+            before_phase,
+            before_purposes,
+            done: Vec::new(),
+            in_flight: None,
+            waiting: VecDeque::new(),
+            general: None,
+            purposes: None,
+            touched: 0,
+            held: Vec::new(),
+            source: RecordSource::User,
+            last_call: None,
+        }
+    }
+
+    fn push(&mut self, job: Job) {
+        self.touched |= job.touches();
+        self.waiting.push_back(job);
+    }
+
+    fn purposes(&self) -> PurposeMasks {
+        self.purposes.unwrap_or(self.before_purposes)
+    }
+
+    /// Every call of the chain, settled or not, oldest first.
+    fn calls(&self) -> impl Iterator<Item = &Job> {
+        self.done
+            .iter()
+            .chain(self.in_flight.as_ref().map(|(_, job)| job))
+            .chain(self.waiting.iter())
+    }
 }
 
 /// The consent engine.
@@ -594,10 +733,14 @@ pub struct Engine {
     consent_cookie: Option<StoredCookie>,
     identity_cookie: bool,
     fingerprint: Option<ConsentFingerprint>,
+    /// The consent cookie's value the fingerprinted call left (see [`Snapshot::fingerprint_cookie`]).
+    fingerprint_cookie: Option<String>,
     chain: Option<Chain>,
     next_request: u64,
     /// What subscribers were last told, as the state it is derived from (cheap to compare).
     last_notified: Option<(Phase, PurposeMasks)>,
+    /// The state the last consent record stood for.
+    last_recorded: Option<(Decision, PurposeMasks)>,
     last_snapshot: Option<Snapshot>,
 }
 
@@ -620,9 +763,11 @@ impl Engine {
             consent_cookie: None,
             identity_cookie: false,
             fingerprint: None,
+            fingerprint_cookie: None,
             chain: None,
             next_request: 0,
             last_notified: None,
+            last_recorded: None,
             last_snapshot: None,
         };
         engine.recompute();
@@ -655,6 +800,9 @@ impl Engine {
     }
 
     /// When to call `handle(now, Input::Tick)` next: the consent cookie's expiry.
+    ///
+    /// Expiry is also applied by any other input whose `now` is past it, so a late `Tick` never
+    /// lets an expired consent decide anything.
     pub fn poll_timeout(&self) -> Option<Timestamp> {
         self.consent_cookie.as_ref().and_then(|c| c.expires)
     }
@@ -717,6 +865,9 @@ impl Engine {
     }
 
     /// Handles one input. On `Err` nothing changed and no action was queued.
+    ///
+    /// Every input first applies the consent cookie's expiry when `now` is past it (after the
+    /// input was found valid), so no input is ever decided by an expired consent.
     pub fn handle(&mut self, now: Timestamp, input: Input) -> Result<(), HandleError> {
         match input {
             Input::Start(stored) => self.start(now, stored)?,
@@ -725,12 +876,15 @@ impl Engine {
                 requirement,
                 mode,
             } => self.submit(now, id, requirement, mode)?,
-            Input::SetConsent { .. } | Input::Response(_) if !self.started => {
+            Input::SetConsent { .. } | Input::Response(_) | Input::SetPurposes(_)
+                if !self.started =>
+            {
                 return Err(HandleError::NotStarted);
             }
             Input::SetConsent { id, options } => self.set_consent(now, id, options)?,
             Input::Response(response) => self.response(now, response)?,
-            Input::Tick => self.tick(now),
+            Input::SetPurposes(purposes) => self.set_purposes(now, &purposes)?,
+            Input::Tick => self.expire(now),
         }
         self.notify();
         Ok(())
@@ -744,7 +898,10 @@ impl Engine {
         }
         self.started = true;
         self.identity_cookie = stored.identity_cookie;
-        self.fingerprint = stored.snapshot.as_ref().and_then(|s| s.fingerprint.clone());
+        if let Some(snapshot) = &stored.snapshot {
+            self.fingerprint = snapshot.fingerprint.clone();
+            self.fingerprint_cookie = snapshot.fingerprint_cookie.clone();
+        }
         let cookie = stored
             .consent_cookie
             .filter(|c| c.expires.is_none_or(|at| at > now));
@@ -754,27 +911,27 @@ impl Engine {
             .map(str::to_owned);
         self.consent_cookie = cookie;
 
+        let known = general.as_deref().and_then(Decision::from_wire);
         // The Web SDK forgets the hashes whenever either cookie is missing, so the next
-        // setConsent is sent again.
-        if !self.identity_cookie || general.is_none() {
+        // setConsent is sent again; so does an unusable value, which no call ever left.
+        if !self.identity_cookie || known.is_none() {
             self.fingerprint = None;
+            self.fingerprint_cookie = None;
         }
-        let decided = match general.as_deref().map(Decision::from_wire) {
+        let decided = match known {
             // Consent is tied to the identity: without the identity cookie a stored "in" (or
             // "pending") is discarded. A stored "out" is kept: this engine never writes the
             // identity cookie while consent is out, so discarding would turn every opt-out back
             // into the default at the next start.
-            Some(Some(Decision::Out)) => Some(Decision::Out),
-            Some(Some(decision)) if self.identity_cookie => Some(decision),
-            Some(Some(_)) => None,
-            Some(None) => {
-                let value = general.clone().unwrap_or_default();
-                if !value.is_empty() {
+            Some(Decision::Out) => Some(Decision::Out),
+            Some(decision) if self.identity_cookie => Some(decision),
+            Some(_) => None,
+            None => {
+                if let Some(value) = general.as_deref().filter(|v| !v.is_empty()) {
                     self.log(LogLevel::Warn, format!("Unknown consent value: {value}"));
                 }
                 None
             }
-            None => None,
         };
         if decided.is_none() && self.consent_cookie.is_some() && !self.identity_cookie {
             self.consent_cookie = None;
@@ -784,19 +941,34 @@ impl Engine {
         }
         match decided {
             Some(decision) => {
-                if let Some(snapshot) = &stored.snapshot {
-                    self.purposes = self.masks_from_names(&snapshot.purposes);
-                }
+                self.purposes = match &stored.snapshot {
+                    Some(snapshot) => self.masks_from_names(&snapshot.purposes),
+                    // The state file is lost: which purposes the person denied is unknown, so
+                    // every named purpose waits for a new decision instead of following general.
+                    None => self.all_named_pending(),
+                };
                 self.set_phase(decision, Source::Initial);
-                self.record(now, RecordSource::Restore, &[]);
+                self.record_state(now, RecordSource::Restore);
             }
             None => {
                 self.purposes = PurposeMasks::default();
                 self.set_phase(self.config.default_consent.decision(), Source::Default);
-                self.record(now, RecordSource::Default, &[]);
+                self.record_state(now, RecordSource::Default);
             }
         }
+        // A chain that had not settled is taken up again: suspended, every call sent again.
+        let pending = stored.snapshot.map(|s| s.pending).unwrap_or_default();
+        if !pending.is_empty() {
+            let mut chain = Chain::new(self.phase, self.purposes);
+            for call in pending {
+                chain.push(self.job_from_pending(call));
+            }
+            self.chain = Some(chain);
+            self.phase = Phase::Pending;
+            self.recompute();
+        }
         self.persist();
+        self.start_next(now);
         self.drain_queue(now);
         Ok(())
     }
@@ -810,6 +982,9 @@ impl Engine {
     ) -> Result<(), HandleError> {
         if self.queue.iter().any(|q| q.id == id) {
             return Err(HandleError::DuplicateCommand(id));
+        }
+        if self.started {
+            self.expire(now);
         }
         match self.check(requirement) {
             Verdict::Allowed => self.actions.push_back(Action::Release {
@@ -841,35 +1016,14 @@ impl Engine {
         id: SetConsentId,
         options: SetConsentOptions,
     ) -> Result<(), HandleError> {
-        if let Some(chain) = &self.chain {
-            let busy = chain
-                .in_flight
-                .as_ref()
-                .is_some_and(|(_, job)| job.id == id)
-                || chain.waiting.iter().any(|job| job.id == id);
-            if busy {
-                return Err(HandleError::DuplicateSetConsent(id));
-            }
+        if let Some(chain) = &self.chain
+            && chain.calls().any(|job| job.id == id)
+        {
+            return Err(HandleError::DuplicateSetConsent(id));
         }
-        // Evaluate everything before changing anything, so that a bad object changes nothing.
-        let mut local = LocalDecision::default();
-        for (i, object) in options.consent.iter().enumerate() {
-            let one = match object.local_adobe_decision() {
-                Some(decision) => decision,
-                None => self.evaluate_iab(object, i)?,
-            };
-            // Several objects in one call: the strictest decision on general wins, purposes merge
-            // in order.
-            local.general = match (local.general, one.general) {
-                (Some(a), Some(b)) => Some(a.stricter(b)),
-                (a, b) => a.or(b),
-            };
-            if one.all_purposes {
-                local.purposes.clear();
-                local.all_purposes = true;
-            }
-            local.purposes.extend(one.purposes);
-        }
+        // Decide everything before changing anything, so that a bad object changes nothing.
+        let decision = options.decide(self.config.iab.as_ref(), self.config.iab_vendor_id)?;
+        self.expire(now);
         let consent = options.consent_json();
         let fingerprint = ConsentFingerprint::of(&consent, options.identity_map.as_ref());
         let job = Job {
@@ -878,55 +1032,48 @@ impl Engine {
             identity_map: options.identity_map,
             config_overrides: options.edge_config_overrides,
             fingerprint,
-            local,
+            decision,
         };
         // Suspend: from here until the chain settles, everything that needs consent waits.
-        let chain = self.chain.get_or_insert_with(|| Chain {
-            before_phase: self.phase,
-            before_purposes: self.purposes,
-            in_flight: None,
-            waiting: VecDeque::new(),
-            purposes: None,
-            last_success: None,
-        });
-        chain.waiting.push_back(job);
+        let (phase, purposes) = (self.phase, self.purposes);
+        self.chain
+            .get_or_insert_with(|| Chain::new(phase, purposes))
+            .push(job);
         self.phase = Phase::Pending;
         self.recompute();
+        // The call is part of the persisted state before it is sent: a restart takes it up again.
+        self.persist();
         self.start_next(now);
         Ok(())
     }
 
-    fn evaluate_iab(
-        &self,
-        object: &crate::payload::ConsentObject,
-        index: usize,
-    ) -> Result<LocalDecision, PayloadError> {
-        let Some((tc_string, gdpr_applies)) = object.iab() else {
-            return Ok(LocalDecision::default());
-        };
-        let general = if !gdpr_applies {
-            Decision::In
-        } else {
-            match self
-                .config
-                .iab
-                .grants_collection(tc_string, self.config.iab_vendor_id)
-            {
-                Ok(true) => Decision::In,
-                Ok(false) => Decision::Out,
-                Err(reason) => {
-                    return Err(PayloadError::InvalidTcString {
-                        path: format!("consent[{index}]"),
-                        reason,
-                    });
+    fn set_purposes(
+        &mut self,
+        now: Timestamp,
+        purposes: &[(Purpose, Decision)],
+    ) -> Result<(), HandleError> {
+        for &(purpose, _) in purposes {
+            if purpose == Purpose::GENERAL {
+                return Err(HandleError::GeneralIsNotANamedPurpose);
+            }
+            if purpose.index() >= self.config.purposes.len() {
+                return Err(HandleError::UnknownPurpose(purpose));
+            }
+        }
+        self.expire(now);
+        for &(purpose, decision) in purposes {
+            self.purposes.set(purpose, decision);
+            if let Some(chain) = self.chain.as_mut() {
+                chain.before_purposes.set(purpose, decision);
+                if let Some(masks) = chain.purposes.as_mut() {
+                    masks.set(purpose, decision);
                 }
             }
-        };
-        Ok(LocalDecision {
-            general: Some(general),
-            purposes: Vec::new(),
-            all_purposes: false,
-        })
+        }
+        self.recompute();
+        self.record_state(now, RecordSource::Local);
+        self.drain_queue(now);
+        Ok(())
     }
 
     fn response(&mut self, now: Timestamp, response: Response) -> Result<(), HandleError> {
@@ -946,15 +1093,15 @@ impl Engine {
             }
             Origin::Other => None,
         };
+        self.expire(now);
 
-        // The consent cookie is always written: it records the choice itself. The others wait
+        // The consent cookie is written first: it records the choice itself. The others wait
         // until the state this response leads to is known.
         let mut others = Vec::new();
-        let mut had_consent_cookie = false;
+        let mut usable = None;
         for cookie in response.cookies {
             if cookie.name == self.names.consent() {
-                had_consent_cookie = true;
-                self.write_consent_cookie(now, cookie);
+                usable = self.write_consent_cookie(now, cookie);
             } else {
                 others.push(cookie);
             }
@@ -962,38 +1109,18 @@ impl Engine {
 
         match job {
             Some(job) => {
-                let outcome = match response.outcome {
-                    Outcome::Success => {
-                        self.fingerprint = Some(job.fingerprint.clone());
-                        let general = job.local.general.unwrap_or(self.phase.decision());
-                        self.record_payload(now, &job, general);
-                        if let Some(chain) = self.chain.as_mut() {
-                            let base = chain.purposes.unwrap_or(chain.before_purposes);
-                            let mut purposes = base;
-                            purposes.apply(&job.local);
-                            chain.purposes = Some(purposes);
-                            chain.last_success = Some(Success {
-                                local: job.local,
-                                had_cookie: had_consent_cookie,
-                            });
-                        }
-                        SetConsentOutcome::Sent
-                    }
-                    Outcome::Failure => SetConsentOutcome::Failed,
-                };
-                self.actions.push_back(Action::SetConsentDone {
-                    id: job.id,
-                    outcome,
-                });
+                self.settle_call(now, job, response.outcome, usable);
                 self.start_next(now);
             }
             None => {
                 if self.chain.is_none() {
-                    self.apply_cookie_state(now, RecordSource::Server);
+                    self.apply_cookie_state(now);
                 }
             }
         }
 
+        // Subscribers (and the action stream) hear the new state before any cookie it allows.
+        self.notify();
         for cookie in others {
             self.offer_cookie(cookie);
         }
@@ -1001,7 +1128,9 @@ impl Engine {
         Ok(())
     }
 
-    fn tick(&mut self, now: Timestamp) {
+    /// Removes the consent cookie once `now` is past its expiry: the default applies again (for
+    /// a running chain, the default is what a failed chain falls back to).
+    fn expire(&mut self, now: Timestamp) {
         let expired = self
             .consent_cookie
             .as_ref()
@@ -1011,15 +1140,21 @@ impl Engine {
             return;
         }
         self.consent_cookie = None;
-        self.fingerprint = None;
         self.actions.push_back(Action::RemoveCookie {
             name: self.names.consent().to_owned(),
         });
-        if self.chain.is_none() {
-            self.purposes = PurposeMasks::default();
-            self.set_phase(self.config.default_consent.decision(), Source::Default);
-            self.record(now, RecordSource::Expiry, &[]);
-            self.drain_queue(now);
+        let default = self.default_phase();
+        match self.chain.as_mut() {
+            Some(chain) => {
+                chain.before_phase = default;
+                chain.before_purposes = PurposeMasks::default();
+            }
+            None => {
+                self.purposes = PurposeMasks::default();
+                self.set_phase(self.config.default_consent.decision(), Source::Default);
+                self.record_state(now, RecordSource::Expiry);
+                self.drain_queue(now);
+            }
         }
         self.persist();
     }
@@ -1041,16 +1176,17 @@ impl Engine {
                 return;
             };
             // Skip only when the server provably has this consent: same fingerprint as the last
-            // accepted call, and its consent cookie still here.
-            let unchanged = self.consent_cookie.is_some()
-                && self.fingerprint.as_ref() == Some(&job.fingerprint);
+            // accepted call, and the consent cookie still exactly as that call left it.
+            let unchanged = self.fingerprint.as_ref() == Some(&job.fingerprint)
+                && self.fingerprint_cookie.is_some()
+                && self.consent_cookie.as_ref().map(|c| &c.value)
+                    == self.fingerprint_cookie.as_ref();
             if unchanged {
-                chain.last_success = Some(Success {
-                    local: job.local,
-                    had_cookie: true,
-                });
+                let cookie = self.cookie_general().flatten();
+                let id = job.id;
+                self.settle_accepted(job, cookie);
                 self.actions.push_back(Action::SetConsentDone {
-                    id: job.id,
+                    id,
                     outcome: SetConsentOutcome::Skipped,
                 });
                 continue;
@@ -1068,45 +1204,121 @@ impl Engine {
         }
     }
 
+    /// Takes the answer to the call in flight into the chain. `cookie` is the decision of the
+    /// consent cookie the answer wrote, when it wrote a usable one.
+    fn settle_call(
+        &mut self,
+        now: Timestamp,
+        job: Job,
+        outcome: Outcome,
+        cookie: Option<Decision>,
+    ) {
+        let id = job.id;
+        let outcome = match outcome {
+            Outcome::Success => {
+                self.fingerprint = Some(job.fingerprint.clone());
+                // The cookie this call leaves: the server's, or the one the engine writes for
+                // the call's own decision when the server's was missing or unusable.
+                self.fingerprint_cookie = match (cookie, job.decision.general) {
+                    (None, Some(general)) => Some(format!("general={general}")),
+                    _ => self.consent_cookie.as_ref().map(|c| c.value.clone()),
+                };
+                let requested = job.decision.general;
+                let hashes = job.fingerprint.clone();
+                self.settle_accepted(job, cookie);
+                if let Some(chain) = &self.chain {
+                    let general = chain.general.unwrap_or(chain.before_phase.decision());
+                    let purposes = chain.purposes();
+                    self.record(
+                        now,
+                        RecordSource::User,
+                        Some(&(hashes, requested)),
+                        general,
+                        purposes,
+                    );
+                }
+                SetConsentOutcome::Sent
+            }
+            Outcome::Failure => {
+                if let Some(chain) = self.chain.as_mut() {
+                    // A failed call never loosens anything: the state is the stricter of what
+                    // the server's cookie (or the calls settled before) left and what this call
+                    // asked, so no earlier choice the person has since replaced applies.
+                    let floor = cookie.or(chain.general);
+                    let before = chain.before_phase.decision();
+                    let reference = floor.unwrap_or(before);
+                    let result = job
+                        .decision
+                        .general
+                        .map_or(reference, |asked| reference.stricter(asked));
+                    if floor.is_some() || result != before {
+                        chain.general = Some(result);
+                    }
+                    let mut purposes = chain.purposes();
+                    purposes.restrict(&job.decision);
+                    chain.purposes = Some(purposes);
+                    chain.source = if cookie.is_some() {
+                        RecordSource::Server
+                    } else {
+                        RecordSource::Unconfirmed
+                    };
+                    chain.last_call = Some((job.fingerprint.clone(), job.decision.general));
+                    chain.done.push(job);
+                }
+                SetConsentOutcome::Failed
+            }
+        };
+        self.actions
+            .push_back(Action::SetConsentDone { id, outcome });
+    }
+
+    /// An accepted (or skipped) call: the server's cookie decides `general` when it wrote a
+    /// usable one, else the call's own decision does; its purposes apply.
+    fn settle_accepted(&mut self, job: Job, cookie: Option<Decision>) {
+        let Some(chain) = self.chain.as_mut() else {
+            return;
+        };
+        if let Some(general) = cookie.or(job.decision.general) {
+            chain.general = Some(general);
+        }
+        let mut purposes = chain.purposes();
+        purposes.apply(&job.decision);
+        chain.purposes = Some(purposes);
+        chain.source = RecordSource::User;
+        chain.last_call = Some((job.fingerprint.clone(), job.decision.general));
+        chain.done.push(job);
+    }
+
     fn finish_chain(&mut self, now: Timestamp) {
         let Some(chain) = self.chain.take() else {
             return;
         };
-        let cookie_general = self.cookie_general();
-        match chain.last_success {
-            // The server accepted the last call but wrote no consent cookie: the locally
-            // evaluated decision applies (the Web SDK would stay pending forever), and the
-            // consent cookie is written so that the next start agrees.
-            Some(Success {
-                local,
-                had_cookie: false,
-            }) if local.general.is_some() => {
-                let decision = local.general.unwrap_or(Decision::Pending);
-                self.purposes = chain.purposes.unwrap_or(chain.before_purposes);
-                let cookie = Cookie::new(
-                    self.names.consent(),
-                    format!("general={decision}"),
-                    Some(CONSENT_COOKIE_MAX_AGE),
-                );
-                self.write_consent_cookie(now, cookie);
+        self.purposes = chain.purposes();
+        match chain.general {
+            Some(decision) => {
+                // The consent cookie says what applies, so that the next start agrees.
+                if self.cookie_general() != Some(Some(decision)) {
+                    let cookie = Cookie::new(
+                        self.names.consent(),
+                        format!("general={decision}"),
+                        Some(CONSENT_COOKIE_MAX_AGE),
+                    );
+                    self.write_consent_cookie(now, cookie);
+                }
                 self.set_phase(decision, Source::New);
             }
-            Some(_) => {
-                self.purposes = chain.purposes.unwrap_or(chain.before_purposes);
-                match cookie_general {
-                    Some(Some(decision)) => self.set_phase(decision, Source::New),
-                    _ => self.restore_phase(chain.before_phase),
-                }
-            }
-            // Nothing was accepted. The cookie, if the server wrote or kept one, still decides;
-            // otherwise the state before the chain comes back, unchanged and not "set".
-            None => {
-                self.purposes = chain.before_purposes;
-                match cookie_general {
-                    Some(Some(decision)) => self.set_phase(decision, Source::New),
-                    _ => self.restore_phase(chain.before_phase),
-                }
-            }
+            // No call decided general: the consent cookie does, if it has a usable value
+            // (another response may have written one meanwhile); else the state from before.
+            None => match self.cookie_general() {
+                Some(Some(decision)) => self.set_phase(decision, Source::New),
+                _ => self.restore_phase(chain.before_phase),
+            },
+        }
+        self.record_change(now, chain.source, chain.last_call.as_ref());
+        self.persist();
+        self.notify();
+        for cookie in chain.held {
+            self.offer_cookie(cookie);
         }
         self.drain_queue(now);
     }
@@ -1126,14 +1338,11 @@ impl Engine {
 
     /// Applies the consent cookie after a response to another request, when no `setConsent` is
     /// in progress (the Web SDK's `readCookieIfQueueEmpty`).
-    fn apply_cookie_state(&mut self, now: Timestamp, source: RecordSource) {
+    fn apply_cookie_state(&mut self, now: Timestamp) {
         match self.cookie_general() {
             Some(Some(decision)) => {
-                let before = self.consent();
                 self.set_phase(decision, Source::New);
-                if self.consent() != before {
-                    self.record(now, source, &[]);
-                }
+                self.record_change(now, RecordSource::Server, None);
                 self.drain_queue(now);
             }
             Some(None) => {
@@ -1162,26 +1371,69 @@ impl Engine {
         general_value(&cookie.value).map(str::to_owned)
     }
 
+    fn job_from_pending(&self, call: PendingCall) -> Job {
+        let mut purposes = Vec::with_capacity(call.purposes.len());
+        for (name, decision) in &call.purposes {
+            if let Some(purpose) = self.purpose(name) {
+                purposes.push((purpose, *decision));
+            }
+        }
+        Job {
+            id: call.id,
+            fingerprint: ConsentFingerprint::of(&call.consent, call.identity_map.as_ref()),
+            consent: call.consent,
+            identity_map: call.identity_map,
+            config_overrides: call.config_overrides,
+            decision: ConsentDecision {
+                general: call.general,
+                purposes,
+                all_purposes: call.all_purposes,
+            },
+        }
+    }
+
+    fn pending_of(&self, job: &Job) -> PendingCall {
+        PendingCall {
+            id: job.id,
+            consent: job.consent.clone(),
+            identity_map: job.identity_map.clone(),
+            config_overrides: job.config_overrides.clone(),
+            general: job.decision.general,
+            purposes: job
+                .decision
+                .purposes
+                .iter()
+                .filter_map(|(p, d)| Some((self.config.purposes.get(p.index())?.clone(), *d)))
+                .collect(),
+            all_purposes: job.decision.all_purposes,
+        }
+    }
+
     // ----- cookies -----
 
-    fn write_consent_cookie(&mut self, now: Timestamp, cookie: Cookie) {
+    /// Writes a consent cookie from a response (or the engine's own); returns its decision when
+    /// it was written. A cookie that is not a usable consent is refused: it would replace a real
+    /// choice with something the next start can only read as "use the default". So is a request
+    /// to remove the consent cookie: only the engine removes it (expiry, start-up checks).
+    fn write_consent_cookie(&mut self, now: Timestamp, cookie: Cookie) -> Option<Decision> {
         if cookie.is_removal() {
-            self.consent_cookie = None;
+            self.log(
+                LogLevel::Warn,
+                "Consent cookie removal ignored: the consent cookie records the choice itself.",
+            );
             self.actions
-                .push_back(Action::RemoveCookie { name: cookie.name });
-            return;
+                .push_back(Action::CookieRefused { name: cookie.name });
+            return None;
         }
-        // A consent cookie without a valid `general` value would replace a real choice with
-        // something the next start can only read as "use the default": keep the last good one.
         let general = general_value(&cookie.value).map(str::to_owned);
-        match general.as_deref().map(Decision::from_wire) {
-            Some(Some(_)) => {}
+        let decision = match general.as_deref().map(Decision::from_wire) {
+            Some(Some(decision)) => decision,
             Some(None) => {
                 let value = general.unwrap_or_default();
                 self.log(LogLevel::Warn, format!("Unknown consent value: {value}"));
                 self.actions
                     .push_back(Action::CookieRefused { name: cookie.name });
-                return;
+                return None;
             }
             None => {
                 self.log(
@@ -1190,17 +1442,19 @@ impl Engine {
                 );
                 self.actions
                     .push_back(Action::CookieRefused { name: cookie.name });
-                return;
+                return None;
             }
-        }
+        };
         self.consent_cookie = Some(StoredCookie {
             value: cookie.value.clone(),
             expires: cookie.max_age.map(|secs| now.plus_secs(secs)),
         });
         self.actions.push_back(Action::StoreCookie(cookie));
+        Some(decision)
     }
 
-    /// A cookie other than the consent cookie: written only when consent allows it now.
+    /// A cookie other than the consent cookie: written only when consent allows it now; while a
+    /// `setConsent` chain runs it is held, and written or refused once the chain settles.
     fn offer_cookie(&mut self, cookie: Cookie) {
         if cookie.is_removal() {
             // Removing a cookie never collects anything.
@@ -1209,6 +1463,9 @@ impl Engine {
             }
             self.actions
                 .push_back(Action::RemoveCookie { name: cookie.name });
+        } else if let Some(chain) = self.chain.as_mut() {
+            chain.held.retain(|held| held.name != cookie.name);
+            chain.held.push(cookie);
         } else if self.allows_cookies() {
             if cookie.name == self.names.identity() {
                 self.identity_cookie = true;
@@ -1221,6 +1478,15 @@ impl Engine {
     }
 
     // ----- state -----
+
+    /// The phase the configured default stands for.
+    fn default_phase(&self) -> Phase {
+        match self.config.default_consent {
+            DefaultConsent::In => Phase::InDefault,
+            DefaultConsent::Out => Phase::OutDefault,
+            DefaultConsent::Pending => Phase::Pending,
+        }
+    }
 
     fn set_phase(&mut self, decision: Decision, source: Source) {
         let previous = self.phase;
@@ -1275,14 +1541,20 @@ impl Engine {
     fn recompute(&mut self) {
         let undecided = !self.purposes.decided() & !Purpose::GENERAL.bit();
         let general = Purpose::GENERAL.bit();
-        let (eff_in, eff_out) = match self.phase.decision() {
+        let (eff_in, mut eff_out) = match self.phase.decision() {
             Decision::In => (self.purposes.r#in | undecided | general, self.purposes.out),
             Decision::Out => (self.purposes.r#in, self.purposes.out | undecided | general),
             Decision::Pending => (self.purposes.r#in, self.purposes.out),
         };
+        let mut explicit_out = self.purposes.out;
+        // A purpose a running chain may change is not declined by the state from before it.
+        if let Some(chain) = &self.chain {
+            eff_out &= !chain.touched;
+            explicit_out &= !chain.touched;
+        }
         self.eff_in = eff_in;
         self.eff_out = eff_out;
-        self.explicit_out = self.purposes.out;
+        self.explicit_out = explicit_out;
         self.general_reason = if self.phase == Phase::OutDefault {
             RejectReason::NoPreferences
         } else {
@@ -1290,8 +1562,10 @@ impl Engine {
         };
     }
 
-    /// Releases and declines queued commands as the current state allows, oldest first.
+    /// Releases and declines queued commands as the current state allows, oldest first. The
+    /// state is persisted first, so no release happens under a state a crash could lose.
     fn drain_queue(&mut self, now: Timestamp) {
+        self.persist();
         let mut keep = VecDeque::with_capacity(self.queue.len());
         while let Some(queued) = self.queue.pop_front() {
             match self.check(queued.requirement) {
@@ -1315,16 +1589,7 @@ impl Engine {
             .iter()
             .enumerate()
             .filter_map(|(i, name)| {
-                let bit = Purpose::from_index(i)?.bit();
-                let decision = if masks.r#in & bit != 0 {
-                    Decision::In
-                } else if masks.out & bit != 0 {
-                    Decision::Out
-                } else if masks.pending & bit != 0 {
-                    Decision::Pending
-                } else {
-                    return None;
-                };
+                let decision = masks.get(Purpose::from_index(i)?)?;
                 Some((name.clone(), decision))
             })
             .collect()
@@ -1342,6 +1607,17 @@ impl Engine {
         masks
     }
 
+    /// Every configured purpose but `general`, pending.
+    fn all_named_pending(&self) -> PurposeMasks {
+        let mut masks = PurposeMasks::default();
+        for i in 1..self.config.purposes.len() {
+            if let Some(purpose) = Purpose::from_index(i) {
+                masks.set(purpose, Decision::Pending);
+            }
+        }
+        masks
+    }
+
     fn log(&mut self, level: LogLevel, message: impl Into<Cow<'static, str>>) {
         self.actions.push_back(Action::Log {
             level,
@@ -1349,46 +1625,63 @@ impl Engine {
         });
     }
 
-    fn record(&mut self, now: Timestamp, source: RecordSource, hashes: &[String]) {
+    /// Records the state as it is now.
+    fn record_state(&mut self, now: Timestamp, source: RecordSource) {
+        let (general, purposes) = (self.phase.decision(), self.purposes);
+        self.record(now, source, None, general, purposes);
+    }
+
+    /// Records the state as it is now if it differs from what the last record stood for.
+    fn record_change(
+        &mut self,
+        now: Timestamp,
+        source: RecordSource,
+        call: Option<&(ConsentFingerprint, Option<Decision>)>,
+    ) {
+        let state = (self.phase.decision(), self.purposes);
+        if self.last_recorded != Some(state) {
+            self.record(now, source, call, state.0, state.1);
+        }
+    }
+
+    fn record(
+        &mut self,
+        now: Timestamp,
+        source: RecordSource,
+        call: Option<&(ConsentFingerprint, Option<Decision>)>,
+        general: Decision,
+        purposes: PurposeMasks,
+    ) {
+        let (standards, payload_hashes) = call.map_or_else(Default::default, |(fp, _)| {
+            fp.objects
+                .iter()
+                .map(|o| (o.key.clone(), o.hash.clone()))
+                .unzip()
+        });
         let record = ConsentRecord {
             at: now,
             source,
-            standards: Vec::new(),
-            payload_hashes: hashes.to_vec(),
-            general: self.phase.decision(),
-            purposes: self.named_purposes(&self.purposes),
-        };
-        self.actions.push_back(Action::Record(record));
-    }
-
-    fn record_payload(&mut self, now: Timestamp, job: &Job, general: Decision) {
-        let mut purposes = PurposeMasks::default();
-        purposes.apply(&job.local);
-        let record = ConsentRecord {
-            at: now,
-            source: RecordSource::User,
-            standards: job
-                .fingerprint
-                .objects
-                .iter()
-                .map(|o| o.key.clone())
-                .collect(),
-            payload_hashes: job
-                .fingerprint
-                .objects
-                .iter()
-                .map(|o| o.hash.clone())
-                .collect(),
+            standards,
+            payload_hashes,
             general,
             purposes: self.named_purposes(&purposes),
+            requested: call.and_then(|(_, requested)| *requested),
         };
+        self.last_recorded = Some((general, purposes));
         self.actions.push_back(Action::Record(record));
     }
 
     fn persist(&mut self) {
+        let pending = self
+            .chain
+            .as_ref()
+            .map(|chain| chain.calls().map(|job| self.pending_of(job)).collect())
+            .unwrap_or_default();
         let snapshot = Snapshot {
             fingerprint: self.fingerprint.clone(),
+            fingerprint_cookie: self.fingerprint_cookie.clone(),
             purposes: self.named_purposes(&self.purposes),
+            pending,
         };
         if self.last_snapshot.as_ref() != Some(&snapshot) {
             self.last_snapshot = Some(snapshot.clone());

@@ -40,12 +40,12 @@ pub use cookie::{
 };
 pub use engine::{
     Action, CommandId, Config, ConfigError, ConsentRecord, ConsentView, DEFAULT_IAB_VENDOR_ID,
-    Engine, HandleError, Input, LogLevel, Mode, Origin, Outcome, RecordSource, RejectReason,
-    RequestId, Response, SetConsentId, SetConsentOutcome, Snapshot, Stored, Verdict,
+    Engine, HandleError, Input, LogLevel, Mode, Origin, Outcome, PendingCall, RecordSource,
+    RejectReason, RequestId, Response, SetConsentId, SetConsentOutcome, Snapshot, Stored, Verdict,
 };
 pub use payload::{
-    ConsentObject, IabEvaluator, PayloadError, SetConsentOptions, Standard, TcfDecoder,
-    validate_identity_map,
+    ConsentDecision, ConsentObject, IabEvaluator, PayloadError, SetConsentOptions, Standard,
+    TcfDecoder, validate_identity_map,
 };
 pub use types::{
     ConsentState, Decision, DefaultConsent, DefaultConsentError, MAX_PURPOSES, Purpose,

@@ -162,16 +162,113 @@ fn xdm_decision(val: &str) -> Option<Decision> {
     }
 }
 
-/// What one consent object says, evaluated locally.
+/// What a consent object, or a whole `setConsent` call, decides: `general` and the named purposes.
+///
+/// This is the one place where the three standards are turned into decisions; the engine and
+/// `consent-server` both use it ([`SetConsentOptions::decide`]), so they cannot disagree.
+///
+/// - Adobe 1.0 decides `general` and speaks for every purpose at once ([`Self::all_purposes`]):
+///   purposes with a decision of their own go back to following `general`.
+/// - Adobe 2.0 maps `collect` to `general` (`y` in, `n` out, every other value pending) and each
+///   XDM field to its purpose, with `marketing.any` governing every channel it is not overridden
+///   for (`n` overrides every channel; `y` makes every channel `y` unless it is explicitly `n`;
+///   any other value is the decision of every channel that has none of its own), and id-level
+///   values (`idSpecific`) honoured as strictly as this device can: an id-level `n` or pending
+///   makes the whole purpose at least that strict, an id-level `y` never loosens it.
+/// - IAB TCF decides `general` only: in when `gdprApplies` is false or the string grants purpose 1
+///   and the configured vendor, out otherwise.
+/// - Several objects in one call: for `general` and for every purpose the strictest decision wins,
+///   whatever the order of the objects (an Adobe 1.0 object counts as its `general` for every
+///   purpose, so it never erases another object's denial).
+///
+/// ```
+/// use consent_core::{ConsentDecision, Decision, Purpose, SetConsentOptions, TcfDecoder};
+/// use serde_json::json;
+///
+/// let options = SetConsentOptions::from_json(&json!({"consent": [
+///     {"standard": "Adobe", "version": "2.0", "value": {"collect": {"val": "y"}, "share": {"val": "n"}}},
+///     {"standard": "Adobe", "version": "1.0", "value": {"general": "in"}},
+/// ]}))?;
+/// let decision: ConsentDecision = options.decide(&TcfDecoder, 565)?;
+/// assert_eq!(decision.general, Some(Decision::In));
+/// assert_eq!(decision.purpose(Purpose::SHARE), Some(Decision::Out), "the denial stands");
+/// # Ok::<(), consent_core::PayloadError>(())
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub(crate) struct LocalDecision {
-    /// The decision for `general`, when the object makes one.
-    pub(crate) general: Option<Decision>,
-    /// Decisions for named purposes.
-    pub(crate) purposes: Vec<(Purpose, Decision)>,
-    /// Whether the object speaks for all purposes at once (Adobe 1.0), which clears any decision
-    /// a named purpose had of its own.
-    pub(crate) all_purposes: bool,
+#[non_exhaustive]
+pub struct ConsentDecision {
+    /// The decision for `general`, when the call makes one.
+    pub general: Option<Decision>,
+    /// Decisions for named purposes, one entry per purpose.
+    pub purposes: Vec<(Purpose, Decision)>,
+    /// Whether the call speaks for all purposes at once (Adobe 1.0): purposes without an entry
+    /// in [`Self::purposes`] follow `general` again.
+    pub all_purposes: bool,
+}
+
+impl ConsentDecision {
+    /// The decision this call makes for `purpose`: its own entry, or `general` when the call
+    /// speaks for all purposes; `None` when the call leaves the purpose as it was.
+    pub fn purpose(&self, purpose: Purpose) -> Option<Decision> {
+        if purpose == Purpose::GENERAL {
+            return self.general;
+        }
+        self.own(purpose).or(if self.all_purposes {
+            self.general
+        } else {
+            None
+        })
+    }
+
+    fn own(&self, purpose: Purpose) -> Option<Decision> {
+        self.purposes
+            .iter()
+            .find(|(p, _)| *p == purpose)
+            .map(|(_, d)| *d)
+    }
+
+    /// Makes `purpose` at least as strict as `decision` (never looser than what it already says).
+    pub(crate) fn restrict(&mut self, purpose: Purpose, decision: Decision) {
+        if purpose == Purpose::GENERAL {
+            self.general = Some(stricter_of(self.general, decision));
+            return;
+        }
+        match self.purposes.iter_mut().find(|(p, _)| *p == purpose) {
+            Some(entry) => entry.1 = entry.1.stricter(decision),
+            None => self.purposes.push((purpose, decision)),
+        }
+    }
+
+    /// Combines two objects of one call: the strictest decision wins for `general` and for every
+    /// purpose, so the result does not depend on their order.
+    pub(crate) fn merge(&mut self, other: &ConsentDecision) {
+        let mut named: Vec<Purpose> = self.purposes.iter().map(|(p, _)| *p).collect();
+        for (p, _) in &other.purposes {
+            if !named.contains(p) {
+                named.push(*p);
+            }
+        }
+        let purposes = named
+            .into_iter()
+            .filter_map(|p| {
+                let decision = match (self.purpose(p), other.purpose(p)) {
+                    (Some(a), Some(b)) => a.stricter(b),
+                    (a, b) => a.or(b)?,
+                };
+                Some((p, decision))
+            })
+            .collect();
+        self.general = match (self.general, other.general) {
+            (Some(a), Some(b)) => Some(a.stricter(b)),
+            (a, b) => a.or(b),
+        };
+        self.purposes = purposes;
+        self.all_purposes |= other.all_purposes;
+    }
+}
+
+fn stricter_of(current: Option<Decision>, decision: Decision) -> Decision {
+    current.map_or(decision, |c| c.stricter(decision))
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -180,7 +277,7 @@ enum Body {
         general: Decision,
     },
     AdobeV2 {
-        decision: LocalDecision,
+        decision: ConsentDecision,
     },
     IabTcf {
         tc_string: String,
@@ -335,17 +432,48 @@ impl ConsentObject {
         }
     }
 
-    /// The local evaluation of an Adobe object. IAB objects need the TC string decoder and are
-    /// evaluated by the engine.
-    pub(crate) fn local_adobe_decision(&self) -> Option<LocalDecision> {
+    /// What this object decides. `index` is its place in the call's `consent` array (it names
+    /// the object in an error); `iab` and `vendor_id` evaluate an IAB TCF string.
+    ///
+    /// A TC string that does not decode is refused with [`PayloadError::InvalidTcString`].
+    pub fn decide(
+        &self,
+        index: usize,
+        iab: &dyn IabEvaluator,
+        vendor_id: u16,
+    ) -> Result<ConsentDecision, PayloadError> {
         match &self.body {
-            Body::AdobeV1 { general } => Some(LocalDecision {
+            Body::AdobeV1 { general } => Ok(ConsentDecision {
                 general: Some(*general),
                 purposes: Vec::new(),
                 all_purposes: true,
             }),
-            Body::AdobeV2 { decision } => Some(decision.clone()),
-            Body::IabTcf { .. } => None,
+            Body::AdobeV2 { decision } => Ok(decision.clone()),
+            Body::IabTcf {
+                tc_string,
+                gdpr_applies,
+                ..
+            } => {
+                let general = if !gdpr_applies {
+                    Decision::In
+                } else {
+                    match iab.grants_collection(tc_string, vendor_id) {
+                        Ok(true) => Decision::In,
+                        Ok(false) => Decision::Out,
+                        Err(reason) => {
+                            return Err(PayloadError::InvalidTcString {
+                                path: format!("consent[{index}]"),
+                                reason,
+                            });
+                        }
+                    }
+                };
+                Ok(ConsentDecision {
+                    general: Some(general),
+                    purposes: Vec::new(),
+                    all_purposes: false,
+                })
+            }
         }
     }
 }
@@ -389,19 +517,29 @@ fn parse_adobe_v1(value: &Value, path: &str) -> Result<Body, PayloadError> {
     Ok(Body::AdobeV1 { general: decision })
 }
 
-/// Reads `{val: <choice>, ...}`: `val` is required and must be one of the XDM choices; the other
-/// fields the XDM type allows (`time`, `reason`, `idType`, `subscriptions`) are accepted as given.
-fn parse_field(value: &Value, path: &str, extra: &[&str]) -> Result<Decision, PayloadError> {
-    let Value::Object(map) = value else {
-        return Err(PayloadError::WrongType {
+/// `value` as a JSON object, or the Web SDK's "Expected an object" error for `path`.
+fn object_at<'a>(value: &'a Value, path: &str) -> Result<&'a Map<String, Value>, PayloadError> {
+    match value {
+        Value::Object(map) => Ok(map),
+        other => Err(PayloadError::WrongType {
             path: path.to_owned(),
             expected: "an object",
-            got: json_of(value),
-        });
-    };
+            got: json_of(other),
+        }),
+    }
+}
+
+/// Reads `{val: <choice>, ...}`: `val` is required and must be one of the XDM choices; `time`,
+/// when present, must be an RFC 3339 date-time; the other fields the XDM type allows (`reason`,
+/// `idType`, `subscriptions`) are accepted as given.
+fn parse_field(value: &Value, path: &str, extra: &[&str]) -> Result<Decision, PayloadError> {
+    let map = object_at(value, path)?;
     let mut allowed = vec!["val"];
     allowed.extend_from_slice(extra);
     reject_unknown(map, &allowed, path)?;
+    if let Some(time) = map.get("time") {
+        check_date_time(time, &format!("{path}.time"))?;
+    }
     let val = map.get("val").ok_or_else(|| PayloadError::Required {
         path: format!("{path}.val"),
     })?;
@@ -414,34 +552,121 @@ fn parse_field(value: &Value, path: &str, extra: &[&str]) -> Result<Decision, Pa
         })
 }
 
-fn parse_adobe_v2(value: &Value, path: &str) -> Result<Body, PayloadError> {
-    let Value::Object(map) = value else {
-        return Err(PayloadError::WrongType {
+/// Refuses anything but an RFC 3339 date-time string (`2019-01-01T15:52:25+00:00`,
+/// `2024-02-29T23:59:60.5Z`): the XDM `time` and `metadata.time` fields are date-times.
+fn check_date_time(value: &Value, path: &str) -> Result<(), PayloadError> {
+    if value.as_str().is_some_and(is_rfc3339_date_time) {
+        Ok(())
+    } else {
+        Err(PayloadError::WrongType {
             path: path.to_owned(),
-            expected: "an object",
+            expected: "an RFC 3339 date-time string",
             got: json_of(value),
-        });
+        })
+    }
+}
+
+/// `full-date "T" full-time` of RFC 3339 §5.6, with the calendar checked (leap years included).
+fn is_rfc3339_date_time(s: &str) -> bool {
+    let b = s.as_bytes();
+    let num = |from: usize, len: usize| -> Option<u32> {
+        let digits = b.get(from..from + len)?;
+        digits.iter().try_fold(0u32, |n, d| {
+            d.is_ascii_digit().then(|| n * 10 + u32::from(d - b'0'))
+        })
     };
+    let at = |i: usize, c: u8| b.get(i) == Some(&c);
+    let (Some(year), Some(month), Some(day), Some(hour), Some(minute), Some(second)) = (
+        num(0, 4),
+        num(5, 2),
+        num(8, 2),
+        num(11, 2),
+        num(14, 2),
+        num(17, 2),
+    ) else {
+        return false;
+    };
+    if !(at(4, b'-')
+        && at(7, b'-')
+        && (at(10, b'T') || at(10, b't'))
+        && at(13, b':')
+        && at(16, b':'))
+    {
+        return false;
+    }
+    let leap = year % 4 == 0 && (year % 100 != 0 || year % 400 == 0);
+    let days = match month {
+        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
+        4 | 6 | 9 | 11 => 30,
+        2 if leap => 29,
+        2 => 28,
+        _ => return false,
+    };
+    if day == 0 || day > days || hour > 23 || minute > 59 || second > 60 {
+        return false;
+    }
+    let mut i = 19;
+    if at(i, b'.') {
+        i += 1;
+        let start = i;
+        while b.get(i).is_some_and(u8::is_ascii_digit) {
+            i += 1;
+        }
+        if i == start {
+            return false;
+        }
+    }
+    match b.get(i) {
+        Some(b'Z' | b'z') => i + 1 == b.len(),
+        Some(b'+' | b'-') => {
+            i + 6 == b.len()
+                && at(i + 3, b':')
+                && num(i + 1, 2).is_some_and(|h| h <= 23)
+                && num(i + 4, 2).is_some_and(|m| m <= 59)
+        }
+        _ => false,
+    }
+}
+
+/// The XDM consent fields an Adobe 2.0 value may hold at the top level.
+const ADOBE_V2_FIELDS: [&str; 7] = [
+    "collect",
+    "share",
+    "personalize",
+    "marketing",
+    "adID",
+    "metadata",
+    "idSpecific",
+];
+
+fn parse_adobe_v2(value: &Value, path: &str) -> Result<Body, PayloadError> {
+    let map = object_at(value, path)?;
     if map.is_empty() {
         return Err(PayloadError::EmptyValue {
             path: path.trim_end_matches(".value").to_owned(),
             got: "{}".to_owned(),
         });
     }
-    reject_unknown(
-        map,
-        &[
-            "collect",
-            "share",
-            "personalize",
-            "marketing",
-            "adID",
-            "metadata",
-            "idSpecific",
-        ],
-        path,
-    )?;
-    let mut decision = LocalDecision::default();
+    reject_unknown(map, &ADOBE_V2_FIELDS, path)?;
+    let mut decision = parse_consents(map, path)?;
+    if let Some(metadata) = map.get("metadata") {
+        let mpath = format!("{path}.metadata");
+        let mmap = object_at(metadata, &mpath)?;
+        reject_unknown(mmap, &["time"], &mpath)?;
+        if let Some(time) = mmap.get("time") {
+            check_date_time(time, &format!("{mpath}.time"))?;
+        }
+    }
+    if let Some(id_specific) = map.get("idSpecific") {
+        parse_id_specific(id_specific, &format!("{path}.idSpecific"), &mut decision)?;
+    }
+    Ok(Body::AdobeV2 { decision })
+}
+
+/// Reads the consent fields (`collect`, `share`, `adID`, `personalize`, `marketing`) of `map`,
+/// which the caller has already checked for unknown fields.
+fn parse_consents(map: &Map<String, Value>, path: &str) -> Result<ConsentDecision, PayloadError> {
+    let mut decision = ConsentDecision::default();
     if let Some(collect) = map.get("collect") {
         decision.general = Some(parse_field(collect, &format!("{path}.collect"), &["time"])?);
     }
@@ -464,13 +689,7 @@ fn parse_adobe_v2(value: &Value, path: &str) -> Result<Body, PayloadError> {
     }
     if let Some(personalize) = map.get("personalize") {
         let ppath = format!("{path}.personalize");
-        let Value::Object(pmap) = personalize else {
-            return Err(PayloadError::WrongType {
-                path: ppath,
-                expected: "an object",
-                got: json_of(personalize),
-            });
-        };
+        let pmap = object_at(personalize, &ppath)?;
         reject_unknown(pmap, &["content"], &ppath)?;
         if let Some(content) = pmap.get("content") {
             let d = parse_field(content, &format!("{ppath}.content"), &["time"])?;
@@ -480,68 +699,78 @@ fn parse_adobe_v2(value: &Value, path: &str) -> Result<Body, PayloadError> {
     if let Some(marketing) = map.get("marketing") {
         parse_marketing(marketing, &format!("{path}.marketing"), &mut decision)?;
     }
-    if let Some(metadata) = map.get("metadata") {
-        let mpath = format!("{path}.metadata");
-        let Value::Object(mmap) = metadata else {
-            return Err(PayloadError::WrongType {
-                path: mpath,
-                expected: "an object",
-                got: json_of(metadata),
-            });
-        };
-        reject_unknown(mmap, &["time"], &mpath)?;
-        if let Some(time) = mmap.get("time")
-            && !time.is_string()
-        {
-            return Err(PayloadError::WrongType {
-                path: format!("{mpath}.time"),
-                expected: "a date-time string",
-                got: json_of(time),
-            });
-        }
-    }
-    if let Some(id_specific) = map.get("idSpecific")
-        && !id_specific.is_object()
-    {
-        return Err(PayloadError::WrongType {
-            path: format!("{path}.idSpecific"),
-            expected: "an object",
-            got: json_of(id_specific),
-        });
-    }
-    Ok(Body::AdobeV2 { decision })
+    Ok(decision)
 }
 
-const MARKETING_PREFERRED: &str = r#"["email","push","inApp","sms","whatsApp","phone","phyMail","inVehicle","inHome","iot","social","other","none","unknown"]"#;
+/// Reads `idSpecific: {<namespace>: {<id>: {<consent fields>}}}` and honours it as strictly as a
+/// device that cannot tell the ids apart can: an id-level `n` (or pending value) makes the whole
+/// purpose at least that strict; an id-level `y` never loosens the channel-level decision. The
+/// XDM rule "channel-level `n` wins over any id-level value" therefore always holds.
+fn parse_id_specific(
+    value: &Value,
+    path: &str,
+    decision: &mut ConsentDecision,
+) -> Result<(), PayloadError> {
+    for (namespace, ids) in object_at(value, path)? {
+        let npath = format!("{path}.{namespace}");
+        for (id, consents) in object_at(ids, &npath)? {
+            let ipath = format!("{npath}.{id}");
+            let imap = object_at(consents, &ipath)?;
+            reject_unknown(imap, &ADOBE_V2_FIELDS[..5], &ipath)?;
+            let own = parse_consents(imap, &ipath)?;
+            let general = own.general.map(|d| (Purpose::GENERAL, d));
+            for (purpose, d) in general.into_iter().chain(own.purposes) {
+                if d != Decision::In {
+                    decision.restrict(purpose, d);
+                }
+            }
+        }
+    }
+    Ok(())
+}
 
-/// Reads `marketing`, applying `marketing.any`: `n` overrides every channel, `y` makes unset
-/// channels `y`, unset leaves each channel to itself.
+/// The values of `marketing.preferred`, exactly.
+const MARKETING_PREFERRED: [&str; 14] = [
+    "email",
+    "push",
+    "inApp",
+    "sms",
+    "whatsApp",
+    "phone",
+    "phyMail",
+    "inVehicle",
+    "inHome",
+    "iot",
+    "social",
+    "other",
+    "none",
+    "unknown",
+];
+const MARKETING_PREFERRED_JSON: &str = r#"["email","push","inApp","sms","whatsApp","phone","phyMail","inVehicle","inHome","iot","social","other","none","unknown"]"#;
+
+/// Reads `marketing`, applying `marketing.any` to every channel it is not overridden for, as the
+/// XDM reference says: `n` ignores every finer setting; `y` makes every channel `y` unless it is
+/// explicitly `n`; any other value (`p`, `u`, `dy`, `dn`, …: pending) is the decision of every
+/// channel without one of its own; unset leaves each channel to itself.
 fn parse_marketing(
     value: &Value,
     path: &str,
-    decision: &mut LocalDecision,
+    decision: &mut ConsentDecision,
 ) -> Result<(), PayloadError> {
-    let Value::Object(map) = value else {
-        return Err(PayloadError::WrongType {
-            path: path.to_owned(),
-            expected: "an object",
-            got: json_of(value),
-        });
-    };
+    let map = object_at(value, path)?;
     let mut allowed = vec!["preferred", "any"];
     allowed.extend(Purpose::MARKETING_CHANNELS.iter().map(|(name, _)| *name));
     reject_unknown(map, &allowed, path)?;
-    if let Some(preferred) = map.get("preferred") {
-        let ok = preferred
+    if let Some(preferred) = map.get("preferred")
+        && !preferred
             .as_str()
-            .is_some_and(|p| MARKETING_PREFERRED.contains(&format!("\"{p}\"")));
-        if !ok {
-            return Err(PayloadError::NotOneOf {
-                path: format!("{path}.preferred"),
-                allowed: MARKETING_PREFERRED,
-                got: json_of(preferred),
-            });
-        }
+            .is_some_and(|p| MARKETING_PREFERRED.contains(&p))
+    {
+        return Err(PayloadError::NotOneOf {
+            path: format!("{path}.preferred"),
+            allowed: MARKETING_PREFERRED_JSON,
+            got: json_of(preferred),
+        });
     }
     let field_extras = ["time", "reason", "subscriptions"];
     let any = match map.get("any") {
@@ -561,10 +790,12 @@ fn parse_marketing(
             None => None,
         };
         let effective = match (any, own) {
-            (Some(Decision::Out), _) => Some(Decision::Out),
-            (_, Some(own)) => Some(own),
-            (Some(Decision::In), None) => Some(Decision::In),
-            _ => None,
+            (Some(Decision::Out), _) | (Some(Decision::In), Some(Decision::Out)) => {
+                Some(Decision::Out)
+            }
+            (Some(Decision::In), _) => Some(Decision::In),
+            (Some(Decision::Pending), own) => Some(own.unwrap_or(Decision::Pending)),
+            (None, own) => own,
         };
         if let Some(d) = effective {
             decision.purposes.push((purpose, d));
@@ -713,6 +944,25 @@ impl SetConsentOptions {
             identity_map,
             edge_config_overrides,
         })
+    }
+
+    /// What the whole call decides: every object's decision, combined so that the strictest
+    /// wins for `general` and for every purpose (see [`ConsentDecision`]). The engine and
+    /// `consent-server` both decide through this function.
+    pub fn decide(
+        &self,
+        iab: &dyn IabEvaluator,
+        vendor_id: u16,
+    ) -> Result<ConsentDecision, PayloadError> {
+        let mut combined: Option<ConsentDecision> = None;
+        for (i, object) in self.consent.iter().enumerate() {
+            let one = object.decide(i, iab, vendor_id)?;
+            match combined.as_mut() {
+                Some(all) => all.merge(&one),
+                None => combined = Some(one),
+            }
+        }
+        Ok(combined.unwrap_or_default())
     }
 
     /// The consent objects as the JSON array sent in the request body.
@@ -951,10 +1201,10 @@ mod tests {
         );
     }
 
-    fn local(value: Value) -> LocalDecision {
+    fn local(value: Value) -> ConsentDecision {
         ConsentObject::adobe_v2(value)
             .unwrap()
-            .local_adobe_decision()
+            .decide(0, &TcfDecoder, 565)
             .unwrap()
     }
 

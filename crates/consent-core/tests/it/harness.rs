@@ -38,6 +38,9 @@ pub(crate) enum Answer {
     Fail,
     /// Fail, but with a consent cookie `general=<value>`.
     FailWithCookie(&'static str),
+    /// Accept it with the identity and cluster cookies Edge writes and this consent cookie
+    /// value and max-age instead of Edge's (`"general=foo"`, `"foo=out"`, or max-age 0 to remove).
+    EdgeWithConsent(&'static str, u64),
 }
 
 #[derive(Debug)]
@@ -58,8 +61,11 @@ pub(crate) struct Harness {
     pub(crate) logs: Vec<(LogLevel, String)>,
     pub(crate) records: Vec<ConsentRecord>,
     pub(crate) changes: Vec<ConsentView>,
-    /// Cookies written other than the consent cookie, with the state at the time.
+    /// Cookies written other than the consent cookie, with the state reported at the time (the
+    /// last `ConsentChanged` before the write in the action stream).
     pub(crate) other_cookie_writes: Vec<(String, ConsentView)>,
+    /// The state last reported through `ConsentChanged`.
+    pub(crate) reported: Option<ConsentView>,
     /// Cookies the engine refused to write.
     pub(crate) refused: Vec<String>,
     /// Every action, in order.
@@ -99,6 +105,7 @@ impl Harness {
             records: Vec::new(),
             changes: Vec::new(),
             other_cookie_writes: Vec::new(),
+            reported: None,
             refused: Vec::new(),
             trace: Vec::new(),
             next_command: 1,
@@ -138,9 +145,17 @@ impl Harness {
     /// A new engine over the same jar and snapshot, as after a process restart. Returns the
     /// commands that were still queued (the durable queue would submit them again).
     pub(crate) fn restart(&mut self) -> Vec<CommandId> {
+        let config = self.config.clone();
+        self.restart_with(config)
+    }
+
+    /// A restart with another configuration (another `defaultConsent`, say).
+    pub(crate) fn restart_with(&mut self, config: Config) -> Vec<CommandId> {
         let queued: Vec<CommandId> = self.engine.queued().collect();
-        self.engine = Engine::new(self.config.clone());
+        self.engine = Engine::new(config.clone());
+        self.config = config;
         self.outstanding.clear();
+        self.reported = None;
         self.start();
         queued
     }
@@ -186,8 +201,9 @@ impl Harness {
                 Action::SetConsentDone { id, outcome } => self.done.push((id, outcome)),
                 Action::StoreCookie(cookie) => {
                     if cookie.name != self.names.consent() {
+                        let reported = self.reported.clone().expect("a state was reported");
                         self.other_cookie_writes
-                            .push((cookie.name.clone(), self.engine.consent()));
+                            .push((cookie.name.clone(), reported));
                     }
                     let expires = cookie.max_age.map(|s| self.now.plus_secs(s));
                     self.jar.insert(cookie.name, (cookie.value, expires));
@@ -197,7 +213,10 @@ impl Harness {
                 }
                 Action::PersistState(snapshot) => self.snapshot = Some(snapshot),
                 Action::Record(record) => self.records.push(record),
-                Action::ConsentChanged(view) => self.changes.push(view),
+                Action::ConsentChanged(view) => {
+                    self.reported = Some(view.clone());
+                    self.changes.push(view);
+                }
                 Action::CookieRefused { name } => self.refused.push(name),
                 Action::Log { level, message } => self.logs.push((level, message.into_owned())),
                 other => panic!("unexpected action {other:?}"),
@@ -256,6 +275,11 @@ impl Harness {
             Answer::Edge => (Outcome::Success, self.edge_cookies(&consent)),
             Answer::NoCookie => (Outcome::Success, vec![]),
             Answer::Fail => (Outcome::Failure, vec![]),
+            Answer::EdgeWithConsent(value, max_age) => {
+                let mut cookies = vec![Cookie::new(self.names.consent(), value, Some(max_age))];
+                cookies.extend(self.identity_cookies());
+                (Outcome::Success, cookies)
+            }
             Answer::FailWithCookie(value) => (
                 Outcome::Failure,
                 vec![Cookie::new(

@@ -816,14 +816,19 @@ fn improvement_4_a_deleted_cookie_means_the_call_is_sent() {
     let mut h = Harness::new("pending");
     h.set_consent("in");
     h.answer(Answer::Edge);
-    // The server removes the consent cookie (or it expires) while running.
-    let removal = Cookie::new(h.names.consent(), "", Some(0));
-    h.interact_response(Outcome::Success, vec![removal]);
+    // The consent cookie is deleted from the jar (by the person, or a cleaner) between runs.
+    h.jar.remove(h.names.consent());
+    h.restart();
     assert_eq!(h.consent_cookie(), None);
     h.set_consent("in");
     assert_eq!(h.sent.len(), 2, "not skipped");
     h.answer(Answer::Edge);
     assert_eq!(h.state(), (Decision::In, true));
+    // A response that asks to remove the consent cookie is refused: only the engine removes it.
+    let removal = Cookie::new(h.names.consent(), "", Some(0));
+    h.interact_response(Outcome::Success, vec![removal]);
+    assert_eq!(h.consent_cookie(), Some("general=in"));
+    assert_eq!(h.refused.last().map(String::as_str), Some(h.names.consent()));
 }
 
 #[test]
