@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::types::Timestamp;
+use crate::types::{Decision, Timestamp};
 
 /// How long the server keeps the consent cookie: 180 days, in seconds.
 pub const CONSENT_COOKIE_MAX_AGE: u64 = 15_552_000;
@@ -103,8 +103,15 @@ impl CookieNames {
 
 /// Parses a consent cookie value: `;`-separated `name=value` pairs (`general=in;foo=out`).
 ///
-/// Whitespace around names is ignored; a pair without `=` has an empty value. Later pairs with the
-/// same name win, as in the Web SDK.
+/// Whitespace around names and values is ignored (a cookie jar may add it after `;`); a pair
+/// without `=` has an empty value. A name that appears twice takes the stricter value (out over
+/// pending over in), and a value that is not a decision wins over one that is, so a duplicated
+/// key can never make a cookie read as "in" that also says something else.
+///
+/// ```
+/// assert_eq!(consent_core::general_value("general=out; general=in"), Some("out"));
+/// assert_eq!(consent_core::general_value("general=in;general=foo"), Some("foo"));
+/// ```
 pub fn parse_consent_cookie(value: &str) -> Vec<(&str, &str)> {
     let mut pairs: Vec<(&str, &str)> = Vec::new();
     for part in value.split(';') {
@@ -115,11 +122,19 @@ pub fn parse_consent_cookie(value: &str) -> Vec<(&str, &str)> {
         let name = name.trim();
         let val = val.trim();
         match pairs.iter_mut().find(|(n, _)| *n == name) {
-            Some(pair) => pair.1 = val,
+            Some(pair) => pair.1 = stricter_value(pair.1, val),
             None => pairs.push((name, val)),
         }
     }
     pairs
+}
+
+fn stricter_value<'a>(a: &'a str, b: &'a str) -> &'a str {
+    match (Decision::from_wire(a), Decision::from_wire(b)) {
+        (Some(x), Some(y)) if x.stricter(y) == x => a,
+        (Some(_), _) => b,
+        (None, _) => a,
+    }
 }
 
 /// The value of the `general` pair of a consent cookie, if it has one.
@@ -155,6 +170,11 @@ mod tests {
             parse_consent_cookie("general=in; general=out"),
             vec![("general", "out")]
         );
+        // A duplicated key takes the stricter value, whatever the order.
+        assert_eq!(general_value("general=out; general=in"), Some("out"));
+        assert_eq!(general_value("general=pending;general=in"), Some("pending"));
+        assert_eq!(general_value("general=in;general=foo"), Some("foo"));
+        assert_eq!(general_value("general=foo;general=in"), Some("foo"));
     }
 
     #[test]
