@@ -180,7 +180,9 @@ pub struct Snapshot {
     /// Named purposes with a decision of their own, by name.
     pub purposes: Vec<(String, Decision)>,
     /// The `setConsent` calls of a chain that had not settled, oldest first. At the next start the
-    /// engine stays suspended and sends them again, so a restart never loses an opt-out.
+    /// engine stays suspended and sends them again, so a restart never loses an opt-out. Their
+    /// [`SetConsentId`]s stay in use until they settle: a driver numbers its new calls after the
+    /// largest one here.
     #[serde(default)]
     pub pending: Vec<PendingCall>,
 }
@@ -1217,12 +1219,11 @@ impl Engine {
         let outcome = match outcome {
             Outcome::Success => {
                 self.fingerprint = Some(job.fingerprint.clone());
-                // The cookie this call leaves: the server's, or the one the engine writes for
-                // the call's own decision when the server's was missing or unusable.
-                self.fingerprint_cookie = match (cookie, job.decision.general) {
-                    (None, Some(general)) => Some(format!("general={general}")),
-                    _ => self.consent_cookie.as_ref().map(|c| c.value.clone()),
-                };
+                // The skip needs proof that the server has this consent: the usable cookie it
+                // wrote. Without one (missing, refused, a removal) a repeat is sent again.
+                self.fingerprint_cookie = cookie
+                    .and_then(|_| self.consent_cookie.as_ref())
+                    .map(|c| c.value.clone());
                 let requested = job.decision.general;
                 let hashes = job.fingerprint.clone();
                 self.settle_accepted(job, cookie);

@@ -1289,6 +1289,143 @@ mod tests {
         // Unset `any` leaves each channel to itself.
         let d = local(json!({"marketing": {"push": {"val": "n"}}}));
         assert_eq!(d.purposes, vec![(Purpose::MARKETING_PUSH, Decision::Out)]);
+        // `any` with any other value is every channel's decision unless the channel has its own.
+        for any in ["p", "u", "dy", "dn", "LI"] {
+            let d = local(json!({"marketing": {"any": {"val": any}, "push": {"val": "y"}}}));
+            assert_eq!(
+                d.purpose(Purpose::MARKETING_EMAIL),
+                Some(Decision::Pending),
+                "{any}"
+            );
+            assert_eq!(
+                d.purpose(Purpose::MARKETING_PUSH),
+                Some(Decision::In),
+                "{any}"
+            );
+        }
+        // `any: y` treats finer settings as `y` unless they are explicitly `n`.
+        let d = local(json!({"marketing": {"any": {"val": "y"}, "email": {"val": "p"}}}));
+        assert_eq!(d.purpose(Purpose::MARKETING_EMAIL), Some(Decision::In));
+    }
+
+    fn decide(consent: Value) -> ConsentDecision {
+        SetConsentOptions::from_json(&json!({ "consent": consent }))
+            .unwrap()
+            .decide(&TcfDecoder, 565)
+            .unwrap()
+    }
+
+    #[test]
+    fn several_objects_take_the_strictest_decision_in_any_order() {
+        let v1 = |g: &str| json!({"standard": "Adobe", "version": "1.0", "value": {"general": g}});
+        let v2 = |value: Value| json!({"standard": "Adobe", "version": "2.0", "value": value});
+        let share_n = v2(json!({"collect": {"val": "y"}, "share": {"val": "n"}}));
+        let share_y = v2(json!({"collect": {"val": "y"}, "share": {"val": "y"}}));
+        let pending = v2(json!({"collect": {"val": "p"}}));
+        for (objects, general, share, all) in [
+            (
+                vec![share_n.clone(), v1("in")],
+                Decision::In,
+                Decision::Out,
+                true,
+            ),
+            (
+                vec![v1("in"), share_n.clone()],
+                Decision::In,
+                Decision::Out,
+                true,
+            ),
+            (
+                vec![share_y.clone(), share_n.clone()],
+                Decision::In,
+                Decision::Out,
+                false,
+            ),
+            (
+                vec![share_n.clone(), share_y.clone()],
+                Decision::In,
+                Decision::Out,
+                false,
+            ),
+            (
+                vec![share_y.clone(), v1("out")],
+                Decision::Out,
+                Decision::Out,
+                true,
+            ),
+            (
+                vec![v1("in"), pending.clone()],
+                Decision::Pending,
+                Decision::Pending,
+                true,
+            ),
+            (
+                vec![pending.clone(), v1("in")],
+                Decision::Pending,
+                Decision::Pending,
+                true,
+            ),
+        ] {
+            let d = decide(json!(objects));
+            assert_eq!(d.general, Some(general), "{objects:?}");
+            assert_eq!(d.purpose(Purpose::SHARE), Some(share), "{objects:?}");
+            assert_eq!(d.all_purposes, all, "{objects:?}");
+        }
+        // An object that does not speak of a purpose leaves it to the others.
+        let d = decide(json!([share_y, v2(json!({"collect": {"val": "y"}}))]));
+        assert_eq!(d.purpose(Purpose::SHARE), Some(Decision::In));
+        assert_eq!(d.purpose(Purpose::AD_ID), None);
+    }
+
+    #[test]
+    fn an_undecodable_tc_string_names_its_object() {
+        let err = SetConsentOptions::from_json(&json!({"consent": [
+            {"standard": "Adobe", "version": "1.0", "value": {"general": "in"}},
+            {"standard": "IAB TCF", "version": "2.0", "value": "not a TC string", "gdprApplies": true},
+        ]}))
+        .unwrap()
+        .decide(&TcfDecoder, 565)
+        .unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("'consent[1].value': Invalid IAB TCF consent string:"),
+            "{err}"
+        );
+        assert_eq!(err.edge_code(), "EXEG-0104-422");
+    }
+
+    #[test]
+    fn date_times_follow_rfc_3339() {
+        for ok in [
+            "2019-01-01T15:52:25+00:00",
+            "2019-01-01T15:52:25Z",
+            "2019-01-01t15:52:25.123456z",
+            "2024-02-29T23:59:60-12:30",
+        ] {
+            assert!(is_rfc3339_date_time(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "not a date",
+            "2019-01-01",
+            "2019-01-01 15:52:25Z",
+            "2019-01-01T15:52:25",
+            "2019-13-01T15:52:25Z",
+            "2023-02-29T15:52:25Z",
+            "2019-01-01T24:00:00Z",
+            "2019-01-01T15:52:25.Z",
+            "2019-01-01T15:52:25+0000",
+            "2019-01-01T15:52:25+24:00",
+            "2019-01-01T15:52:25Z ",
+            "２019-01-01T15:52:25Z",
+        ] {
+            assert!(!is_rfc3339_date_time(bad), "{bad}");
+        }
+        let err = ConsentObject::adobe_v2(json!({"collect": {"val": "y", "time": 5}})).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "'consent[0].value.collect.time': Expected an RFC 3339 date-time string, but got 5."
+        );
     }
 
     #[test]

@@ -9,4 +9,5 @@
 mod alloc;
 mod harness;
 mod property;
+mod review;
 mod scenarios;
