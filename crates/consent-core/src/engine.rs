@@ -1222,7 +1222,7 @@ impl Engine {
                 // The skip needs proof that the server has this consent: the usable cookie it
                 // wrote. Without one (missing, refused, a removal) a repeat is sent again.
                 self.fingerprint_cookie = cookie
-                    .and_then(|_| self.consent_cookie.as_ref())
+                    .and(self.consent_cookie.as_ref())
                     .map(|c| c.value.clone());
                 let requested = job.decision.general;
                 let hashes = job.fingerprint.clone();

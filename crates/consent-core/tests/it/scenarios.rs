@@ -11,18 +11,126 @@ use LogLevel::{Info, Warn};
 const USER_CONSENTED: (LogLevel, &str) = (Info, "User consented.");
 const USER_DECLINED: (LogLevel, &str) = (Warn, "User declined consent.");
 
+// ----- helpers -----
+
+/// Where a submitted command stands, as the harness saw it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fate {
+    Released,
+    Declined(RejectReason),
+    Queued,
+}
+
+/// The fate of `command`; a command that neither ended nor waits in the queue fails the test,
+/// since the engine must account for every command it was given.
+fn fate(h: &Harness, command: CommandId) -> Fate {
+    if h.released.contains(&command) {
+        Fate::Released
+    } else if let Some(reason) = h.reason_of(command) {
+        Fate::Declined(reason)
+    } else {
+        assert!(
+            h.engine.queued().any(|queued| queued == command),
+            "{command:?} was lost: neither released, declined nor queued"
+        );
+        Fate::Queued
+    }
+}
+
+/// The names of the cookies in the jar, sorted (the jar is ordered by name).
+fn jar_names(h: &Harness) -> Vec<&str> {
+    h.jar.keys().map(String::as_str).collect()
+}
+
+/// The cookie names for the short names the tables use ("consent", "identity", "cluster"),
+/// sorted like [`jar_names`], so that the tables can spell out the expected jar.
+fn cookie_names(h: &Harness, kinds: &[&str]) -> Vec<String> {
+    let mut names: Vec<String> = kinds
+        .iter()
+        .map(|kind| match *kind {
+            "consent" => h.names.consent().to_owned(),
+            "identity" => h.names.identity().to_owned(),
+            "cluster" => h.names.cluster().to_owned(),
+            other => panic!("unknown cookie kind {other}"),
+        })
+        .collect();
+    names.sort();
+    names
+}
+
+/// Checks that every cookie other than the consent cookie was written while the state last
+/// reported to subscribers (in the action stream, before the write) was "in", and returns the
+/// names written, in order. A write under any other reported state is a cookie written before
+/// or against consent.
+fn other_writes_all_in<'h>(h: &'h Harness, context: &str) -> Vec<&'h str> {
+    for (name, view) in &h.other_cookie_writes {
+        assert_eq!(
+            view.state,
+            Decision::In,
+            "{context}: {name} was written while {view:?} was the reported state"
+        );
+    }
+    h.other_cookie_writes
+        .iter()
+        .map(|(name, _)| name.as_str())
+        .collect()
+}
+
 // ----- §6.1 the state machine -----
 
 #[test]
 fn pending_queues_in_releases_out_declines() {
+    // Pending: commands neither run nor end; they wait, in the order they came.
     let mut h = Harness::new("pending");
     let c = h.submit();
     assert!(h.released.is_empty() && h.rejected.is_empty());
     assert_eq!(h.engine.queued().collect::<Vec<_>>(), vec![c]);
+    let d = h.submit();
+    assert_eq!(h.engine.queued().collect::<Vec<_>>(), vec![c, d]);
+    // A later "in" releases the queued commands in order, once the server has answered.
+    h.set_consent("in");
+    assert!(
+        h.released.is_empty() && h.rejected.is_empty(),
+        "nothing runs while the call is in flight"
+    );
+    h.answer(Answer::Edge);
+    assert_eq!(h.released, vec![c, d]);
+    assert!(h.rejected.is_empty());
+    assert_eq!(h.engine.queued().count(), 0);
 
+    // A later "out" declines the queued commands in order, as the user's own refusal.
+    let mut h = Harness::new("pending");
+    let c = h.submit();
+    let d = h.submit();
+    h.set_consent("out");
+    assert!(
+        h.rejected.is_empty(),
+        "nothing ends while the call is in flight"
+    );
+    h.answer(Answer::Edge);
+    assert_eq!(
+        h.rejected,
+        vec![
+            (c, RejectReason::UserDeclined),
+            (d, RejectReason::UserDeclined)
+        ]
+    );
+    assert!(h.released.is_empty());
+    assert_eq!(h.engine.queued().count(), 0);
+
+    // Default "in" releases at once, and nothing is left waiting.
     let mut h = Harness::new("in");
     let c = h.submit();
     assert_eq!(h.released, vec![c]);
+    assert!(h.rejected.is_empty());
+    assert_eq!(h.engine.queued().count(), 0);
+
+    // Default "out" declines at once, with the reason for a person who said nothing yet.
+    let mut h = Harness::new("out");
+    let c = h.submit();
+    assert_eq!(h.rejected, vec![(c, RejectReason::NoPreferences)]);
+    assert!(h.released.is_empty());
+    assert_eq!(h.engine.queued().count(), 0);
 }
 
 #[test]
@@ -560,25 +668,60 @@ fn c225953_identity_map_goes_with_the_request() {
 
 #[test]
 fn iab_scenarios() {
-    // C224670, C224671, C224673, C224674 with the engine's own evaluation, and the server's
-    // cookie agreeing.
-    for (tc, applies, expected) in [
+    // C224670, C224671, C224673, C224674. The harness's scripted Edge evaluates IAB strings with
+    // the engine's own rule, so its answers cannot tell the two apart. Here the server's cookie is
+    // given explicitly, once agreeing with the local evaluation and once contradicting it: the
+    // state must follow the cookie. Then the server answers without a cookie, and only the
+    // engine's own evaluation can decide.
+    for (tc, applies, local) in [
         ("GRANT", true, Decision::In),
         ("DENY", true, Decision::Out),
         ("GRANT", false, Decision::In),
         ("DENY", false, Decision::In),
     ] {
+        for (cookie, server) in [("general=in", Decision::In), ("general=out", Decision::Out)] {
+            let context = format!("{tc} {applies}, server says {cookie}");
+            let mut h = Harness::new("pending");
+            let c = h.submit();
+            h.set_consent_json(json!({"consent": [iab(tc, applies)]}));
+            h.answer(Answer::EdgeWithConsent(cookie, CONSENT_COOKIE_MAX_AGE));
+            assert_eq!(h.state(), (server, true), "{context}");
+            assert_eq!(h.consent_cookie(), Some(cookie), "{context}");
+            match server {
+                Decision::In => assert_eq!(fate(&h, c), Fate::Released, "{context}"),
+                _ => assert_eq!(
+                    fate(&h, c),
+                    Fate::Declined(RejectReason::UserDeclined),
+                    "{context}"
+                ),
+            }
+            // The record keeps both words: what the call asked (the local evaluation) and what
+            // applied (the server's cookie).
+            let record = h
+                .records
+                .iter()
+                .rfind(|r| r.source == RecordSource::User)
+                .unwrap();
+            assert_eq!(record.requested, Some(local), "{context}");
+            assert_eq!(record.general, server, "{context}");
+        }
+        // Without a cookie, the engine's own evaluation decides, and the consent cookie it
+        // writes says so, so that the next start agrees.
         let mut h = Harness::new("pending");
         let c = h.submit();
         h.set_consent_json(json!({"consent": [iab(tc, applies)]}));
-        h.answer(Answer::Edge);
-        assert_eq!(h.state().0, expected, "{tc} {applies}");
-        assert_eq!(h.released.contains(&c), expected == Decision::In);
-        // Without the cookie, the local evaluation decides the same way.
-        let mut h = Harness::new("pending");
-        h.set_consent_json(json!({"consent": [iab(tc, applies)]}));
         h.answer(Answer::NoCookie);
-        assert_eq!(h.state().0, expected, "local {tc} {applies}");
+        assert_eq!(h.state(), (local, true), "local {tc} {applies}");
+        assert_eq!(
+            h.consent_cookie(),
+            Some(format!("general={local}").as_str()),
+            "local {tc} {applies}"
+        );
+        assert_eq!(
+            h.released.contains(&c),
+            local == Decision::In,
+            "local {tc} {applies}"
+        );
     }
 }
 
@@ -747,6 +890,104 @@ fn c1576777_identity_deleted_after_out() {
     let c = h.submit();
     assert_eq!(h.reason_of(c), Some(RejectReason::UserDeclined));
     assert_eq!(h.consent_cookie(), Some("general=out"));
+
+    // The reference's precondition: an identity cookie written while consent was in (by
+    // default), from the interact answer of an event sent before the opt-out.
+    let mut h = Harness::new("in");
+    let early = h.submit();
+    assert_eq!(h.released, vec![early]);
+    let offered = h.identity_cookies();
+    h.interact_response(Outcome::Success, offered);
+    assert!(
+        h.jar.contains_key(h.names.identity()),
+        "precondition: the identity cookie exists, written while in"
+    );
+    let written_while_in = other_writes_all_in(&h, "before the opt-out").len();
+    assert_eq!(written_while_in, 2, "identity and cluster");
+    // The opt-out's answer asks to remove the identity and cluster cookies (max-age 0): removing
+    // a cookie collects nothing, so the engine carries it out even though consent is now out.
+    h.set_consent("out");
+    let request = h.outstanding.pop_front().unwrap();
+    let cookies = vec![
+        Cookie::new(
+            h.names.consent(),
+            "general=out",
+            Some(CONSENT_COOKIE_MAX_AGE),
+        ),
+        Cookie::new(h.names.identity(), "", Some(0)),
+        Cookie::new(h.names.cluster(), "", Some(0)),
+    ];
+    h.handle(Input::Response(Response {
+        origin: Origin::SetConsent(request),
+        outcome: Outcome::Success,
+        cookies,
+    }));
+    assert_eq!(h.state(), (Decision::Out, true));
+    assert_eq!(
+        jar_names(&h),
+        cookie_names(&h, &["consent"]),
+        "the identity cookie is gone"
+    );
+    assert_eq!(h.consent_cookie(), Some("general=out"));
+    // A new identity cookie offered while out (a late interact answer) is refused.
+    let refused = h.refused.len();
+    let offered = h.identity_cookies();
+    h.interact_response(Outcome::Success, offered);
+    assert!(!h.jar.contains_key(h.names.identity()));
+    assert_eq!(
+        h.refused[refused..],
+        [h.names.identity().to_owned(), h.names.cluster().to_owned()]
+    );
+    // The reload without the identity cookie: the reference deletes the consent cookie and sends
+    // events again; here the stored opt-out is honoured, and identity cookies stay refused.
+    h.restart();
+    assert_eq!(h.state(), (Decision::Out, true));
+    assert_eq!(h.consent_cookie(), Some("general=out"));
+    let c = h.submit();
+    assert_eq!(h.reason_of(c), Some(RejectReason::UserDeclined));
+    let offered = h.identity_cookies();
+    h.interact_response(Outcome::Success, offered);
+    assert_eq!(jar_names(&h), cookie_names(&h, &["consent"]));
+    assert_eq!(
+        h.other_cookie_writes.len(),
+        written_while_in,
+        "no cookie but the consent cookie is written while out: {:?}",
+        h.other_cookie_writes
+    );
+
+    // The reference's own steps: the server does not remove the identity cookie; the person
+    // deletes it, then reloads. Whatever the engine does with the identity cookie written while
+    // in, it must never write one again while out, and the reload must stay out.
+    let mut h = Harness::new("in");
+    h.submit();
+    let offered = h.identity_cookies();
+    h.interact_response(Outcome::Success, offered);
+    assert!(h.jar.contains_key(h.names.identity()), "precondition");
+    h.set_consent("out");
+    let refused = h.refused.len();
+    h.answer(Answer::Edge);
+    assert!(
+        h.refused[refused..].contains(&h.names.identity().to_owned()),
+        "the opt-out's answer offers the identity cookie again: refused"
+    );
+    assert_eq!(
+        h.other_cookie_writes.len(),
+        2,
+        "only the writes from before the opt-out: {:?}",
+        h.other_cookie_writes
+    );
+    other_writes_all_in(&h, "identity written, then out");
+    h.jar.remove(h.names.identity());
+    h.restart();
+    assert_eq!(h.state(), (Decision::Out, true));
+    assert_eq!(h.consent_cookie(), Some("general=out"));
+    let c = h.submit();
+    assert_eq!(h.reason_of(c), Some(RejectReason::UserDeclined));
+    assert_eq!(
+        h.released.len(),
+        1,
+        "only the event from before the opt-out"
+    );
 }
 
 // ----- §6.7 improvements over the reference -----
@@ -828,7 +1069,10 @@ fn improvement_4_a_deleted_cookie_means_the_call_is_sent() {
     let removal = Cookie::new(h.names.consent(), "", Some(0));
     h.interact_response(Outcome::Success, vec![removal]);
     assert_eq!(h.consent_cookie(), Some("general=in"));
-    assert_eq!(h.refused.last().map(String::as_str), Some(h.names.consent()));
+    assert_eq!(
+        h.refused.last().map(String::as_str),
+        Some(h.names.consent())
+    );
 }
 
 #[test]
@@ -886,8 +1130,14 @@ fn improvement_no_cookie_but_the_consent_cookie_before_consent() {
             vec![h.names.consent()],
             "{default}: only the consent cookie"
         );
+        assert!(
+            h.other_cookie_writes.is_empty(),
+            "{default}: {:?}",
+            h.other_cookie_writes
+        );
     }
-    // In: the set-consent answer's identity cookie is written once the state is in.
+    // In: the set-consent answer's identity cookie is written once the state is in, and the
+    // action stream tells subscribers about "in" before the write, not after it.
     let mut h = Harness::new("pending");
     h.set_consent("in");
     h.answer(Answer::Edge);
@@ -895,6 +1145,81 @@ fn improvement_no_cookie_but_the_consent_cookie_before_consent() {
     for (name, view) in &h.other_cookie_writes {
         assert_eq!(view.state, Decision::In, "{name} written while {view:?}");
     }
+    assert_eq!(
+        other_writes_all_in(&h, "set-consent answer"),
+        [h.names.identity(), h.names.cluster()],
+        "the cookies were written"
+    );
+    assert!(h.other_cookie_writes.iter().all(|(_, view)| view.was_set));
+
+    // One response that carries both the consent cookie and the identity cookies: the identity
+    // cookies follow the state this response leads to. From pending, "in" allows them, and
+    // "in" is reported before they are written.
+    let mut h = Harness::new("pending");
+    let mut cookies = vec![Cookie::new(
+        h.names.consent(),
+        "general=in",
+        Some(CONSENT_COOKIE_MAX_AGE),
+    )];
+    cookies.extend(h.identity_cookies());
+    h.interact_response(Outcome::Success, cookies);
+    assert_eq!(
+        other_writes_all_in(&h, "interact answer with general=in"),
+        [h.names.identity(), h.names.cluster()]
+    );
+    assert_eq!(
+        jar_names(&h),
+        cookie_names(&h, &["consent", "identity", "cluster"])
+    );
+    // From "in" by default, "out" in the same response refuses them.
+    let mut h = Harness::new("in");
+    let mut cookies = vec![Cookie::new(
+        h.names.consent(),
+        "general=out",
+        Some(CONSENT_COOKIE_MAX_AGE),
+    )];
+    cookies.extend(h.identity_cookies());
+    h.interact_response(Outcome::Success, cookies);
+    assert!(
+        h.other_cookie_writes.is_empty(),
+        "{:?}",
+        h.other_cookie_writes
+    );
+    assert_eq!(jar_names(&h), cookie_names(&h, &["consent"]));
+    assert_eq!(
+        h.refused,
+        [h.names.identity().to_owned(), h.names.cluster().to_owned()]
+    );
+
+    // While a setConsent is in flight (the engine is suspended, even from "in" by default),
+    // cookies offered by another response are held: written once the chain settles to "in",
+    // never while it runs.
+    let mut h = Harness::new("in");
+    h.set_consent("in");
+    let offered = h.identity_cookies();
+    h.interact_response(Outcome::Success, offered);
+    assert!(
+        h.other_cookie_writes.is_empty() && !h.jar.contains_key(h.names.identity()),
+        "held while the chain runs: {:?}",
+        h.other_cookie_writes
+    );
+    h.answer(Answer::NoCookie);
+    assert_eq!(
+        other_writes_all_in(&h, "held, then in"),
+        [h.names.identity(), h.names.cluster()]
+    );
+    // The same held cookies are refused when the chain settles to "out".
+    let mut h = Harness::new("in");
+    h.set_consent("out");
+    let offered = h.identity_cookies();
+    h.interact_response(Outcome::Success, offered);
+    h.answer(Answer::NoCookie);
+    assert!(
+        h.other_cookie_writes.is_empty(),
+        "{:?}",
+        h.other_cookie_writes
+    );
+    assert_eq!(jar_names(&h), cookie_names(&h, &["consent"]));
 }
 
 #[test]
@@ -904,11 +1229,137 @@ fn the_consent_cookie_expires_back_to_the_default() {
     h.answer(Answer::Edge);
     let expiry = h.engine.poll_timeout().unwrap();
     assert_eq!(expiry, h.now.plus_secs(CONSENT_COOKIE_MAX_AGE));
+    // A command that needs a purpose still undecided waits while consent is in.
+    h.handle(Input::SetPurposes(vec![(
+        Purpose::AD_ID,
+        Decision::Pending,
+    )]));
+    let ad = h.submit_with(Requirement::general().and(Purpose::AD_ID), Mode::Queue);
+    assert_eq!(fate(&h, ad), Fate::Queued);
+    // One millisecond before the expiry the choice still holds.
+    h.now = Timestamp::from_millis(expiry.as_millis() - 1);
+    h.handle(Input::Tick);
+    let early = h.submit();
+    assert_eq!(fate(&h, early), Fate::Released);
     h.now = expiry;
     h.handle(Input::Tick);
     assert_eq!(h.state(), (Decision::Pending, false));
     assert_eq!(h.consent_cookie(), None);
     assert_eq!(h.records.last().unwrap().source, RecordSource::Expiry);
+    let record = h.records.last().unwrap();
+    assert_eq!((record.general, record.at), (Decision::Pending, expiry));
+    assert_eq!(h.engine.poll_timeout(), None, "nothing left to expire");
+    // The queued command keeps waiting under the default, and a new one waits too.
+    assert_eq!(fate(&h, ad), Fate::Queued);
+    let late = h.submit();
+    assert_eq!(fate(&h, late), Fate::Queued);
+    // The same call again is sent, not skipped: the cookie it left is gone. Its answer releases
+    // what waited, in order.
+    h.set_consent("in");
+    assert_eq!(h.sent.len(), 2, "not skipped after expiry");
+    h.answer(Answer::Edge);
+    assert_eq!(h.released, vec![early, ad, late]);
+
+    // With default "out", the commands still queued at expiry are declined by the default.
+    let mut h = Harness::new("out");
+    h.set_consent("in");
+    h.answer(Answer::Edge);
+    h.handle(Input::SetPurposes(vec![(
+        Purpose::AD_ID,
+        Decision::Pending,
+    )]));
+    let ad = h.submit_with(Requirement::general().and(Purpose::AD_ID), Mode::Queue);
+    assert_eq!(fate(&h, ad), Fate::Queued);
+    h.now = h.engine.poll_timeout().unwrap();
+    h.handle(Input::Tick);
+    assert_eq!(h.state(), (Decision::Out, false));
+    assert_eq!(fate(&h, ad), Fate::Declined(RejectReason::NoPreferences));
+    assert_eq!(h.records.last().unwrap().source, RecordSource::Expiry);
+
+    // A late Tick: a Submit whose `now` is past the expiry already sees the default.
+    let mut h = Harness::new("pending");
+    h.set_consent("in");
+    h.answer(Answer::Edge);
+    let expiry = h.engine.poll_timeout().unwrap();
+    h.now = expiry.plus_secs(86_400);
+    let c = h.submit();
+    assert_eq!(
+        fate(&h, c),
+        Fate::Queued,
+        "not released under the expired in"
+    );
+    assert_eq!(h.state(), (Decision::Pending, false));
+    assert_eq!(h.consent_cookie(), None);
+    assert_eq!(h.records.last().unwrap().source, RecordSource::Expiry);
+    // A response past the expiry, as the first input after it, writes no identity cookie under
+    // the expired in.
+    let mut h = Harness::new("pending");
+    h.set_consent("in");
+    h.answer(Answer::Edge);
+    let written = other_writes_all_in(&h, "before expiry").len();
+    h.now = h.engine.poll_timeout().unwrap().plus_secs(86_400);
+    let offered = h.identity_cookies();
+    h.interact_response(Outcome::Success, offered);
+    assert_eq!(h.state(), (Decision::Pending, false));
+    assert_eq!(
+        h.other_cookie_writes.len(),
+        written,
+        "{:?}",
+        h.other_cookie_writes
+    );
+    assert!(h.refused.contains(&h.names.identity().to_owned()));
+    // A setConsent past the expiry, without a Tick, is sent rather than skipped on the expired
+    // cookie.
+    let mut h = Harness::new("pending");
+    h.set_consent("in");
+    h.answer(Answer::Edge);
+    h.now = h.engine.poll_timeout().unwrap().plus_secs(86_400);
+    let id = h.set_consent("in");
+    assert_eq!(h.sent.len(), 2, "sent again");
+    assert!(!h.done.iter().any(|(done, _)| *done == id), "not skipped");
+    let c = h.submit();
+    assert_eq!(fate(&h, c), Fate::Queued);
+    h.answer(Answer::Edge);
+    assert_eq!(fate(&h, c), Fate::Released);
+
+    // Expiry while a setConsent is in flight: the default becomes what a failed chain falls back
+    // to. A failed "in" leaves the default (pending), not the expired "in", and writes no cookie.
+    let mut h = Harness::new("pending");
+    h.set_consent("in");
+    h.answer(Answer::Edge);
+    let expiry = h.engine.poll_timeout().unwrap();
+    h.now = Timestamp::from_millis(expiry.as_millis() - 1_000);
+    // Adobe 2.0 rather than the same Adobe 1.0 call, so that it is not skipped as unchanged.
+    h.set_consent_json(json!({"consent": [adobe2("y")]}));
+    assert_eq!(h.sent.len(), 2);
+    let c = h.submit();
+    assert_eq!(fate(&h, c), Fate::Queued);
+    h.now = expiry;
+    h.handle(Input::Tick);
+    assert_eq!(h.consent_cookie(), None);
+    assert_eq!(fate(&h, c), Fate::Queued, "still suspended");
+    h.answer(Answer::Fail);
+    assert_eq!(h.state(), (Decision::Pending, false));
+    assert_eq!(fate(&h, c), Fate::Queued);
+    assert_eq!(
+        h.consent_cookie(),
+        None,
+        "the expired in is not written back"
+    );
+    // A failed "out" still stops collection, here with the answer itself past the expiry and no
+    // Tick before it.
+    let mut h = Harness::new("pending");
+    h.set_consent("in");
+    h.answer(Answer::Edge);
+    let expiry = h.engine.poll_timeout().unwrap();
+    h.now = Timestamp::from_millis(expiry.as_millis() - 1_000);
+    h.set_consent("out");
+    let c = h.submit();
+    h.now = expiry.plus_secs(1);
+    h.answer(Answer::Fail);
+    assert_eq!(h.state(), (Decision::Out, true));
+    assert_eq!(fate(&h, c), Fate::Declined(RejectReason::UserDeclined));
+    assert_eq!(h.consent_cookie(), Some("general=out"));
 }
 
 // ----- granular purposes -----
@@ -959,6 +1410,121 @@ fn a_purpose_pending_keeps_its_commands_waiting_while_others_pass() {
     let a = h.submit_with(Requirement::general().and(analytics), Mode::Queue);
     assert_eq!(h.released, vec![a]);
     assert_eq!(h.engine.queued().collect::<Vec<_>>(), vec![ad]);
+    // The other way round: the custom purpose pending keeps its commands waiting, while plain
+    // commands pass and the adID command keeps waiting for its own decision.
+    h.handle(Input::SetPurposes(vec![(analytics, Decision::Pending)]));
+    let a2 = h.submit_with(Requirement::general().and(analytics), Mode::Queue);
+    let plain = h.submit();
+    assert_eq!(fate(&h, a2), Fate::Queued);
+    assert_eq!(fate(&h, plain), Fate::Released);
+    assert_eq!(h.engine.queued().collect::<Vec<_>>(), vec![ad, a2]);
+    // Deciding adID releases only its command; the analytics one still waits.
+    h.handle(Input::SetPurposes(vec![(Purpose::AD_ID, Decision::In)]));
+    assert_eq!(fate(&h, ad), Fate::Released);
+    assert_eq!(h.engine.queued().collect::<Vec<_>>(), vec![a2]);
+}
+
+#[test]
+fn a_custom_purpose_is_decided_by_the_app() {
+    let config = Harness::config("pending").purpose("analytics").unwrap();
+    let mut h = Harness::unstarted(config);
+    h.start();
+    let analytics = h.engine.purpose("analytics").unwrap();
+    let needs = Requirement::general().and(analytics);
+    // "in" from the server, with the identity cookie, so that a restart restores the choice.
+    h.set_consent("in");
+    h.answer(Answer::Edge);
+
+    // Pending: commands that need analytics wait while the others pass.
+    h.handle(Input::SetPurposes(vec![(analytics, Decision::Pending)]));
+    let waiting = h.submit_with(needs, Mode::Queue);
+    let plain = h.submit();
+    assert_eq!(fate(&h, waiting), Fate::Queued);
+    assert_eq!(fate(&h, plain), Fate::Released);
+
+    // In releases them, and is recorded as the app's own decision.
+    let records = h.records.len();
+    h.advance(5);
+    h.handle(Input::SetPurposes(vec![(analytics, Decision::In)]));
+    assert_eq!(fate(&h, waiting), Fate::Released);
+    assert_eq!(h.records.len(), records + 1);
+    let record = h.records.last().unwrap();
+    assert_eq!(record.source, RecordSource::Local);
+    assert_eq!(record.at, h.now);
+    assert_eq!(record.general, Decision::In);
+    assert_eq!(
+        record.purposes,
+        vec![("analytics".to_owned(), Decision::In)]
+    );
+    assert_eq!(h.engine.decision(analytics), Decision::In);
+
+    // Out declines the commands that wait for it and the ones that come later; plain commands
+    // still pass.
+    h.handle(Input::SetPurposes(vec![(analytics, Decision::Pending)]));
+    let second = h.submit_with(needs, Mode::Queue);
+    assert_eq!(fate(&h, second), Fate::Queued);
+    h.handle(Input::SetPurposes(vec![(analytics, Decision::Out)]));
+    assert_eq!(fate(&h, second), Fate::Declined(RejectReason::UserDeclined));
+    let third = h.submit_with(needs, Mode::Queue);
+    assert_eq!(fate(&h, third), Fate::Declined(RejectReason::UserDeclined));
+    let plain = h.submit();
+    assert_eq!(fate(&h, plain), Fate::Released);
+    let record = h.records.last().unwrap();
+    assert_eq!(record.source, RecordSource::Local);
+    assert_eq!(
+        record.purposes,
+        vec![("analytics".to_owned(), Decision::Out)]
+    );
+    assert_eq!(
+        h.engine.consent().purposes,
+        vec![("analytics".to_owned(), Decision::Out)]
+    );
+    assert_eq!(
+        h.changes.last().unwrap().purposes,
+        vec![("analytics".to_owned(), Decision::Out)],
+        "subscribers were told"
+    );
+    assert_eq!(
+        h.snapshot.as_ref().unwrap().purposes,
+        vec![("analytics".to_owned(), Decision::Out)],
+        "persisted"
+    );
+
+    // The decision survives a restart, both ways.
+    h.restart();
+    assert_eq!(h.state(), (Decision::In, true));
+    assert_eq!(h.engine.decision(analytics), Decision::Out);
+    let c = h.submit_with(needs, Mode::Queue);
+    assert_eq!(fate(&h, c), Fate::Declined(RejectReason::UserDeclined));
+    h.handle(Input::SetPurposes(vec![(analytics, Decision::In)]));
+    h.restart();
+    assert_eq!(h.engine.decision(analytics), Decision::In);
+    let c = h.submit_with(needs, Mode::Queue);
+    assert_eq!(fate(&h, c), Fate::Released);
+
+    // `general` is not a named purpose: refused, with nothing changed and no action queued,
+    // also when it comes after a valid decision in the same input.
+    let before = h.engine.consent();
+    let records = h.records.len();
+    for purposes in [
+        vec![(Purpose::GENERAL, Decision::Out)],
+        vec![
+            (analytics, Decision::Out),
+            (Purpose::GENERAL, Decision::Out),
+        ],
+    ] {
+        let err = h
+            .engine
+            .handle(h.now, Input::SetPurposes(purposes))
+            .unwrap_err();
+        assert_eq!(err, HandleError::GeneralIsNotANamedPurpose);
+        assert!(h.engine.poll_action().is_none(), "no action queued");
+    }
+    assert_eq!(h.engine.consent(), before);
+    assert_eq!(h.records.len(), records);
+    assert_eq!(h.engine.decision(analytics), Decision::In);
+    let c = h.submit_with(needs, Mode::Queue);
+    assert_eq!(fate(&h, c), Fate::Released);
 }
 
 #[test]
@@ -1044,46 +1610,307 @@ fn records_prove_what_when_and_how() {
             .any(|v| v.state == Decision::In && v.was_set),
         "subscribers were told"
     );
+
+    // A failed call whose answer carries a consent cookie: the server's cookie decided, and the
+    // record says "in" as the server's word, at the time of the answer.
+    let mut h = Harness::new("pending");
+    let from = h.records.len();
+    h.set_consent("in");
+    h.advance(10);
+    h.answer(Answer::FailWithCookie("in"));
+    assert_eq!(h.state(), (Decision::In, true));
+    let new = &h.records[from..];
+    assert!(
+        new.iter().all(|r| r.general == Decision::In),
+        "no record of another state: {new:?}"
+    );
+    let record = new
+        .last()
+        .expect("the change from pending to in is recorded");
+    assert_eq!(record.source, RecordSource::Server);
+    assert_eq!(record.at, h.now);
+
+    // An accepted call that asked "in" and whose answer's cookie says "out": one record of the
+    // call, with both what it asked and what applied, and none that claims "in".
+    let mut h = Harness::new("pending");
+    let from = h.records.len();
+    h.set_consent("in");
+    h.advance(10);
+    h.answer(Answer::EdgeWithConsent(
+        "general=out",
+        CONSENT_COOKIE_MAX_AGE,
+    ));
+    assert_eq!(h.state(), (Decision::Out, true));
+    let new = &h.records[from..];
+    assert!(
+        new.iter().all(|r| r.general == Decision::Out),
+        "no record says the requested in applied: {new:?}"
+    );
+    let calls: Vec<_> = new
+        .iter()
+        .filter(|r| r.source == RecordSource::User)
+        .collect();
+    assert_eq!(calls.len(), 1, "{new:?}");
+    assert_eq!(calls[0].requested, Some(Decision::In));
+    assert_eq!(calls[0].general, Decision::Out);
+    assert_eq!(calls[0].standards, vec!["Adobe.1.0"]);
+    assert_eq!(calls[0].at, h.now);
+
+    // A server cookie on an interact response that changes the state.
+    let mut h = Harness::new("in");
+    let from = h.records.len();
+    h.advance(10);
+    let cookie = Cookie::new(
+        h.names.consent(),
+        "general=out",
+        Some(CONSENT_COOKIE_MAX_AGE),
+    );
+    h.interact_response(Outcome::Success, vec![cookie]);
+    let new = &h.records[from..];
+    assert_eq!(new.len(), 1, "{new:?}");
+    assert_eq!(new[0].source, RecordSource::Server);
+    assert_eq!(new[0].general, Decision::Out);
+    assert_eq!(new[0].requested, None, "no call asked anything");
+    assert_eq!(new[0].at, h.now);
+
+    // Expiry: the default applied again, recorded at the expiry.
+    let mut h = Harness::new("out");
+    h.set_consent("in");
+    h.answer(Answer::Edge);
+    let from = h.records.len();
+    h.now = h.engine.poll_timeout().unwrap();
+    h.handle(Input::Tick);
+    let new = &h.records[from..];
+    assert_eq!(new.len(), 1, "{new:?}");
+    assert_eq!(new[0].source, RecordSource::Expiry);
+    assert_eq!(new[0].general, Decision::Out);
+    assert_eq!(new[0].at, h.now);
+
+    // A failed "out" from "in": the state became "out" without the server's confirmation.
+    let mut h = Harness::new("pending");
+    h.set_consent("in");
+    h.answer(Answer::Edge);
+    let from = h.records.len();
+    h.set_consent("out");
+    h.advance(10);
+    h.answer(Answer::Fail);
+    assert_eq!(h.state(), (Decision::Out, true));
+    let new = &h.records[from..];
+    assert!(
+        new.iter().all(|r| r.general == Decision::Out),
+        "no record of another state: {new:?}"
+    );
+    let record = new.last().expect("the change from in to out is recorded");
+    assert_eq!(record.source, RecordSource::Unconfirmed);
+    assert_eq!(record.requested, Some(Decision::Out));
+    assert_eq!(record.standards, vec!["Adobe.1.0"]);
+    assert_eq!(record.at, h.now);
 }
 
 // ----- seed 004: defaultConsent × setConsent -----
 
-fn check_table(default: &str, set: Option<&str>, collected: bool, cookies: bool) {
-    let mut h = Harness::new(default);
+/// One row of seed 004's table: the seed's two columns, and what exactly this engine does.
+struct Row {
+    default: &'static str,
+    set: Option<&'static str>,
+    /// The seed's "data collection occurs" (for the event after the call when there is one).
+    collected: bool,
+    /// The seed's "Web SDK sets browser cookies" (this engine: the jar is not empty).
+    cookies_set: bool,
+    /// The event submitted before the call, right after its submission.
+    before_at_once: Fate,
+    /// The same event at the end (queued ones are released or declined by the call).
+    before: Fate,
+    /// The event submitted after the call settled.
+    after: Fate,
+    /// Every cookie left in the jar.
+    jar: &'static [&'static str],
+    /// The consent cookie's value.
+    consent: Option<&'static str>,
+}
+
+/// Runs one row. Every released event makes an interact call whose answer offers the identity
+/// and cluster cookies: for events released before a setConsent call, the answer arrives while
+/// the call is in flight. At the end a response offers them once more on its own (an
+/// `identity/acquire` answer, say), so that the rows where nothing is released also show that
+/// an offered cookie is refused.
+fn check_table(row: &Row) {
+    let context = format!("{} × {:?}", row.default, row.set);
+    let mut h = Harness::new(row.default);
+    let mut answered = 0;
+    let answer_released = |h: &mut Harness, answered: &mut usize| {
+        while *answered < h.released.len() {
+            *answered += 1;
+            let offered = h.identity_cookies();
+            h.interact_response(Outcome::Success, offered);
+        }
+    };
     let before = h.submit();
-    if let Some(value) = set {
+    assert_eq!(
+        fate(&h, before),
+        row.before_at_once,
+        "{context}: event before, at once"
+    );
+    if let Some(value) = row.set {
         h.set_consent(value);
+        answer_released(&mut h, &mut answered);
         h.answer(Answer::Edge);
     }
+    answer_released(&mut h, &mut answered);
     let after = h.submit();
-    // Every released command makes an interact call whose response carries identity cookies.
-    for _ in 0..h.released.len() {
-        let offered = h.identity_cookies();
-        h.interact_response(Outcome::Success, offered);
-    }
-    let event = if set.is_some() { after } else { before };
+    answer_released(&mut h, &mut answered);
+    let offered = h.identity_cookies();
+    h.interact_response(Outcome::Success, offered);
+
+    // The seed's columns.
+    let event = if row.set.is_some() { after } else { before };
     assert_eq!(
         h.released.contains(&event),
-        collected,
-        "{default} × {set:?}: data collected"
+        row.collected,
+        "{context}: data collected"
     );
     assert_eq!(
         !h.jar.is_empty(),
-        cookies,
-        "{default} × {set:?}: cookies set {:?}",
+        row.cookies_set,
+        "{context}: cookies set {:?}",
         h.jar
     );
+    // This engine's detail.
+    assert_eq!(fate(&h, before), row.before, "{context}: event before");
+    assert_eq!(fate(&h, after), row.after, "{context}: event after");
+    assert_eq!(
+        jar_names(&h),
+        cookie_names(&h, row.jar),
+        "{context}: the jar {:?}",
+        h.jar
+    );
+    assert_eq!(h.consent_cookie(), row.consent, "{context}: consent cookie");
+    let written = other_writes_all_in(&h, &context);
+    let identity = h.names.identity();
+    if row.jar.contains(&"identity") {
+        assert!(
+            written.contains(&identity) && written.contains(&h.names.cluster()),
+            "{context}: written {written:?}"
+        );
+        assert!(!h.refused.iter().any(|name| name == identity), "{context}");
+    } else {
+        assert!(written.is_empty(), "{context}: written {written:?}");
+        assert!(
+            h.refused.iter().any(|name| name == identity),
+            "{context}: the offered identity cookie was refused"
+        );
+    }
 }
 
 #[test]
 fn seed_004_default_consent_by_set_consent_table() {
-    check_table("in", Some("in"), true, true);
-    check_table("in", Some("out"), false, true);
-    check_table("in", None, true, true);
-    check_table("pending", Some("in"), true, true);
-    check_table("pending", Some("out"), false, true);
-    check_table("pending", None, false, false);
-    check_table("out", Some("in"), true, true);
-    check_table("out", Some("out"), false, true);
-    check_table("out", None, false, false);
+    use Fate::{Declined, Queued, Released};
+    use RejectReason::{NoPreferences, UserDeclined};
+    let rows = [
+        Row {
+            default: "in",
+            set: Some("in"),
+            collected: true,
+            cookies_set: true,
+            before_at_once: Released,
+            before: Released,
+            after: Released,
+            jar: &["consent", "identity", "cluster"],
+            consent: Some("general=in"),
+        },
+        // C25148: the event before the call is sent; its answer's cookies arrive during the
+        // opt-out and are refused.
+        Row {
+            default: "in",
+            set: Some("out"),
+            collected: false,
+            cookies_set: true,
+            before_at_once: Released,
+            before: Released,
+            after: Declined(UserDeclined),
+            jar: &["consent"],
+            consent: Some("general=out"),
+        },
+        Row {
+            default: "in",
+            set: None,
+            collected: true,
+            cookies_set: true,
+            before_at_once: Released,
+            before: Released,
+            after: Released,
+            jar: &["identity", "cluster"],
+            consent: None,
+        },
+        Row {
+            default: "pending",
+            set: Some("in"),
+            collected: true,
+            cookies_set: true,
+            before_at_once: Queued,
+            before: Released,
+            after: Released,
+            jar: &["consent", "identity", "cluster"],
+            consent: Some("general=in"),
+        },
+        Row {
+            default: "pending",
+            set: Some("out"),
+            collected: false,
+            cookies_set: true,
+            before_at_once: Queued,
+            before: Declined(UserDeclined),
+            after: Declined(UserDeclined),
+            jar: &["consent"],
+            consent: Some("general=out"),
+        },
+        Row {
+            default: "pending",
+            set: None,
+            collected: false,
+            cookies_set: false,
+            before_at_once: Queued,
+            before: Queued,
+            after: Queued,
+            jar: &[],
+            consent: None,
+        },
+        // C1631712: the event declined by the default is not replayed by the later "in".
+        Row {
+            default: "out",
+            set: Some("in"),
+            collected: true,
+            cookies_set: true,
+            before_at_once: Declined(NoPreferences),
+            before: Declined(NoPreferences),
+            after: Released,
+            jar: &["consent", "identity", "cluster"],
+            consent: Some("general=in"),
+        },
+        Row {
+            default: "out",
+            set: Some("out"),
+            collected: false,
+            cookies_set: true,
+            before_at_once: Declined(NoPreferences),
+            before: Declined(NoPreferences),
+            after: Declined(UserDeclined),
+            jar: &["consent"],
+            consent: Some("general=out"),
+        },
+        Row {
+            default: "out",
+            set: None,
+            collected: false,
+            cookies_set: false,
+            before_at_once: Declined(NoPreferences),
+            before: Declined(NoPreferences),
+            after: Declined(NoPreferences),
+            jar: &[],
+            consent: None,
+        },
+    ];
+    for row in &rows {
+        check_table(row);
+    }
 }
