@@ -219,16 +219,31 @@ pub(crate) async fn handle(
             let general = stored_general(&state, &key, minted)
                 .await
                 .map_err(internal)?;
-            if general == Some(Decision::Out) {
-                // The profile has opted out: nothing it sends is stored, only counted.
+            // A compliant client sends nothing while consent is out or pending (the engine and
+            // the Web SDK hold or decline such commands), so storing what arrives anyway would
+            // make the server looser than the client: it is only counted.
+            let refusal = match general {
+                Some(Decision::Out) => Some((
+                    &state.metrics.events_refused,
+                    "Consent declined",
+                    "The profile has declined consent; the events were not stored.",
+                )),
+                Some(Decision::Pending) => Some((
+                    &state.metrics.events_refused_pending,
+                    "Consent pending",
+                    "The profile's consent is pending; the events were not stored.",
+                )),
+                Some(Decision::In) | None => None,
+            };
+            if let Some((counter, title, detail)) = refusal {
                 for _ in events {
-                    inc(&state.metrics.events_refused);
+                    inc(counter);
                 }
                 warnings.push(json!({
                     "type": "https://ns.adobe.com/aep/errors/EXEG-0301-200",
                     "status": 200,
-                    "title": "Consent declined",
-                    "detail": "The profile has declined consent; the events were not stored.",
+                    "title": title,
+                    "detail": detail,
                     "report": {"count": events.len()},
                 }));
             } else {
@@ -275,7 +290,9 @@ pub(crate) async fn handle(
             max_age: CLUSTER_MAX_AGE,
         },
     ];
-    if let Some(decision @ (Decision::In | Decision::Out)) = general {
+    // A pending decision is sent as `general=pending`, the cookie the engine writes itself for
+    // it, rather than left out: without it a client would keep an older `general=in`.
+    if let Some(decision) = general {
         consent_value = format!("general={}", decision.as_str());
         store.push(StoreEntry {
             key: names.consent(),
@@ -358,11 +375,54 @@ async fn stored_general(
         .db
         .profile(key)
         .await?
-        .and_then(|p| Decision::from_wire(&p.general))
-        .filter(|d| *d != Decision::Pending))
+        .and_then(|p| profile_general(&p)))
 }
 
-/// Validates and applies a set-consent body; returns the decision it made.
+/// The `general` decision a stored profile holds.
+///
+/// The writer creates every profile with `general` "pending" as a placeholder (a preference
+/// update or an Adobe 2.0 call without `collect` can create one), so "pending" alone is no
+/// decision and the profile is treated as undecided, as it always was. A set-consent call that
+/// decides pending always writes its XDM `collect` value beside it ([`xdm_collect`]), so
+/// "pending" with a `collect` value is a decision the person made: it is answered as
+/// `general=pending` and the profile's events are not stored.
+fn profile_general(profile: &crate::db::Profile) -> Option<Decision> {
+    match Decision::from_wire(&profile.general)? {
+        Decision::Pending if profile.consents.get("collect").is_none() => None,
+        decision => Some(decision),
+    }
+}
+
+/// The XDM `collect` value that records a `general` decision in the profile: `y` for in, `n`
+/// for out, and for pending the call's own value (the last `collect` of its Adobe 2.0 objects
+/// that is neither `y` nor `n`, such as `p` or `dy`), else `p` (pending verification). Pending
+/// is never written as `y` or `n`: the profile would then say what the person did not.
+fn xdm_collect(decision: Decision, xdm_updates: &[Value]) -> String {
+    match decision {
+        Decision::In => "y".to_owned(),
+        Decision::Out => "n".to_owned(),
+        Decision::Pending => xdm_updates
+            .iter()
+            .rev()
+            .filter_map(|update| update.pointer("/collect/val").and_then(Value::as_str))
+            .find(|val| !matches!(*val, "y" | "n"))
+            .unwrap_or("p")
+            .to_owned(),
+    }
+}
+
+/// Validates and applies a set-consent body; returns the `general` decision it made.
+///
+/// The decision is [`SetConsentOptions::decide`]'s, the function the engine decides with, so
+/// the server and the engine cannot disagree about a body (several objects: the strictest
+/// wins, out over pending over in, whatever their order). A pending decision (an Adobe 2.0
+/// `collect` other than `y` or `n`, alone or beside objects that say in) is applied like the
+/// others, because the person's latest call replaces what was stored: `general` is stored as
+/// "pending" with the call's own `collect` value ([`xdm_collect`]), the record says "pending",
+/// it counts as `consent_decisions_total{general="pending"}`, the answer carries
+/// `general=pending`, and the profile's events are not stored until a later call says in. A
+/// call that decides nothing about `general` (Adobe 2.0 without `collect`) keeps the stored
+/// decision.
 async fn set_consent(
     state: &AppState,
     key: &ProfileKey,
@@ -379,75 +439,33 @@ async fn set_consent(
             }
         }
     }
-    let options = SetConsentOptions::from_json(&Value::Object(options)).map_err(|err| {
+    let refuse = |err: PayloadError| {
         inc(&state.metrics.consent_invalid);
         EdgeError::payload(&err, request_id)
-    })?;
-    let mut decision: Option<Decision> = None;
-    let mut xdm_updates = Vec::new();
-    for (i, object) in options.consent.iter().enumerate() {
-        let this = match object.standard() {
-            Standard::AdobeV1 => object
-                .to_json()
-                .pointer("/value/general")
-                .and_then(Value::as_str)
-                .and_then(Decision::from_wire),
-            Standard::AdobeV2 => {
-                let value = object
-                    .to_json()
-                    .get("value")
-                    .cloned()
-                    .unwrap_or(Value::Null);
-                let collect = value
-                    .pointer("/collect/val")
-                    .and_then(Value::as_str)
-                    .and_then(|v| match v {
-                        "y" => Some(Decision::In),
-                        "n" => Some(Decision::Out),
-                        _ => None,
-                    });
-                xdm_updates.push(value);
-                collect
-            }
-            Standard::IabTcf => match object.iab() {
-                Some((_, false)) => Some(Decision::In),
-                Some((tc, true)) => {
-                    match state
-                        .config
-                        .iab
-                        .grants_collection(tc, state.config.iab_vendor_id)
-                    {
-                        Ok(true) => Some(Decision::In),
-                        Ok(false) => Some(Decision::Out),
-                        Err(reason) => {
-                            inc(&state.metrics.consent_invalid);
-                            let err = PayloadError::InvalidTcString {
-                                path: format!("consent[{i}]"),
-                                reason,
-                            };
-                            return Err(EdgeError::payload(&err, request_id));
-                        }
-                    }
-                }
-                None => None,
-            },
-            _ => None,
-        };
-        if let Some(this) = this {
-            decision = Some(decision.map_or(this, |d| d.stricter(this)));
-        }
-    }
+    };
+    let options = SetConsentOptions::from_json(&Value::Object(options)).map_err(refuse)?;
+    // A TC string that does not decode is refused here, as an invalid payload.
+    let decision = options
+        .decide(state.config.iab.as_ref(), state.config.iab_vendor_id)
+        .map_err(refuse)?
+        .general;
+    let xdm_updates: Vec<Value> = options
+        .consent
+        .iter()
+        .filter(|object| object.standard() == Standard::AdobeV2)
+        .filter_map(|object| object.to_json().get("value").cloned())
+        .collect();
     match decision {
         Some(Decision::In) => inc(&state.metrics.consent_in),
         Some(Decision::Out) => inc(&state.metrics.consent_out),
-        _ => inc(&state.metrics.consent_pending),
+        Some(Decision::Pending) | None => inc(&state.metrics.consent_pending),
     }
-    let collect = decision.map(|d| if d == Decision::In { "y" } else { "n" });
+    let collect = decision.map(|d| xdm_collect(d, &xdm_updates));
     let edit = move |consents: &mut Value, _subs: &mut Value| {
         for update in &xdm_updates {
             merge(consents, update);
         }
-        if let Some(val) = collect {
+        if let Some(val) = &collect {
             consents["collect"] = json!({"val": val});
         }
         // Every set-consent call is recorded, even one that repeats the stored consent: the
@@ -624,6 +642,43 @@ mod tests {
         assert_eq!(decode_identity_cookie(&identity_cookie(&ecid)), Some(ecid));
         assert_eq!(decode_identity_cookie("not base64!"), None);
         assert_eq!(decode_identity_cookie(""), None);
+    }
+
+    #[test]
+    fn pending_is_written_as_the_calls_own_collect_value_never_y_or_n() {
+        let updates = [
+            json!({"collect": {"val": "dy"}}),
+            json!({"marketing": {"any": {"val": "n"}}}),
+            json!({"collect": {"val": "y"}}),
+        ];
+        assert_eq!(xdm_collect(Decision::Pending, &updates), "dy");
+        assert_eq!(xdm_collect(Decision::Pending, &updates[1..]), "p");
+        assert_eq!(xdm_collect(Decision::Pending, &[]), "p");
+        assert_eq!(xdm_collect(Decision::In, &updates), "y");
+        assert_eq!(xdm_collect(Decision::Out, &updates), "n");
+    }
+
+    #[test]
+    fn a_stored_pending_is_a_decision_only_beside_a_collect_value() {
+        let profile = |general: &str, consents: Value| crate::db::Profile {
+            general: general.to_owned(),
+            consents,
+            subscriptions: json!({}),
+            updated_at: 0,
+        };
+        let placeholder = profile("pending", json!({"marketing": {"email": {"val": "n"}}}));
+        assert_eq!(profile_general(&placeholder), None);
+        let chosen = profile("pending", json!({"collect": {"val": "p"}}));
+        assert_eq!(profile_general(&chosen), Some(Decision::Pending));
+        assert_eq!(
+            profile_general(&profile("in", json!({}))),
+            Some(Decision::In)
+        );
+        assert_eq!(
+            profile_general(&profile("out", json!({}))),
+            Some(Decision::Out)
+        );
+        assert_eq!(profile_general(&profile("foo", json!({}))), None);
     }
 
     #[test]

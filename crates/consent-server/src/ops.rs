@@ -34,6 +34,9 @@ pub struct Metrics {
     pub events_duplicate: AtomicU64,
     /// Events refused because the profile's consent is out.
     pub events_refused: AtomicU64,
+    /// Events refused because the profile's consent is pending (a set-consent call decided
+    /// pending): a compliant client holds them until consent is given.
+    pub events_refused_pending: AtomicU64,
     /// Opt-outs recorded through links or the preferences API.
     pub unsubscribes: AtomicU64,
     /// Links refused (tampered, expired, unknown key).
@@ -103,6 +106,10 @@ impl Metrics {
                 (
                     "{outcome=\"refused_consent_out\"}",
                     get(&self.events_refused),
+                ),
+                (
+                    "{outcome=\"refused_consent_pending\"}",
+                    get(&self.events_refused_pending),
                 ),
             ],
         );

@@ -5,12 +5,12 @@ use serde_json::{Value, json};
 use crate::harness::{DS_A, Harness, ORG_A, fake_iab};
 use crate::on_both;
 
-fn adobe_v1(general: &str) -> Value {
+pub(crate) fn adobe_v1(general: &str) -> Value {
     json!({"consent": [{"standard": "Adobe", "version": "1.0", "value": {"general": general}}],
            "query": {"identity": {"fetch": ["ECID"]}}})
 }
 
-fn store_entries(body: &Value) -> Vec<Value> {
+pub(crate) fn store_entries(body: &Value) -> Vec<Value> {
     body["handle"]
         .as_array()
         .unwrap()
@@ -20,11 +20,11 @@ fn store_entries(body: &Value) -> Vec<Value> {
         .collect()
 }
 
-fn entry<'a>(entries: &'a [Value], key: &str) -> Option<&'a Value> {
+pub(crate) fn entry<'a>(entries: &'a [Value], key: &str) -> Option<&'a Value> {
     entries.iter().find(|e| e["key"] == key)
 }
 
-fn ecid_of(body: &Value) -> String {
+pub(crate) fn ecid_of(body: &Value) -> String {
     body["handle"]
         .as_array()
         .unwrap()
@@ -36,12 +36,12 @@ fn ecid_of(body: &Value) -> String {
         .to_owned()
 }
 
-fn with_ecid(mut body: Value, ecid: &str) -> Value {
+pub(crate) fn with_ecid(mut body: Value, ecid: &str) -> Value {
     body["identityMap"] = json!({"ECID": [{"id": ecid}]});
     body
 }
 
-fn key(ecid: &str) -> consent_server::ProfileKey {
+pub(crate) fn key(ecid: &str) -> consent_server::ProfileKey {
     consent_server::ProfileKey {
         org: ORG_A.into(),
         sandbox: "prod".into(),
@@ -222,12 +222,16 @@ async fn adobe_v2_collect_decides_general(h: &Harness) {
     let profile = h.server().db().profile(&key(&ecid)).await.unwrap().unwrap();
     assert_eq!(profile.consents["marketing"]["email"]["val"], "y");
     assert_eq!(profile.general, "in");
-    // A pending collect value makes no decision and keeps the stored one.
+    // Any other collect value is pending, as the engine decides it: it replaces the stored "in"
+    // and is never written as "y" or "n".
     let (_, body) = h.post_json(&path, &with_ecid(v2("p"), &ecid)).await;
     assert_eq!(
         entry(&store_entries(&body), "kndctr_ORGA_AdobeOrg_consent").unwrap()["value"],
-        "general=in"
+        "general=pending"
     );
+    let profile = h.server().db().profile(&key(&ecid)).await.unwrap().unwrap();
+    assert_eq!(profile.general, "pending");
+    assert_eq!(profile.consents["collect"]["val"], "p");
 }
 on_both!(adobe_v2, adobe_v2_collect_decides_general);
 

@@ -6,6 +6,7 @@
 mod binary;
 #[cfg(unix)]
 mod browser;
+mod decisions;
 mod edge;
 mod harness;
 mod openapi;
