@@ -351,6 +351,15 @@ pub enum SendError {
     /// reqwest refused to build the request.
     #[error("cannot build the request")]
     Request(#[source] reqwest::Error),
+    /// The send did not finish within its deadline ([`RetryPolicy::deadline`]): an attempt was
+    /// still running when it passed.
+    #[error("the request did not finish within its deadline of {deadline:?} ({attempts} attempts)")]
+    DeadlineExceeded {
+        /// How many attempts were made.
+        attempts: u32,
+        /// The deadline.
+        deadline: Duration,
+    },
 }
 
 impl SendError {
@@ -358,9 +367,10 @@ impl SendError {
     pub fn delivery(&self) -> Delivery {
         match self {
             SendError::Status(e) if e.is_recoverable() => Delivery::Recoverable,
-            SendError::Timeout { .. } | SendError::Connect { .. } | SendError::Network { .. } => {
-                Delivery::Recoverable
-            }
+            SendError::Timeout { .. }
+            | SendError::Connect { .. }
+            | SendError::Network { .. }
+            | SendError::DeadlineExceeded { .. } => Delivery::Recoverable,
             _ => Delivery::Unrecoverable,
         }
     }
@@ -406,7 +416,8 @@ impl SendError {
             SendError::Status(e) => e.attempts = n,
             SendError::Timeout { attempts, .. }
             | SendError::Connect { attempts, .. }
-            | SendError::Network { attempts, .. } => *attempts = n,
+            | SendError::Network { attempts, .. }
+            | SendError::DeadlineExceeded { attempts, .. } => *attempts = n,
             _ => {}
         }
         self
@@ -486,11 +497,29 @@ pub(crate) async fn read_body<T>(
     }
 }
 
-pub(crate) fn retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
+pub(crate) fn retry_after(headers: &HeaderMap, now: SystemTime, cap: Duration) -> Option<Duration> {
     headers
         .get(RETRY_AFTER)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| parse_retry_after(v, now))
+        .and_then(|v| parse_retry_after(v, now, cap))
+}
+
+impl Retrier {
+    /// Runs one send of `attempt` under this retrier, with the deadline error of the transport.
+    pub(crate) async fn send<T, F, Fut>(&self, attempt: F) -> Result<T, SendError>
+    where
+        F: FnMut(u32) -> Fut,
+        Fut: Future<Output = Attempt<T, SendError>>,
+    {
+        let deadline = self.policy.deadline;
+        let (result, attempts) = self
+            .run(attempt, || SendError::DeadlineExceeded {
+                attempts: 0,
+                deadline,
+            })
+            .await;
+        result.map_err(|e| e.with_attempts(attempts))
+    }
 }
 
 /// The Edge transport over HTTP.
@@ -610,7 +639,7 @@ impl HttpTransport {
             .filter_map(|v| v.to_str().ok())
             .filter_map(|h| parse_set_cookie(h, now))
             .collect();
-        let retry_after = retry_after(response.headers(), now);
+        let retry_after = retry_after(response.headers(), now, self.retrier.policy.retry_after_cap);
         let body = match read_body(response).await {
             Ok(body) => body,
             Err(error) => return error,
@@ -669,17 +698,16 @@ impl HttpTransport {
 impl Transport for HttpTransport {
     async fn send(&self, request: Request) -> Result<EdgeReply, SendError> {
         let request_id = new_uuid();
-        let (result, attempts) = self
+        let attempts = std::sync::atomic::AtomicU32::new(0);
+        let mut reply = self
             .retrier
-            .run(|_| self.attempt(&request, &request_id))
-            .await;
-        match result {
-            Ok(mut reply) => {
-                reply.attempts = attempts;
-                Ok(reply)
-            }
-            Err(error) => Err(error.with_attempts(attempts)),
-        }
+            .send(|n| {
+                attempts.store(n, std::sync::atomic::Ordering::Relaxed);
+                self.attempt(&request, &request_id)
+            })
+            .await?;
+        reply.attempts = attempts.into_inner();
+        Ok(reply)
     }
 
     fn apply(&self, action: &Action) -> Result<bool, JarError> {

@@ -361,18 +361,20 @@ impl PreferencesClient {
     where
         F: Fn() -> reqwest::RequestBuilder,
     {
-        let (result, attempts) = self
-            .retrier
-            .run(|_| {
+        let cap = self.retrier.policy.retry_after_cap;
+        self.retrier
+            .send(|_| {
                 let builder = build();
-                async move { attempt(builder).await }
+                async move { attempt(builder, cap).await }
             })
-            .await;
-        result.map_err(|e| e.with_attempts(attempts))
+            .await
     }
 }
 
-async fn attempt(builder: reqwest::RequestBuilder) -> Attempt<(u16, Vec<u8>), SendError> {
+async fn attempt(
+    builder: reqwest::RequestBuilder,
+    retry_after_cap: Duration,
+) -> Attempt<(u16, Vec<u8>), SendError> {
     let fail = |e: reqwest::Error| {
         let (error, retry) = transport_error(e);
         if retry {
@@ -386,7 +388,7 @@ async fn attempt(builder: reqwest::RequestBuilder) -> Attempt<(u16, Vec<u8>), Se
         Err(e) => return fail(e),
     };
     let status = response.status().as_u16();
-    let retry_after = retry_after(response.headers(), SystemTime::now());
+    let retry_after = retry_after(response.headers(), SystemTime::now(), retry_after_cap);
     let body = match read_body(response).await {
         Ok(body) => body,
         Err(error) => return error,

@@ -26,21 +26,29 @@ pub(crate) const CLUSTER: &str = "kndctr_ORG_AdobeOrg_cluster";
 
 /// A retry policy fast enough for tests: 4 attempts, 10 ms doubling to 40 ms.
 pub(crate) fn fast_policy() -> RetryPolicy {
-    RetryPolicy {
-        max_attempts: 4,
-        base_delay: Duration::from_millis(10),
-        max_delay: Duration::from_millis(40),
-        max_retry_after: Duration::from_secs(5),
-    }
+    RetryPolicy::default()
+        .with_max_attempts(4)
+        .with_backoff(Duration::from_millis(10), Duration::from_millis(40))
+        .with_max_retry_after(Duration::from_secs(5))
 }
 
 /// A transport to `base` with short timeouts, no jitter, and waits recorded instead of slept.
 pub(crate) fn transport(base: &str, jar: CookieJar) -> (HttpTransport, Arc<RecordingSleep>) {
+    transport_with(base, jar, fast_policy(), Duration::from_millis(300))
+}
+
+/// A transport like [`transport`] with this retry policy and per-attempt timeout.
+pub(crate) fn transport_with(
+    base: &str,
+    jar: CookieJar,
+    policy: RetryPolicy,
+    attempt_timeout: Duration,
+) -> (HttpTransport, Arc<RecordingSleep>) {
     let config = EdgeConfig::new(base, "datastream-1", ORG)
         .unwrap()
-        .timeout(Duration::from_millis(300))
+        .timeout(attempt_timeout)
         .connect_timeout(Duration::from_millis(300))
-        .retry(fast_policy());
+        .retry(policy);
     let sleep = Arc::new(RecordingSleep::default());
     let transport = HttpTransport::new(config, jar)
         .unwrap()

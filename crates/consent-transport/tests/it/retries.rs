@@ -7,7 +7,7 @@ use consent_transport::{CookieJar, DataRequest, Delivery, Event, Request, SendEr
 use serde_json::json;
 
 use crate::server::{Reply, ResettingServer, TestServer};
-use crate::transport;
+use crate::{fast_policy, transport, transport_with};
 
 fn interact() -> Request {
     Request::Interact(DataRequest::events(vec![Event::new(
@@ -171,4 +171,90 @@ async fn a_refused_connection_is_recoverable() {
     );
     assert_eq!(error.delivery(), Delivery::Recoverable);
     assert_eq!(sleep.waits().len(), 3);
+}
+
+#[tokio::test]
+async fn retry_after_on_every_answer_cannot_keep_a_send_past_its_deadline() {
+    // 100 attempts allowed and `Retry-After: 2` on every answer: the deadline of 5 s (attempts
+    // plus waits) lets two waits happen; a third would end past it.
+    let server =
+        TestServer::start(|_, _| Reply::json(503, json!({})).header("retry-after", "2")).await;
+    let policy = fast_policy()
+        .with_max_attempts(100)
+        .with_deadline(Duration::from_secs(5));
+    let (transport, sleep) = transport_with(
+        &server.base,
+        CookieJar::default(),
+        policy,
+        Duration::from_millis(300),
+    );
+
+    let error = transport.send(interact()).await.unwrap_err();
+
+    assert_eq!(sleep.waits(), vec![Duration::from_secs(2); 2]);
+    assert_eq!(server.requests().len(), 3);
+    let SendError::Status(status) = &error else {
+        panic!("{error:?}");
+    };
+    assert_eq!((status.status, status.attempts), (503, 3));
+    assert_eq!(error.delivery(), Delivery::Recoverable);
+}
+
+#[tokio::test]
+async fn a_server_slower_than_the_deadline_ends_the_send_at_the_deadline() {
+    // Each attempt may take 10 s, but the whole send only 400 ms.
+    let server = TestServer::start(|_, _| ok().delayed(Duration::from_secs(5))).await;
+    let policy = fast_policy().with_deadline(Duration::from_millis(400));
+    let (transport, _) = transport_with(
+        &server.base,
+        CookieJar::default(),
+        policy,
+        Duration::from_secs(10),
+    );
+
+    let started = std::time::Instant::now();
+    let error = transport.send(interact()).await.unwrap_err();
+    let took = started.elapsed();
+
+    assert!(
+        matches!(error, SendError::DeadlineExceeded { attempts: 1, deadline } if deadline == Duration::from_millis(400)),
+        "{error:?}"
+    );
+    assert_eq!(error.delivery(), Delivery::Recoverable);
+    assert!(took < Duration::from_secs(3), "took {took:?}");
+}
+
+#[tokio::test]
+async fn no_retry_after_value_panics_or_stalls() {
+    for value in [
+        "18446744073709551615",
+        "99999999999999999999999",
+        "Fri, 31 Dec 9999 23:59:59 GMT",
+        "Sun, 06 Nov 1994 08:49:37 GMT",
+        "-5",
+        "1e9",
+        "soon",
+        "",
+    ] {
+        let server =
+            TestServer::start(move |_, _| Reply::json(503, json!({})).header("retry-after", value))
+                .await;
+        let (transport, sleep) = transport(&server.base, CookieJar::default());
+
+        let error = transport.send(interact()).await.unwrap_err();
+
+        let SendError::Status(status) = &error else {
+            panic!("{value:?}: {error:?}");
+        };
+        if let Some(wait) = status.retry_after {
+            assert!(wait <= Duration::from_secs(86_400), "{value:?}: {wait:?}");
+            // A caller schedules the re-send with it.
+            assert!(std::time::Instant::now().checked_add(wait).is_some());
+        }
+        let waited: Duration = sleep.waits().iter().sum();
+        assert!(
+            waited <= Duration::from_secs(60),
+            "{value:?}: waited {waited:?}"
+        );
+    }
 }
