@@ -593,7 +593,7 @@ struct Job {
     consent: Vec<Value>,
     identity_map: Option<Value>,
     config_overrides: Option<Value>,
-    fingerprint: ConsentFingerprint,
+    fingerprint: Arc<ConsentFingerprint>,
     decision: ConsentDecision,
 }
 
@@ -635,7 +635,7 @@ struct Chain {
     held: Vec<Cookie>,
     /// How the state the chain leads to was decided, and by which call (for its record).
     source: RecordSource,
-    last_call: Option<(ConsentFingerprint, Option<Decision>)>,
+    last_call: Option<(Arc<ConsentFingerprint>, Option<Decision>)>,
 }
 
 impl Chain {
@@ -734,7 +734,7 @@ pub struct Engine {
     actions: VecDeque<Action>,
     consent_cookie: Option<StoredCookie>,
     identity_cookie: bool,
-    fingerprint: Option<ConsentFingerprint>,
+    fingerprint: Option<Arc<ConsentFingerprint>>,
     /// The consent cookie's value the fingerprinted call left (see [`Snapshot::fingerprint_cookie`]).
     fingerprint_cookie: Option<String>,
     chain: Option<Chain>,
@@ -743,7 +743,18 @@ pub struct Engine {
     last_notified: Option<(Phase, PurposeMasks)>,
     /// The state the last consent record stood for.
     last_recorded: Option<(Decision, PurposeMasks)>,
-    last_snapshot: Option<Snapshot>,
+    last_persisted: Option<Persisted>,
+}
+
+/// What the last [`Action::PersistState`] said, in the engine's own terms: cheap to compare,
+/// since the engine asks "is it still current?" several times per input.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Persisted {
+    fingerprint: Option<Arc<ConsentFingerprint>>,
+    fingerprint_cookie: Option<String>,
+    purposes: PurposeMasks,
+    /// The ids of the unsettled calls; a call's content never changes.
+    calls: Vec<SetConsentId>,
 }
 
 impl Engine {
@@ -770,7 +781,7 @@ impl Engine {
             next_request: 0,
             last_notified: None,
             last_recorded: None,
-            last_snapshot: None,
+            last_persisted: None,
         };
         engine.recompute();
         engine
@@ -901,7 +912,7 @@ impl Engine {
         self.started = true;
         self.identity_cookie = stored.identity_cookie;
         if let Some(snapshot) = &stored.snapshot {
-            self.fingerprint = snapshot.fingerprint.clone();
+            self.fingerprint = snapshot.fingerprint.clone().map(Arc::new);
             self.fingerprint_cookie = snapshot.fingerprint_cookie.clone();
         }
         let cookie = stored
@@ -1027,7 +1038,10 @@ impl Engine {
         let decision = options.decide(self.config.iab.as_ref(), self.config.iab_vendor_id)?;
         self.expire(now);
         let consent = options.consent_json();
-        let fingerprint = ConsentFingerprint::of(&consent, options.identity_map.as_ref());
+        let fingerprint = Arc::new(ConsentFingerprint::of(
+            &consent,
+            options.identity_map.as_ref(),
+        ));
         let job = Job {
             id,
             consent,
@@ -1179,7 +1193,7 @@ impl Engine {
             };
             // Skip only when the server provably has this consent: same fingerprint as the last
             // accepted call, and the consent cookie still exactly as that call left it.
-            let unchanged = self.fingerprint.as_ref() == Some(&job.fingerprint)
+            let unchanged = self.fingerprint.as_deref() == Some(&*job.fingerprint)
                 && self.fingerprint_cookie.is_some()
                 && self.consent_cookie.as_ref().map(|c| &c.value)
                     == self.fingerprint_cookie.as_ref();
@@ -1218,14 +1232,14 @@ impl Engine {
         let id = job.id;
         let outcome = match outcome {
             Outcome::Success => {
-                self.fingerprint = Some(job.fingerprint.clone());
+                self.fingerprint = Some(Arc::clone(&job.fingerprint));
                 // The skip needs proof that the server has this consent: the usable cookie it
                 // wrote. Without one (missing, refused, a removal) a repeat is sent again.
                 self.fingerprint_cookie = cookie
                     .and(self.consent_cookie.as_ref())
                     .map(|c| c.value.clone());
                 let requested = job.decision.general;
-                let hashes = job.fingerprint.clone();
+                let hashes = Arc::clone(&job.fingerprint);
                 self.settle_accepted(job, cookie);
                 if let Some(chain) = &self.chain {
                     let general = chain.general.unwrap_or(chain.before_phase.decision());
@@ -1263,7 +1277,7 @@ impl Engine {
                     } else {
                         RecordSource::Unconfirmed
                     };
-                    chain.last_call = Some((job.fingerprint.clone(), job.decision.general));
+                    chain.last_call = Some((Arc::clone(&job.fingerprint), job.decision.general));
                     chain.done.push(job);
                 }
                 SetConsentOutcome::Failed
@@ -1286,7 +1300,7 @@ impl Engine {
         purposes.apply(&job.decision);
         chain.purposes = Some(purposes);
         chain.source = RecordSource::User;
-        chain.last_call = Some((job.fingerprint.clone(), job.decision.general));
+        chain.last_call = Some((Arc::clone(&job.fingerprint), job.decision.general));
         chain.done.push(job);
     }
 
@@ -1381,7 +1395,10 @@ impl Engine {
         }
         Job {
             id: call.id,
-            fingerprint: ConsentFingerprint::of(&call.consent, call.identity_map.as_ref()),
+            fingerprint: Arc::new(ConsentFingerprint::of(
+                &call.consent,
+                call.identity_map.as_ref(),
+            )),
             consent: call.consent,
             identity_map: call.identity_map,
             config_overrides: call.config_overrides,
@@ -1637,7 +1654,7 @@ impl Engine {
         &mut self,
         now: Timestamp,
         source: RecordSource,
-        call: Option<&(ConsentFingerprint, Option<Decision>)>,
+        call: Option<&(Arc<ConsentFingerprint>, Option<Decision>)>,
     ) {
         let state = (self.phase.decision(), self.purposes);
         if self.last_recorded != Some(state) {
@@ -1649,7 +1666,7 @@ impl Engine {
         &mut self,
         now: Timestamp,
         source: RecordSource,
-        call: Option<&(ConsentFingerprint, Option<Decision>)>,
+        call: Option<&(Arc<ConsentFingerprint>, Option<Decision>)>,
         general: Decision,
         purposes: PurposeMasks,
     ) {
@@ -1672,22 +1689,47 @@ impl Engine {
         self.actions.push_back(Action::Record(record));
     }
 
+    /// Whether the last persisted snapshot still says what the engine would persist now.
+    fn persisted_is_current(&self) -> bool {
+        let Some(last) = &self.last_persisted else {
+            return false;
+        };
+        let calls_same = match &self.chain {
+            Some(chain) => chain
+                .calls()
+                .map(|job| job.id)
+                .eq(last.calls.iter().copied()),
+            None => last.calls.is_empty(),
+        };
+        calls_same
+            && last.purposes == self.purposes
+            && last.fingerprint == self.fingerprint
+            && last.fingerprint_cookie == self.fingerprint_cookie
+    }
+
     fn persist(&mut self) {
-        let pending = self
-            .chain
-            .as_ref()
-            .map(|chain| chain.calls().map(|job| self.pending_of(job)).collect())
-            .unwrap_or_default();
-        let snapshot = Snapshot {
+        if self.persisted_is_current() {
+            return;
+        }
+        let (pending, calls) = match &self.chain {
+            Some(chain) => (
+                chain.calls().map(|job| self.pending_of(job)).collect(),
+                chain.calls().map(|job| job.id).collect(),
+            ),
+            None => (Vec::new(), Vec::new()),
+        };
+        self.last_persisted = Some(Persisted {
             fingerprint: self.fingerprint.clone(),
+            fingerprint_cookie: self.fingerprint_cookie.clone(),
+            purposes: self.purposes,
+            calls,
+        });
+        self.actions.push_back(Action::PersistState(Snapshot {
+            fingerprint: self.fingerprint.as_deref().cloned(),
             fingerprint_cookie: self.fingerprint_cookie.clone(),
             purposes: self.named_purposes(&self.purposes),
             pending,
-        };
-        if self.last_snapshot.as_ref() != Some(&snapshot) {
-            self.last_snapshot = Some(snapshot.clone());
-            self.actions.push_back(Action::PersistState(snapshot));
-        }
+        }));
     }
 
     fn notify(&mut self) {
