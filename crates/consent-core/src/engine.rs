@@ -205,9 +205,9 @@ pub struct PendingCall {
     /// What it decides for named purposes, by name.
     #[serde(default)]
     pub purposes: Vec<(String, Decision)>,
-    /// Whether it speaks for all purposes ([`ConsentDecision::all_purposes`]).
+    /// The decision it gives all purposes ([`ConsentDecision::all_purposes`]).
     #[serde(default)]
-    pub all_purposes: bool,
+    pub all_purposes: Option<Decision>,
 }
 
 /// Which request a response answers.
@@ -558,7 +558,7 @@ impl PurposeMasks {
     /// What an accepted call does to the purposes: Adobe 1.0 clears them, then each purpose the
     /// call decides takes its decision.
     fn apply(&mut self, decision: &ConsentDecision) {
-        if decision.all_purposes {
+        if decision.all_purposes.is_some() {
             *self = PurposeMasks::default();
         }
         for &(purpose, d) in &decision.purposes {
@@ -569,8 +569,20 @@ impl PurposeMasks {
     }
 
     /// What a failed call does to the purposes: each one it would have made stricter becomes at
-    /// least that strict; none becomes looser.
+    /// least that strict; none becomes looser. A purpose without a decision of its own follows
+    /// `general`, which the failed call makes at least as strict too.
     fn restrict(&mut self, decision: &ConsentDecision) {
+        if let Some(all) = decision.all_purposes.filter(|d| *d != Decision::In) {
+            // Adobe 1.0 asked its decision of every purpose, the decided ones included.
+            for mask in [self.r#in, self.pending] {
+                for i in (0..MAX_PURPOSES).filter(|i| mask & (1u64 << i) != 0) {
+                    if let Some(purpose) = Purpose::from_index(i) {
+                        let current = self.get(purpose).map_or(all, |c| c.stricter(all));
+                        self.set(purpose, current);
+                    }
+                }
+            }
+        }
         for &(purpose, d) in &decision.purposes {
             if purpose != Purpose::GENERAL && d != Decision::In {
                 let current = self.get(purpose).map_or(d, |c| c.stricter(d));
@@ -600,7 +612,7 @@ struct Job {
 impl Job {
     /// The purposes this call may change (all of them for Adobe 1.0).
     fn touches(&self) -> u64 {
-        if self.decision.all_purposes {
+        if self.decision.all_purposes.is_some() {
             !Purpose::GENERAL.bit()
         } else {
             self.decision
@@ -1164,6 +1176,9 @@ impl Engine {
             Some(chain) => {
                 chain.before_phase = default;
                 chain.before_purposes = PurposeMasks::default();
+                // What is persisted during a chain is the state before it: the default now.
+                self.purposes = PurposeMasks::default();
+                self.recompute();
             }
             None => {
                 self.purposes = PurposeMasks::default();

@@ -201,23 +201,20 @@ pub struct ConsentDecision {
     pub general: Option<Decision>,
     /// Decisions for named purposes, one entry per purpose.
     pub purposes: Vec<(Purpose, Decision)>,
-    /// Whether the call speaks for all purposes at once (Adobe 1.0): purposes without an entry
-    /// in [`Self::purposes`] follow `general` again.
-    pub all_purposes: bool,
+    /// When the call speaks for all purposes at once (Adobe 1.0): the decision it gives every
+    /// purpose (the strictest of its Adobe 1.0 objects). Applied, it makes the purposes without
+    /// an entry in [`Self::purposes`] follow `general` again.
+    pub all_purposes: Option<Decision>,
 }
 
 impl ConsentDecision {
-    /// The decision this call makes for `purpose`: its own entry, or `general` when the call
-    /// speaks for all purposes; `None` when the call leaves the purpose as it was.
+    /// The decision this call makes for `purpose`: its own entry, or the one it gives all
+    /// purposes (Adobe 1.0); `None` when the call leaves the purpose as it was.
     pub fn purpose(&self, purpose: Purpose) -> Option<Decision> {
         if purpose == Purpose::GENERAL {
             return self.general;
         }
-        self.own(purpose).or(if self.all_purposes {
-            self.general
-        } else {
-            None
-        })
+        self.own(purpose).or(self.all_purposes)
     }
 
     fn own(&self, purpose: Purpose) -> Option<Decision> {
@@ -250,25 +247,24 @@ impl ConsentDecision {
         }
         let purposes = named
             .into_iter()
-            .filter_map(|p| {
-                let decision = match (self.purpose(p), other.purpose(p)) {
-                    (Some(a), Some(b)) => a.stricter(b),
-                    (a, b) => a.or(b)?,
-                };
-                Some((p, decision))
-            })
+            .filter_map(|p| Some((p, strictest(self.purpose(p), other.purpose(p))?)))
             .collect();
-        self.general = match (self.general, other.general) {
-            (Some(a), Some(b)) => Some(a.stricter(b)),
-            (a, b) => a.or(b),
-        };
+        self.general = strictest(self.general, other.general);
+        self.all_purposes = strictest(self.all_purposes, other.all_purposes);
         self.purposes = purposes;
-        self.all_purposes |= other.all_purposes;
     }
 }
 
 fn stricter_of(current: Option<Decision>, decision: Decision) -> Decision {
     current.map_or(decision, |c| c.stricter(decision))
+}
+
+/// The stricter of two optional decisions; either one alone when the other is missing.
+fn strictest(a: Option<Decision>, b: Option<Decision>) -> Option<Decision> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.stricter(b)),
+        (a, b) => a.or(b),
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -446,7 +442,7 @@ impl ConsentObject {
             Body::AdobeV1 { general } => Ok(ConsentDecision {
                 general: Some(*general),
                 purposes: Vec::new(),
-                all_purposes: true,
+                all_purposes: Some(*general),
             }),
             Body::AdobeV2 { decision } => Ok(decision.clone()),
             Body::IabTcf {
@@ -471,7 +467,7 @@ impl ConsentObject {
                 Ok(ConsentDecision {
                     general: Some(general),
                     purposes: Vec::new(),
-                    all_purposes: false,
+                    all_purposes: None,
                 })
             }
         }
@@ -1263,7 +1259,7 @@ mod tests {
                 .contains(&(Purpose::PERSONALIZE_CONTENT, Decision::In))
         );
         assert!(d.purposes.contains(&(Purpose::AD_ID, Decision::Pending)));
-        assert!(!d.all_purposes);
+        assert_eq!(d.all_purposes, None);
 
         // `any: n` overrides every channel.
         let d = local(json!({"marketing": {"any": {"val": "n"}, "email": {"val": "y"}}}));
@@ -1322,48 +1318,36 @@ mod tests {
         let share_n = v2(json!({"collect": {"val": "y"}, "share": {"val": "n"}}));
         let share_y = v2(json!({"collect": {"val": "y"}, "share": {"val": "y"}}));
         let pending = v2(json!({"collect": {"val": "p"}}));
+        let collect_n = v2(json!({"collect": {"val": "n"}}));
+        let share_only_y = v2(json!({"share": {"val": "y"}}));
+        let (i, o, p) = (Decision::In, Decision::Out, Decision::Pending);
+        // (objects, general, share, the decision given to all purposes)
         for (objects, general, share, all) in [
+            (vec![share_n.clone(), v1("in")], i, o, Some(i)),
+            (vec![v1("in"), share_n.clone()], i, o, Some(i)),
+            (vec![share_y.clone(), share_n.clone()], i, o, None),
+            (vec![share_n.clone(), share_y.clone()], i, o, None),
+            (vec![share_y.clone(), v1("out")], o, o, Some(o)),
+            (vec![v1("in"), pending.clone()], p, i, Some(i)),
+            (vec![pending.clone(), v1("in")], p, i, Some(i)),
+            // Adobe 1.0 gives every purpose its own general, not the call's combined one.
             (
-                vec![share_n.clone(), v1("in")],
-                Decision::In,
-                Decision::Out,
-                true,
+                vec![collect_n.clone(), v1("in"), share_only_y.clone()],
+                o,
+                i,
+                Some(i),
             ),
             (
-                vec![v1("in"), share_n.clone()],
-                Decision::In,
-                Decision::Out,
-                true,
+                vec![share_only_y.clone(), collect_n.clone(), v1("in")],
+                o,
+                i,
+                Some(i),
             ),
             (
-                vec![share_y.clone(), share_n.clone()],
-                Decision::In,
-                Decision::Out,
-                false,
-            ),
-            (
-                vec![share_n.clone(), share_y.clone()],
-                Decision::In,
-                Decision::Out,
-                false,
-            ),
-            (
-                vec![share_y.clone(), v1("out")],
-                Decision::Out,
-                Decision::Out,
-                true,
-            ),
-            (
-                vec![v1("in"), pending.clone()],
-                Decision::Pending,
-                Decision::Pending,
-                true,
-            ),
-            (
-                vec![pending.clone(), v1("in")],
-                Decision::Pending,
-                Decision::Pending,
-                true,
+                vec![v1("in"), share_only_y.clone(), collect_n.clone()],
+                o,
+                i,
+                Some(i),
             ),
         ] {
             let d = decide(json!(objects));

@@ -8,6 +8,7 @@
 
 mod alloc;
 mod harness;
+mod model;
 mod property;
 mod review;
 mod scenarios;

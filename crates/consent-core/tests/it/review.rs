@@ -529,3 +529,60 @@ fn l9_an_identity_cookie_offered_during_a_chain_is_kept_once_it_settles_in() {
     assert!(!h.jar.contains_key(h.names.identity()));
     assert!(h.refused.contains(&h.names.identity().to_owned()));
 }
+
+// ----- Found by the model-based property test (property.rs) -----
+
+#[test]
+fn model_d2_a_failed_adobe_1_out_restricts_purposes_with_a_decision_of_their_own() {
+    let share = Requirement::general().and(Purpose::SHARE);
+    let mut h = Harness::new("in");
+    h.set_consent_json(
+        json!({"consent": [adobe2_value(json!({"collect": {"val": "y"}, "share": {"val": "y"}}))]}),
+    );
+    h.answer(Answer::Edge);
+    // The person then says out for everything; the call fails, so it is applied unconfirmed.
+    h.set_consent("out");
+    h.answer(Answer::Fail);
+    assert_eq!(h.engine.decision(Purpose::SHARE), Decision::Out);
+    // A later call about collection only does not bring back the replaced share "y".
+    h.set_consent_json(json!({"consent": [adobe2("y")]}));
+    h.answer(Answer::Edge);
+    let s = h.submit_with(share, Mode::Queue);
+    assert_eq!(h.reason_of(s), Some(RejectReason::UserDeclined));
+}
+
+#[test]
+fn model_d3_an_expiry_during_a_chain_clears_the_purposes_a_restart_would_restore() {
+    let config = Harness::config("pending").purpose("analytics").unwrap();
+    for restart in [false, true] {
+        let mut h = Harness::unstarted(config.clone());
+        h.start();
+        let analytics = h.engine.purpose("analytics").unwrap();
+        h.set_consent("in");
+        h.answer(Answer::Edge);
+        h.handle(Input::SetPurposes(vec![(analytics, Decision::Out)]));
+        // Two calls; the consent cookie (and with it the analytics choice) expires while the
+        // first is in flight, whose answer then writes a fresh cookie.
+        let expiry = h.engine.poll_timeout().unwrap();
+        h.now = Timestamp::from_millis(expiry.as_millis() - 1);
+        h.set_consent_json(json!({"consent": [adobe2("y")]}));
+        h.set_consent_json(
+            json!({"consent": [adobe2_value(json!({"collect": {"val": "y"}, "share": {"val": "y"}}))]}),
+        );
+        h.now = expiry;
+        h.handle(Input::Tick);
+        h.answer(Answer::Edge);
+        if restart {
+            // The first call is provably on the server (its cookie is here): skipped; the
+            // second goes out again.
+            h.restart();
+        }
+        h.answer(Answer::Edge);
+        assert_eq!(h.state(), (Decision::In, true), "restart: {restart}");
+        assert_eq!(
+            h.engine.decision(analytics),
+            Decision::In,
+            "restart: {restart}: the expired choice is gone either way"
+        );
+    }
+}
