@@ -10,9 +10,16 @@
 //! in/out/pending, the six-state machine with its messages, commands queued while pending and
 //! released in order on "in" or declined on "out", the serial `setConsent` chain, the consent
 //! cookie, the "unchanged consent" skip — and fixes that SDK's known privacy bugs (an unknown
-//! stored value is never "in", a failed call never reports consent as set, a missing consent
-//! cookie never leaves the engine stuck or skips a call, no cookie but the consent cookie is
-//! written before consent). It adds granular purposes and a read API.
+//! stored value is never "in", a failed call never loosens anything nor reports a default as
+//! set, a missing consent cookie never leaves the engine stuck or skips a call, no cookie but the
+//! consent cookie is written before consent). It adds what the Web SDK lacks: an unsettled
+//! `setConsent` survives a restart (it is persisted before it is sent), the skip is bound to the
+//! cookie the accepted call left, every change of state is a [`ConsentRecord`], granular purposes
+//! (decided by Adobe 2.0 payloads or by the app) and a read API. How a `setConsent` body decides
+//! is one public function, [`SetConsentOptions::decide`], which `consent-server` uses too.
+//!
+//! `docs/ARCHITECTURE.md` lists every place where the engine deliberately differs from the Web
+//! SDK; an independent model checks the engine after every step of random sequences.
 //!
 //! ```
 //! use consent_core::*;
