@@ -162,6 +162,11 @@ impl Registry {
         self.all.len()
     }
 
+    /// The registered custom categories, after the built-ins.
+    pub(crate) fn custom(&self) -> &[Category] {
+        &self.all[Category::BUILTIN.len()..]
+    }
+
     /// The slot of a category, or `None` when it is not registered. Built-ins need no search, which
     /// keeps `is_approved` cheap.
     #[inline]

@@ -1,5 +1,6 @@
 //! The service itself: state, workflow, subscriptions and the cookie.
 
+use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::fmt;
 use std::future::Future;
@@ -7,6 +8,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::task::{Context, Poll, Waker};
+use std::thread::{self, ThreadId};
 
 use serde_json::Value;
 
@@ -17,11 +19,11 @@ use crate::iab::{
     tcf_approves,
 };
 use crate::permissions::{
-    Invalid, JsonObject, Permissions, PermissionsInput, evaluate, is_approved_in,
+    JsonObject, Permissions, PermissionsInput, Reading, is_approved_in, read,
 };
 use crate::storage::{
-    COOKIE_NAME, CookieExpiry, CookieWrite, OptInStorage, StorageError, decode_uri_component,
-    encode_uri_component, resolve_domain,
+    COOKIE_NAME, CUSTOM_COOKIE_NAME, CookieExpiry, CookieWrite, OptInStorage, StorageError,
+    decode_uri_component, encode_uri_component, resolve_domain,
 };
 
 /// How many warnings [`OptIn::warnings`] keeps; older ones are dropped first.
@@ -77,7 +79,8 @@ pub enum CategoryError {
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Warning {
-    /// `previousPermissions` was not a valid permissions object and was ignored.
+    /// `previousPermissions` was not a valid permissions object and was ignored, except for the
+    /// denials it holds (see [`OptIn::new`]).
     InvalidPreviousPermissions {
         /// Why it was refused.
         reason: String,
@@ -87,16 +90,25 @@ pub enum Warning {
         /// Why it was refused.
         reason: String,
     },
-    /// The stored cookie could not be read as permissions and was ignored.
+    /// A stored cookie, or a value in it, could not be read as permissions and was ignored.
     InvalidStoredPermissions {
-        /// Why it was refused.
+        /// What was ignored, and why.
         reason: String,
     },
-    /// Writing the cookie failed; the permissions in memory are unaffected.
+    /// Writing a cookie failed (the jar refused it, failed, or panicked); the permissions in memory
+    /// are unaffected, and the next completion writes again.
     StorageWriteFailed(StorageError),
-    /// A subscriber or callback panicked; the others and the cookie write still ran.
+    /// A subscriber, a one-shot callback or a future's waker panicked; that call was lost, the
+    /// others and the cookie write still ran.
     SubscriberPanicked {
         /// The panic message, when it was a string.
+        message: String,
+    },
+    /// The cookie jar panicked while being read (`get`, `accepts_domain`). At construction the
+    /// cookie counts as absent; during a delivery that one cookie write is skipped, so that keys
+    /// the service could not read are not lost.
+    StorageReadFailed {
+        /// What was being read, and the panic message.
         message: String,
     },
 }
@@ -114,19 +126,19 @@ impl fmt::Display for Warning {
                 write!(f, "[ADOBE OPT-IN] Invalid `preOptInApprovals`! ({reason})")
             }
             Warning::InvalidStoredPermissions { reason } => {
-                write!(
-                    f,
-                    "[ADOBE OPT-IN] Invalid `{COOKIE_NAME}` cookie ignored ({reason})"
-                )
+                write!(f, "[ADOBE OPT-IN] Invalid stored permissions: {reason}")
             }
             Warning::StorageWriteFailed(error) => {
                 write!(
                     f,
-                    "[ADOBE OPT-IN] Could not write the `{COOKIE_NAME}` cookie: {error}"
+                    "[ADOBE OPT-IN] Could not write the `{COOKIE_NAME}` or `{CUSTOM_COOKIE_NAME}` cookie: {error}"
                 )
             }
             Warning::SubscriberPanicked { message } => {
                 write!(f, "[ADOBE OPT-IN] A subscriber panicked: {message}")
+            }
+            Warning::StorageReadFailed { message } => {
+                write!(f, "[ADOBE OPT-IN] Could not read the cookie jar: {message}")
             }
         }
     }
@@ -139,13 +151,45 @@ type OneShot = Box<dyn FnOnce(&Permissions) + Send>;
 /// subscriptions.
 ///
 /// An `OptIn` is a cheap handle: clones share one service, so a page or app builds one and hands
-/// out clones (the reference keeps one `adobe.optIn` per page). It is `Send + Sync`; every method
-/// is synchronous and needs no async runtime, and the futures it returns work on any executor.
+/// out clones (the reference keeps one `adobe.optIn` per page; this crate keeps no global, and two
+/// calls of [`OptIn::new`] make two independent services). It is `Send + Sync`; every method is
+/// synchronous and needs no async runtime, and the futures it returns work on any executor.
 ///
-/// Subscribers run on the thread whose call completed the workflow, after the state changed and
-/// outside every lock, so they may call back into the service. Completions are delivered one at a
-/// time in order: a completion caused while another is being delivered (from a subscriber, or from
-/// another thread) is delivered by the thread already delivering, right after.
+/// # Deliveries: what is guaranteed
+///
+/// A completion (`approve`/`deny` without `wait_for_complete`, `approve_all`, `deny_all`,
+/// [`complete`](Self::complete), a completing [`apply_tcf`](Self::apply_tcf)) changes the state at
+/// once and is then *delivered*: to the subscribers in subscription order, then to the cookie, then
+/// to the one-shot callbacks of [`fetch_permissions_with`](Self::fetch_permissions_with), then to
+/// the futures and watches (their wakers are woken).
+///
+/// - **One thread delivers at a time, in order.** A completion is delivered by the thread that
+///   caused it, unless a thread is delivering already (another one, or this one from a
+///   subscriber, callback, waker or cookie jar): then the thread already delivering delivers it
+///   right after what it is doing, and the call that caused it returns without waiting. A thread
+///   that delivers goes on until nothing is left to deliver, other threads' completions included.
+///   So a subscriber is never called by two threads at once, it sees completions in the order they
+///   changed the state, and no thread ever waits for another one here.
+/// - **Everyone gets what happened after it arrived, and nothing older.** A subscriber receives
+///   every completion that changes the state after it subscribed, each once; a one-shot callback
+///   or a future waiting for the next completion gets the first of them; a watch the latest of
+///   them it has not returned yet. The first call of
+///   [`subscribe_permissions`](Self::subscribe_permissions) carries the permissions in force when
+///   it subscribed and is ordered with the deliveries: it comes before every later completion and
+///   after every earlier one, never the other way round (when another thread is delivering, that
+///   thread makes the first call, and `subscribe_permissions` returns without waiting for it).
+/// - **Unsubscribing takes effect at once.** A subscriber whose [`Subscription`] was dropped is
+///   not called again, not even by a delivery that is under way (one subscriber dropping another
+///   that comes later in the same delivery). The only call that can still happen after the drop
+///   returns is one that another thread had already started.
+/// - **Foreign code is isolated.** Subscribers, one-shot callbacks, wakers and the cookie jar run
+///   outside every lock of the service (so they may call back into it) and behind `catch_unwind`:
+///   a panic loses that one call, is recorded as a [`Warning`], and everything else (the other
+///   subscribers, the cookie write, later completions) goes on. Closures and wakers that the
+///   service lets go of are dropped outside its locks too. The configuration's closures
+///   (`does_opt_in_apply_with`, `previous_permissions_with`) and a [`TcfSignal`] run in the
+///   caller's own call before anything changed, so their panics reach the caller: there is no
+///   value the service could put in their place.
 ///
 /// ```
 /// use consent_optin::{Category, OptIn, OptInConfig, Status};
@@ -174,15 +218,15 @@ struct Inner {
     /// Whether `preOptInApprovals` was given at all: then `fetch_permissions` answers at once.
     pre_given: bool,
     pre_approvals: Option<Box<[Option<bool>]>>,
+    /// The reference's `isPreApproved()` without arguments: the valid `preOptInApprovals` object
+    /// has a key and every value, the magic keys' included, is `true`.
+    pre_all_true: bool,
     storage: Option<Arc<dyn OptInStorage>>,
     storage_enabled: bool,
     cookie_domain: Option<String>,
     cookie_expiry: Option<CookieExpiry>,
     secure_cookie: bool,
     state: Mutex<State>,
-    /// Serialises read-merge-write of the cookie, so the permissions and the IAB hash never
-    /// overwrite each other.
-    cookie_lock: Mutex<()>,
 }
 
 struct State {
@@ -191,16 +235,49 @@ struct State {
     /// The reference's `preCompletePermissions`, kept apart from `committed` so staged choices stay
     /// invisible until `complete()` (the reference aliased the two after the first completion).
     staged: Vec<bool>,
-    queue: VecDeque<Permissions>,
-    delivering: bool,
+    /// How many completions changed the state; a completion's sequence number is this count just
+    /// after it. Whoever registers notes the count as its `since`, and receives only completions
+    /// with a larger number.
+    seq: u64,
+    /// Work for the delivering thread, in order.
+    queue: VecDeque<Job>,
+    /// The thread delivering the queue, if any: only it calls subscribers, callbacks and the jar
+    /// during deliveries, which is what keeps them in order without a lock held across them.
+    deliverer: Option<ThreadId>,
+    /// The sequence number of the last completion delivered to the futures and watches.
     delivered: u64,
     last_delivered: Option<Permissions>,
-    subscribers: Vec<(u64, Subscriber)>,
-    one_shots: Vec<OneShot>,
+    /// Sorted by id (ids only grow), so a delivery can walk it while it changes.
+    subscribers: Vec<Entry>,
+    one_shots: Vec<Pending<OneShot>>,
     waiters: Vec<Waiter>,
     next_id: u64,
     warnings: VecDeque<Warning>,
     last_tc_string: Option<String>,
+}
+
+/// A subscriber and the completion count when it subscribed.
+struct Entry {
+    id: u64,
+    since: u64,
+    subscriber: Subscriber,
+}
+
+/// A one-shot callback and the completion count when it was registered.
+struct Pending<T> {
+    since: u64,
+    callback: T,
+}
+
+/// A piece of work for the delivering thread.
+enum Job {
+    /// A completion, with its sequence number.
+    Completion { seq: u64, permissions: Permissions },
+    /// The first call of a `subscribe_permissions` subscriber, with the permissions in force when
+    /// it subscribed.
+    First { id: u64, permissions: Permissions },
+    /// Memoising the IAB hash in the cookie, so that it never overtakes a permissions write.
+    Memoise { hash: String },
 }
 
 impl State {
@@ -222,6 +299,7 @@ impl State {
         let id = self.id();
         self.waiters.push(Waiter {
             id,
+            since: self.seq,
             answer: None,
             waker: None,
             takes_answer: true,
@@ -230,30 +308,58 @@ impl State {
     }
 
     /// The answer of a future registered with `wait_for_next`, or `Pending` after storing its waker.
-    fn poll_answer(&mut self, id: u64, waker: &Waker) -> Poll<Permissions> {
+    /// Returns the wakers it let go of, for the caller to drop outside the lock.
+    fn poll_answer(&mut self, id: u64, waker: Waker) -> (Poll<Permissions>, Dropped) {
         let Some(index) = self.waiters.iter().position(|w| w.id == id) else {
             // Registered at creation and removed only here or on drop; treat a missing entry as a
             // spurious poll after `Ready`.
-            return Poll::Pending;
+            return (Poll::Pending, Dropped::waker(Some(waker)));
         };
         if let Some(answer) = self.waiters[index].answer.take() {
-            self.waiters.swap_remove(index);
-            return Poll::Ready(answer);
+            let waiter = self.waiters.swap_remove(index);
+            return (Poll::Ready(answer), Dropped::wakers(waiter.waker, waker));
         }
-        self.waiters[index].waker = Some(waker.clone());
-        Poll::Pending
+        let old = self.waiters[index].waker.replace(waker);
+        (Poll::Pending, Dropped::waker(old))
     }
 
-    /// Stores the waker of a watch, which reads its answer from `last_delivered` instead.
-    fn set_waker(&mut self, id: u64, waker: &Waker) {
+    /// Stores the waker of a watch, which reads its answer from `last_delivered` instead. Returns
+    /// the waker it replaced, for the caller to drop outside the lock.
+    fn set_waker(&mut self, id: u64, waker: Waker) -> Dropped {
         match self.waiters.iter_mut().find(|w| w.id == id) {
-            Some(waiter) => waiter.waker = Some(waker.clone()),
-            None => self.waiters.push(Waiter {
-                id,
-                answer: None,
-                waker: Some(waker.clone()),
-                takes_answer: false,
-            }),
+            Some(waiter) => Dropped::waker(waiter.waker.replace(waker)),
+            None => {
+                self.waiters.push(Waiter {
+                    id,
+                    since: self.seq,
+                    answer: None,
+                    waker: Some(waker),
+                    takes_answer: false,
+                });
+                Dropped::default()
+            }
+        }
+    }
+}
+
+/// Wakers that the service let go of under its lock, dropped by the caller once the lock is
+/// released: a waker's drop is foreign code.
+#[derive(Default)]
+#[must_use = "drop it after releasing the lock"]
+struct Dropped {
+    _wakers: [Option<Waker>; 2],
+}
+
+impl Dropped {
+    fn waker(waker: Option<Waker>) -> Dropped {
+        Dropped {
+            _wakers: [waker, None],
+        }
+    }
+
+    fn wakers(first: Option<Waker>, second: Waker) -> Dropped {
+        Dropped {
+            _wakers: [first, Some(second)],
         }
     }
 }
@@ -261,6 +367,8 @@ impl State {
 /// A future waiting for a completion.
 struct Waiter {
     id: u64,
+    /// The completion count when it was registered: only later completions answer it.
+    since: u64,
     answer: Option<Permissions>,
     waker: Option<Waker>,
     takes_answer: bool,
@@ -278,24 +386,33 @@ impl fmt::Debug for OptIn {
     }
 }
 
-fn parse_input(registry: &Registry, input: &PermissionsInput) -> Result<Vec<Option<bool>>, String> {
-    let object = input
+fn parse_input(registry: &Registry, input: &PermissionsInput) -> Result<Reading, String> {
+    input
         .to_object()
-        .map_err(|e| format!("not a JSON object: {e}"))?;
-    evaluate(registry, &object).map_err(|e| e.to_string())
-}
-
-fn read_cookie(storage: &dyn OptInStorage) -> Result<Option<JsonObject>, String> {
-    let Some(raw) = storage.get(COOKIE_NAME) else {
-        return Ok(None);
-    };
-    let text = decode_uri_component(&raw).ok_or("not URI-encoded")?;
-    serde_json::from_str(&text)
-        .map(Some)
+        .map(|object| read(registry, &object))
         .map_err(|e| format!("not a JSON object: {e}"))
 }
 
-/// Runs a subscriber or callback; a panic becomes a warning instead of unwinding through delivery.
+/// Decodes a cookie value: URI-encoded JSON of an object.
+fn parse_cookie(raw: &str) -> Result<JsonObject, String> {
+    let text = decode_uri_component(raw).ok_or("not URI-encoded")?;
+    serde_json::from_str(&text).map_err(|e| format!("not a JSON object: {e}"))
+}
+
+/// Calls the jar's `get`; a panic becomes a warning.
+fn get_cookie(storage: &dyn OptInStorage, name: &str) -> Result<Option<String>, Warning> {
+    catch_unwind(AssertUnwindSafe(|| storage.get(name))).map_err(|payload| {
+        Warning::StorageReadFailed {
+            message: format!(
+                "`get({name:?})` panicked: {}",
+                panic_message(payload.as_ref())
+            ),
+        }
+    })
+}
+
+/// Runs a subscriber, callback or waker; a panic becomes a warning instead of unwinding through
+/// delivery. The closure owns what it calls, so that it is also dropped behind `catch_unwind`.
 fn guarded(f: impl FnOnce()) -> Option<Warning> {
     catch_unwind(AssertUnwindSafe(f))
         .err()
@@ -312,62 +429,146 @@ fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
         .unwrap_or_else(|| "a non-string panic".to_owned())
 }
 
+/// The choices stored in the two cookies, read key by key: categories this service knows are
+/// taken, the custom ones from [`CUSTOM_COOKIE_NAME`] first (then from `adobeujs-optin`, where an
+/// older release wrote them); every other key is left alone, to be kept as it is at the next write.
+fn read_stored(
+    registry: &Registry,
+    storage: &dyn OptInStorage,
+    warnings: &mut Vec<Warning>,
+) -> Option<Vec<Option<bool>>> {
+    let mut slots: Vec<Option<bool>> = vec![None; registry.len()];
+    let names: &[&str] = if registry.custom().is_empty() {
+        &[COOKIE_NAME]
+    } else {
+        &[COOKIE_NAME, CUSTOM_COOKIE_NAME]
+    };
+    for name in names {
+        let raw = match get_cookie(storage, name) {
+            Ok(Some(raw)) => raw,
+            Ok(None) => continue,
+            Err(warning) => {
+                warnings.push(warning);
+                continue;
+            }
+        };
+        let object = match parse_cookie(&raw) {
+            Ok(object) => object,
+            Err(reason) => {
+                warnings.push(Warning::InvalidStoredPermissions {
+                    reason: format!("the `{name}` cookie is {reason}; it was ignored"),
+                });
+                continue;
+            }
+        };
+        let reading = read(registry, &object);
+        for key in reading.not_boolean {
+            warnings.push(Warning::InvalidStoredPermissions {
+                reason: format!(
+                    "the value of {key:?} in the `{name}` cookie is not a boolean; that key was ignored"
+                ),
+            });
+        }
+        for (slot, value) in reading.slots.into_iter().enumerate() {
+            let custom = slot >= Category::BUILTIN.len();
+            // The custom cookie speaks only for custom categories, and for them it is the newer
+            // source than a legacy key in `adobeujs-optin`.
+            if *name == CUSTOM_COOKIE_NAME && !custom {
+                continue;
+            }
+            if value.is_some() {
+                slots[slot] = value;
+            }
+        }
+    }
+    slots.iter().any(Option::is_some).then_some(slots)
+}
+
 impl OptIn {
     /// Builds the service: runs the configuration's closures once, reads the cookie when storage is
     /// enabled, and computes the initial state.
     ///
     /// Permissions start as every category approved when opt-in does not apply, else denied and
     /// overlaid with `preOptInApprovals`, then `previousPermissions`, then the cookie (the cookie
-    /// wins). The status is [`Status::Complete`] when `previousPermissions` or the cookie held valid,
-    /// non-empty permissions, else [`Status::Pending`], whatever `does_opt_in_apply` says. Invalid
-    /// inputs are ignored whole and recorded in [`warnings`](Self::warnings).
+    /// wins). The status is [`Status::Complete`] when `previousPermissions` was valid or the cookie
+    /// held at least one category, else [`Status::Pending`], whatever `does_opt_in_apply` says.
+    ///
+    /// - An invalid `preOptInApprovals` is ignored whole. An invalid `previousPermissions` (an
+    ///   unknown key, a value that is not a boolean, no category) leaves the status pending and its
+    ///   approvals are ignored, but the denials it holds still apply: a mistake elsewhere in the
+    ///   object never lets `preOptInApprovals` approve what the visitor denied (the reference merges
+    ///   the whole object, approvals included).
+    /// - The cookie is read key by key: the categories this service knows are taken, and keys it
+    ///   does not know (a custom category of another configuration sharing the cookie, or one this
+    ///   configuration no longer registers) are skipped and kept as they are at the next write. A
+    ///   category whose value is not a boolean is skipped. So a stored denial always wins over
+    ///   `preOptInApprovals` and `previousPermissions`.
+    ///
+    /// Everything ignored is recorded in [`warnings`](Self::warnings), and so is a cookie jar that
+    /// panicked (the cookie then counts as absent).
     pub fn new(config: OptInConfig) -> OptIn {
         let registry = Arc::new(Registry::new(&config.custom_categories));
         let does_opt_in_apply = config.does_opt_in_apply.evaluate();
         let mut warnings = Vec::new();
 
-        let mut parse = |input: &PermissionsInput, warning: fn(String) -> Warning| {
-            parse_input(&registry, input)
-                .map_err(|reason| warnings.push(warning(reason)))
-                .ok()
-        };
-        let previous = config
+        let mut previous_valid = false;
+        let previous = match config
             .previous_permissions
             .map(Lazy::evaluate)
-            .and_then(|input| {
-                parse(&input, |reason| Warning::InvalidPreviousPermissions {
-                    reason,
-                })
-            });
+            .map(|input| parse_input(&registry, &input))
+        {
+            None => None,
+            Some(Err(reason)) => {
+                warnings.push(Warning::InvalidPreviousPermissions { reason });
+                None
+            }
+            Some(Ok(reading)) => match reading.check() {
+                Ok(()) => {
+                    previous_valid = true;
+                    Some(reading.slots)
+                }
+                Err(invalid) => {
+                    warnings.push(Warning::InvalidPreviousPermissions {
+                        reason: invalid.to_string(),
+                    });
+                    // Only the denials: see the method's documentation.
+                    Some(
+                        reading
+                            .slots
+                            .into_iter()
+                            .map(|value| value.filter(|approved| !approved))
+                            .collect(),
+                    )
+                }
+            },
+        };
         let pre_given = config.pre_opt_in_approvals.is_some();
-        let pre = config
-            .pre_opt_in_approvals
-            .as_ref()
-            .and_then(|input| parse(input, |reason| Warning::InvalidPreOptInApprovals { reason }));
-        let cookie = config
+        let pre = config.pre_opt_in_approvals.as_ref().and_then(|input| {
+            match parse_input(&registry, input) {
+                Ok(reading) => match reading.check() {
+                    Ok(()) => Some(reading),
+                    Err(invalid) => {
+                        warnings.push(Warning::InvalidPreOptInApprovals {
+                            reason: invalid.to_string(),
+                        });
+                        None
+                    }
+                },
+                Err(reason) => {
+                    warnings.push(Warning::InvalidPreOptInApprovals { reason });
+                    None
+                }
+            }
+        });
+        let pre_all_true = pre.as_ref().is_some_and(|reading| reading.every_value_true);
+        let pre = pre.map(|reading| reading.slots);
+        let stored = config
             .storage
             .as_deref()
             .filter(|_| config.is_opt_in_storage_enabled)
-            .map(read_cookie);
-        let stored = match cookie {
-            Some(Ok(Some(object))) => match evaluate(&registry, &object) {
-                Ok(slots) => Some(slots),
-                // A cookie that holds only the IAB hash is no choice, and no mistake either.
-                Err(Invalid::NoCategory) => None,
-                Err(reason) => {
-                    let reason = reason.to_string();
-                    warnings.push(Warning::InvalidStoredPermissions { reason });
-                    None
-                }
-            },
-            Some(Err(reason)) => {
-                warnings.push(Warning::InvalidStoredPermissions { reason });
-                None
-            }
-            Some(Ok(None)) | None => None,
-        };
+            .and_then(|storage| read_stored(&registry, storage, &mut warnings));
 
-        let status = if previous.is_some() || stored.is_some() {
+        let status = if previous_valid || stored.is_some() {
             Status::Complete
         } else {
             Status::Pending
@@ -383,19 +584,44 @@ impl OptIn {
             }
         }
 
+        let probe_panic = RefCell::new(None);
+        // A panicking jar counts as refusing the domain, so probing goes on with a longer one.
+        let accepts = |domain: &str| {
+            let Some(storage) = config.storage.as_deref() else {
+                return false;
+            };
+            catch_unwind(AssertUnwindSafe(|| storage.accepts_domain(domain))).unwrap_or_else(
+                |payload| {
+                    probe_panic.borrow_mut().get_or_insert_with(|| {
+                        format!(
+                            "`accepts_domain({domain:?})` panicked: {}",
+                            panic_message(payload.as_ref())
+                        )
+                    });
+                    false
+                },
+            )
+        };
         let cookie_domain = resolve_domain(
             config.opt_in_cookie_domain.as_deref(),
             config.cookie_domain.as_deref(),
             config.host.as_deref(),
-            config.storage.as_deref(),
+            config
+                .storage
+                .is_some()
+                .then_some(&accepts as &dyn Fn(&str) -> bool),
         );
+        if let Some(message) = probe_panic.into_inner() {
+            warnings.push(Warning::StorageReadFailed { message });
+        }
         let committed = Permissions::new(Arc::clone(&registry), values.clone().into());
         let mut state = State {
             status,
             committed,
             staged: values,
+            seq: 0,
             queue: VecDeque::new(),
-            delivering: false,
+            deliverer: None,
             delivered: 0,
             last_delivered: None,
             subscribers: Vec::new(),
@@ -415,13 +641,13 @@ impl OptIn {
                 is_iab_context: config.is_iab_context,
                 pre_given,
                 pre_approvals: pre.map(Vec::into_boxed_slice),
+                pre_all_true,
                 storage: config.storage,
                 storage_enabled: config.is_opt_in_storage_enabled,
                 cookie_domain,
                 cookie_expiry: config.opt_in_storage_expiry.cookie_expiry(),
                 secure_cookie: config.secure_cookie,
                 state: Mutex::new(state),
-                cookie_lock: Mutex::new(()),
             }),
         }
     }
@@ -499,21 +725,33 @@ impl OptIn {
         }
     }
 
-    /// Whether every listed category is approved; an empty list asks whether all are. An unknown
-    /// category is not approved. Takes one uncontended lock and allocates nothing.
+    /// Whether every listed category is approved; an empty list asks whether all categories this
+    /// service knows (the eight built-ins and the registered custom ones) are. An unknown category
+    /// is not approved. Takes one uncontended lock and allocates nothing.
+    ///
+    /// With an empty list this differs from the reference on purpose: keys that are not
+    /// categories never count. The reference's `isApproved()` looks at every key its permissions
+    /// object ever received, so once the cookie holds `iabConsentHash` (a string) it answers
+    /// `false` for good, and a stored legacy `videoaa: false` or a foreign key keeps it `false`
+    /// even after `approveAll()`; no solution can ask about those keys, so they decide nothing
+    /// here.
     pub fn is_approved(&self, categories: &[Category]) -> bool {
         let state = self.inner.lock();
         is_approved_in(&self.inner.registry, state.committed.values(), categories)
     }
 
-    /// [`is_approved`](Self::is_approved) against `preOptInApprovals` alone: without valid
-    /// pre-approvals nothing is pre-approved.
+    /// The reference's `isPreApproved`: whether `preOptInApprovals` approves every listed category.
+    /// Without valid pre-approvals nothing is pre-approved.
+    ///
+    /// An empty list asks, as in the reference, whether every value of the `preOptInApprovals`
+    /// object is `true`: `{"aa": true}` is "all pre-approved", `{"aa": true, "videoaa": false}` is
+    /// not (the magic keys count here, since they are part of the object the site passed).
     pub fn is_pre_approved(&self, categories: &[Category]) -> bool {
         let Some(pre) = &self.inner.pre_approvals else {
             return false;
         };
         if categories.is_empty() {
-            return pre.iter().flatten().all(|approved| *approved);
+            return self.inner.pre_all_true;
         }
         categories.iter().all(|category| {
             self.inner
@@ -600,9 +838,14 @@ impl OptIn {
         self.subscribe(Arc::new(subscriber), false)
     }
 
-    /// The reference's `fetchPermissions(callback, true)`: calls `subscriber` at once when
-    /// permissions are available (see [`fetch_permissions`](Self::fetch_permissions)), and at every
-    /// later completion until the returned [`Subscription`] is dropped.
+    /// The reference's `fetchPermissions(callback, true)`: calls `subscriber` with the permissions
+    /// in force when permissions are available (see [`fetch_permissions`](Self::fetch_permissions)),
+    /// and at every later completion until the returned [`Subscription`] is dropped.
+    ///
+    /// The first call is made before this method returns, unless another thread is delivering a
+    /// completion at that moment: then that thread makes it, right after what it is delivering, and
+    /// this method does not wait for it. Either way the first call is ordered with the completions
+    /// (see [`OptIn`]): the subscriber never receives permissions older than ones it was given.
     pub fn subscribe_permissions<F>(&self, subscriber: F) -> Subscription
     where
         F: Fn(&Permissions) + Send + Sync + 'static,
@@ -611,43 +854,64 @@ impl OptIn {
     }
 
     fn subscribe(&self, subscriber: Subscriber, call_now: bool) -> Subscription {
-        let (id, now) = {
-            let mut state = self.inner.lock();
-            let id = state.id();
-            state.subscribers.push((id, Arc::clone(&subscriber)));
-            (id, call_now.then(|| self.available_now(&state)).flatten())
-        };
+        let mut state = self.inner.lock();
+        let id = state.id();
+        let since = state.seq;
+        state.subscribers.push(Entry {
+            id,
+            since,
+            subscriber: Arc::clone(&subscriber),
+        });
         let subscription = Subscription {
             inner: Arc::downgrade(&self.inner),
             id: Some(id),
         };
-        if let Some(permissions) = now {
-            subscriber(&permissions);
+        let Some(permissions) = call_now.then(|| self.available_now(&state)).flatten() else {
+            return subscription;
+        };
+        if state.deliverer == Some(thread::current().id()) {
+            // This thread is delivering, further up its stack (a subscriber, callback, waker or the
+            // cookie jar subscribed): nothing else can be delivered before it returns there, and
+            // the completions still queued are older than `since`, so the first call is due now.
+            drop(state);
+            let warning = guarded(move || subscriber(&permissions));
+            self.inner.warn_all(warning);
+        } else {
+            // Through the queue, so that the first call takes its place among the completions
+            // whoever delivers them.
+            state.queue.push_back(Job::First { id, permissions });
+            self.run(state);
         }
         subscription
     }
 
     /// The reference's `fetchPermissions(callback)`: calls `callback` once, at once when
-    /// permissions are available, else at the next completion.
+    /// permissions are available, else with the next completion (the next one to change the state
+    /// after this call). A panic in `callback` is caught and recorded as a [`Warning`].
     pub fn fetch_permissions_with<F>(&self, callback: F)
     where
         F: FnOnce(&Permissions) + Send + 'static,
     {
-        let now = {
-            let mut state = self.inner.lock();
-            match self.available_now(&state) {
-                Some(now) => now,
-                None => {
-                    state.one_shots.push(Box::new(callback));
-                    return;
-                }
+        let mut state = self.inner.lock();
+        match self.available_now(&state) {
+            Some(now) => {
+                drop(state);
+                let warning = guarded(move || callback(&now));
+                self.inner.warn_all(warning);
             }
-        };
-        callback(&now);
+            None => {
+                let since = state.seq;
+                state.one_shots.push(Pending {
+                    since,
+                    callback: Box::new(callback),
+                });
+            }
+        }
     }
 
     /// Resolves to the permissions at once when opt-in does not apply, the status is complete or
-    /// `preOptInApprovals` was given; otherwise at the next completion.
+    /// `preOptInApprovals` was given; otherwise with the next completion (the next one to change
+    /// the state after this call).
     ///
     /// The future needs no particular runtime.
     pub fn fetch_permissions(&self) -> FetchPermissions {
@@ -662,8 +926,8 @@ impl OptIn {
     }
 
     /// For a solution that must wait for its category: resolves to whether it is approved, at once
-    /// when it is approved already, the status is complete or opt-in does not apply; otherwise at the
-    /// next completion (which decides it either way).
+    /// when it is approved already, the status is complete or opt-in does not apply; otherwise with
+    /// the next completion (which decides it either way).
     ///
     /// ```
     /// use consent_optin::{Category, OptIn, OptInConfig};
@@ -702,13 +966,14 @@ impl OptIn {
     }
 
     /// A watch of completions: [`Changes::changed`] resolves to the permissions of the latest
-    /// completion after the last one it returned (completions in between are skipped, as a watch
-    /// does); [`Changes::try_next`] asks without waiting.
+    /// completion delivered after the last one it returned (completions in between are skipped, as
+    /// a watch does), counting only completions that change the state after this call;
+    /// [`Changes::try_next`] asks without waiting.
     pub fn changes(&self) -> Changes {
         let mut state = self.inner.lock();
         Changes {
             inner: Arc::clone(&self.inner),
-            seen: state.delivered,
+            seen: state.seq,
             id: state.id(),
         }
     }
@@ -717,8 +982,11 @@ impl OptIn {
     /// when vendor 565 and purposes 1 and 10 have consent, as one workflow completion (one event);
     /// other categories are untouched. The hash of the TC string is memoised as `iabConsentHash` in
     /// the cookie whenever a cookie jar is configured (as the reference does, even with storage
-    /// disabled). A TC string already applied by this service completes nothing; a new one is
-    /// evaluated again.
+    /// disabled), after the completion's own cookie write. A TC string already applied by this
+    /// service completes nothing; a new one is evaluated again.
+    ///
+    /// The signal is read before anything changes, in this call: a panic in it reaches the caller
+    /// and changes nothing.
     ///
     /// ```
     /// use consent_optin::{Category, OptIn, OptInConfig, TcfSignal};
@@ -750,16 +1018,23 @@ impl OptIn {
         }
         let tc_string = signal.tc_string();
         let consent_hash = iab_consent_hash(tc_string);
+        let approved = tcf_approves(signal);
+        let mut warning = None;
         let memoised = self.inner.storage.as_deref().and_then(|storage| {
-            match read_cookie(storage).ok()??.get(IAB_CONSENT_HASH_KEY)? {
+            let raw = get_cookie(storage, COOKIE_NAME)
+                .map_err(|failed| warning = Some(failed))
+                .ok()??;
+            match parse_cookie(&raw).ok()?.get(IAB_CONSENT_HASH_KEY)? {
                 Value::String(hash) => Some(hash.clone()),
                 _ => None,
             }
         });
         let has_changed = memoised.as_deref() != Some(consent_hash.as_str());
-        let approved = tcf_approves(signal);
 
         let mut state = self.inner.lock();
+        if let Some(warning) = warning {
+            state.warn(warning);
+        }
         let completed = state.last_tc_string.as_deref() != Some(tc_string);
         if completed {
             state.last_tc_string = Some(tc_string.to_owned());
@@ -769,18 +1044,16 @@ impl OptIn {
                     state.staged[slot] = approved;
                 }
             }
-            self.commit(state);
-        } else {
-            drop(state);
+            self.push_completion(&mut state);
         }
-        if has_changed {
-            let written = self.write_cookie(|object| {
-                object.assign(IAB_CONSENT_HASH_KEY, Value::String(consent_hash.clone()));
+        if has_changed && self.inner.storage.is_some() {
+            // Written by the delivering thread, after the completion's own write, so the two
+            // read-merge-writes of the cookie never overwrite each other.
+            state.queue.push_back(Job::Memoise {
+                hash: consent_hash.clone(),
             });
-            if let Err(warning) = written {
-                self.inner.lock().warn(warning);
-            }
         }
+        self.run(state);
         Ok(IabOutcome {
             approved,
             consent_hash,
@@ -794,109 +1067,173 @@ impl OptIn {
             .then(|| state.committed.clone())
     }
 
-    /// Makes the staged permissions the permissions in force and delivers the event, unless another
-    /// call is delivering already (then that call delivers it next).
+    /// Makes the staged permissions the permissions in force and delivers the event (see
+    /// [`run`](Self::run)).
     fn commit(&self, mut state: MutexGuard<'_, State>) {
+        self.push_completion(&mut state);
+        self.run(state);
+    }
+
+    /// Makes the staged permissions the permissions in force and queues their delivery.
+    fn push_completion(&self, state: &mut State) {
         let permissions = Permissions::new(
             Arc::clone(&self.inner.registry),
             state.staged.clone().into(),
         );
         state.committed = permissions.clone();
         state.status = Status::Complete;
-        state.queue.push_back(permissions);
-        if state.delivering {
+        state.seq += 1;
+        let seq = state.seq;
+        state.queue.push_back(Job::Completion { seq, permissions });
+    }
+
+    /// Delivers the queue on this thread, unless a thread is delivering already (this one, further
+    /// up its stack, or another one): that thread delivers the new work after what it is doing, and
+    /// this call returns at once. No thread ever waits for another here, so a subscriber that
+    /// blocks on something another thread holds while calling the service cannot deadlock it.
+    fn run(&self, mut state: MutexGuard<'_, State>) {
+        if state.deliverer.is_some() || state.queue.is_empty() {
             return;
         }
-        state.delivering = true;
+        state.deliverer = Some(thread::current().id());
         drop(state);
         self.deliver();
     }
 
-    /// Delivers queued completions in order: subscribers, then the cookie, then one-shot callbacks,
-    /// then futures. Every piece of foreign code runs outside the lock and behind `catch_unwind`, so
-    /// a panicking subscriber stops neither the others nor the cookie write.
+    /// Delivers queued work in order until the queue is empty. Every piece of foreign code runs
+    /// outside the lock and behind `catch_unwind` (see [`OptIn`]).
     fn deliver(&self) {
+        let mut role = Delivering {
+            inner: &self.inner,
+            done: false,
+        };
         loop {
-            let (event, subscribers) = {
+            let job = {
                 let mut state = self.inner.lock();
                 match state.queue.pop_front() {
-                    Some(event) => {
-                        let subscribers: Vec<Subscriber> = state
-                            .subscribers
-                            .iter()
-                            .map(|(_, s)| Arc::clone(s))
-                            .collect();
-                        (event, subscribers)
-                    }
+                    Some(job) => job,
                     None => {
-                        state.delivering = false;
+                        state.deliverer = None;
+                        role.done = true;
                         return;
                     }
                 }
             };
-            let mut warnings: Vec<Warning> = subscribers
-                .iter()
-                .filter_map(|subscriber| guarded(|| subscriber(&event)))
-                .collect();
-            if self.inner.storage_enabled {
-                let written = self.write_cookie(|object| {
-                    for (category, approved) in event.iter() {
-                        object.assign(category.as_str(), Value::Bool(approved));
-                    }
-                });
-                warnings.extend(written.err());
-            }
-            let one_shots = std::mem::take(&mut self.inner.lock().one_shots);
-            warnings.extend(
-                one_shots
-                    .into_iter()
-                    .filter_map(|callback| guarded(|| callback(&event))),
-            );
-            let wakers: Vec<Waker> = {
-                let mut state = self.inner.lock();
-                state.delivered += 1;
-                for warning in warnings {
-                    state.warn(warning);
+            let warnings = match job {
+                Job::Completion { seq, permissions } => self.deliver_completion(seq, &permissions),
+                Job::First { id, permissions } => {
+                    // A subscriber dropped before its first call is not called at all.
+                    let subscriber = self.inner.lock().subscriber(id);
+                    subscriber
+                        .and_then(|subscriber| guarded(move || subscriber(&permissions)))
+                        .into_iter()
+                        .collect()
                 }
-                let wakers = state
-                    .waiters
-                    .iter_mut()
-                    .filter_map(|waiter| {
-                        if waiter.takes_answer && waiter.answer.is_none() {
-                            waiter.answer = Some(event.clone());
-                        }
-                        waiter.waker.take()
+                Job::Memoise { hash } => self
+                    .write_cookie(COOKIE_NAME, |object| {
+                        object.assign(IAB_CONSENT_HASH_KEY, Value::String(hash));
                     })
-                    .collect();
-                state.last_delivered = Some(event);
-                wakers
+                    .err()
+                    .into_iter()
+                    .collect(),
             };
-            for waker in wakers {
-                waker.wake();
-            }
+            self.inner.warn_all(warnings);
         }
     }
 
-    /// Read-merge-write of the cookie (`Object.assign(existing, new)`), as 5.x does so that the
-    /// permissions and `iabConsentHash` keep each other.
-    fn write_cookie(&self, merge: impl FnOnce(&mut JsonObject)) -> Result<(), Warning> {
+    /// One completion: subscribers, then the cookie, then one-shot callbacks, then futures and
+    /// watches. Returns the warnings of the foreign code it ran.
+    fn deliver_completion(&self, seq: u64, permissions: &Permissions) -> Vec<Warning> {
+        let mut warnings = Vec::new();
+        // Subscribers in subscription order, each looked up just before its call: one dropped
+        // meanwhile (even by an earlier subscriber of this delivery) is not called, nor is one that
+        // subscribed after this completion changed the state.
+        let mut after = 0;
+        loop {
+            let next = self.inner.lock().next_subscriber(after, seq);
+            let Some((id, subscriber)) = next else {
+                break;
+            };
+            after = id;
+            warnings.extend(guarded(move || subscriber(permissions)));
+        }
+        if self.inner.storage_enabled {
+            warnings.extend(self.write_permissions(permissions));
+        }
+        let one_shots = self.inner.lock().take_one_shots(seq);
+        for callback in one_shots {
+            warnings.extend(guarded(move || callback(permissions)));
+        }
+        let wakers: Vec<Waker> = {
+            let mut state = self.inner.lock();
+            state.delivered = seq;
+            state.last_delivered = Some(permissions.clone());
+            state
+                .waiters
+                .iter_mut()
+                .filter_map(|waiter| {
+                    if waiter.takes_answer {
+                        if waiter.since >= seq || waiter.answer.is_some() {
+                            return None;
+                        }
+                        waiter.answer = Some(permissions.clone());
+                    }
+                    waiter.waker.take()
+                })
+                .collect()
+        };
+        for waker in wakers {
+            warnings.extend(guarded(move || waker.wake()));
+        }
+        warnings
+    }
+
+    /// Writes a completion's permissions: the built-in categories to `adobeujs-optin`, the custom
+    /// ones to [`CUSTOM_COOKIE_NAME`].
+    fn write_permissions(&self, permissions: &Permissions) -> Vec<Warning> {
+        let registry = &self.inner.registry;
+        let builtin = Category::BUILTIN.len();
+        let mut warnings = Vec::new();
+        let written = self.write_cookie(COOKIE_NAME, |object| {
+            for (category, approved) in permissions.iter().take(builtin) {
+                object.assign(category.as_str(), Value::Bool(approved));
+            }
+            // An older release kept the custom categories here, which VisitorAPI.js reads as an
+            // invalid cookie: they move to their own cookie. Keys this service does not know stay.
+            for category in registry.custom() {
+                object.remove(category.as_str());
+            }
+        });
+        warnings.extend(written.err());
+        if !registry.custom().is_empty() {
+            let written = self.write_cookie(CUSTOM_COOKIE_NAME, |object| {
+                for (category, approved) in permissions.iter().skip(builtin) {
+                    object.assign(category.as_str(), Value::Bool(approved));
+                }
+            });
+            warnings.extend(written.err());
+        }
+        warnings
+    }
+
+    /// Read-merge-write of a cookie (`Object.assign(existing, new)`), as 5.x does so that the
+    /// permissions and `iabConsentHash` keep each other. Only the delivering thread calls it, so
+    /// two writes never interleave.
+    fn write_cookie(&self, name: &str, merge: impl FnOnce(&mut JsonObject)) -> Result<(), Warning> {
         let (Some(storage), Some(expires)) = (&self.inner.storage, self.inner.cookie_expiry) else {
             return Ok(());
         };
-        let _serialised = self
-            .inner
-            .cookie_lock
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        // An unreadable cookie is replaced, as the reference's `storage.get()` falls back to `{}`.
-        let mut object = read_cookie(storage.as_ref())
-            .ok()
-            .flatten()
+        // A jar that cannot be read is not written: the write would lose the keys already there
+        // (the IAB hash, other configurations' categories).
+        let existing = get_cookie(storage.as_ref(), name)?;
+        // An unparseable cookie is replaced, as the reference's `storage.get()` falls back to `{}`.
+        let mut object = existing
+            .and_then(|raw| parse_cookie(&raw).ok())
             .unwrap_or_default();
         merge(&mut object);
         let value = encode_uri_component(&object.to_json());
         let cookie = CookieWrite {
-            name: COOKIE_NAME,
+            name,
             value: &value,
             domain: self.inner.cookie_domain.as_deref(),
             path: "/",
@@ -914,21 +1251,79 @@ impl OptIn {
     }
 }
 
+/// The deliverer role of one thread. If delivery unwinds (a bug in this crate: foreign code is
+/// caught), the role is given up, so that the next completion starts delivering again.
+struct Delivering<'a> {
+    inner: &'a Inner,
+    done: bool,
+}
+
+impl Drop for Delivering<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            self.inner.lock().deliverer = None;
+        }
+    }
+}
+
+impl State {
+    /// The subscriber with this id, if it is still subscribed.
+    fn subscriber(&self, id: u64) -> Option<Subscriber> {
+        let index = self.subscribers.binary_search_by_key(&id, |e| e.id).ok()?;
+        Some(Arc::clone(&self.subscribers[index].subscriber))
+    }
+
+    /// The first subscriber after id `after` that subscribed before completion `seq`.
+    fn next_subscriber(&self, after: u64, seq: u64) -> Option<(u64, Subscriber)> {
+        let start = self.subscribers.partition_point(|entry| entry.id <= after);
+        self.subscribers[start..]
+            .iter()
+            .find(|entry| entry.since < seq)
+            .map(|entry| (entry.id, Arc::clone(&entry.subscriber)))
+    }
+
+    /// Takes the one-shot callbacks registered before completion `seq`.
+    fn take_one_shots(&mut self, seq: u64) -> Vec<OneShot> {
+        let (due, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.one_shots)
+            .into_iter()
+            .partition(|pending| pending.since < seq);
+        self.one_shots = later;
+        due.into_iter().map(|pending| pending.callback).collect()
+    }
+}
+
 impl Inner {
-    /// The state lock. Foreign code never runs under it, so a poisoned lock only means a panic in
-    /// this crate between two consistent states; carrying on is safe.
+    /// The state lock. No foreign code runs under it, and nothing foreign is dropped under it, so
+    /// a poisoned lock only means a panic in this crate between two consistent states; carrying on
+    /// is safe.
     #[inline]
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    fn warn_all(&self, warnings: impl IntoIterator<Item = Warning>) {
+        let mut warnings = warnings.into_iter().peekable();
+        if warnings.peek().is_some() {
+            let mut state = self.lock();
+            for warning in warnings {
+                state.warn(warning);
+            }
+        }
+    }
+
     fn forget_waiter(&self, id: u64) {
-        self.lock().waiters.retain(|waiter| waiter.id != id);
+        let removed = {
+            let mut state = self.lock();
+            let index = state.waiters.iter().position(|waiter| waiter.id == id);
+            index.map(|index| state.waiters.swap_remove(index))
+        };
+        // Its waker is dropped here, outside the lock.
+        drop(removed);
     }
 }
 
 /// A subscription made with [`OptIn::on_complete`] or [`OptIn::subscribe_permissions`]; dropping it
-/// unsubscribes exactly this subscriber.
+/// unsubscribes exactly this subscriber, at once (see [`OptIn`]).
 #[must_use = "dropping a Subscription unsubscribes at once"]
 pub struct Subscription {
     inner: Weak<Inner>,
@@ -956,7 +1351,14 @@ impl fmt::Debug for Subscription {
 impl Drop for Subscription {
     fn drop(&mut self) {
         if let (Some(id), Some(inner)) = (self.id, self.inner.upgrade()) {
-            inner.lock().subscribers.retain(|(known, _)| *known != id);
+            let removed = {
+                let mut state = inner.lock();
+                let index = state.subscribers.binary_search_by_key(&id, |e| e.id).ok();
+                index.map(|index| state.subscribers.remove(index))
+            };
+            // Dropped here, outside the lock: a subscriber's captures may be anything, even another
+            // `Subscription` of this service.
+            drop(removed);
         }
     }
 }
@@ -978,6 +1380,14 @@ impl fmt::Debug for FetchPermissions {
     }
 }
 
+/// Polls a waiter: the waker is cloned, and the wakers let go of are dropped, outside the lock.
+fn poll_waiter(inner: &Inner, id: u64, cx: &Context<'_>) -> Poll<Permissions> {
+    let waker = cx.waker().clone();
+    let (poll, dropped) = inner.lock().poll_answer(id, waker);
+    drop(dropped);
+    poll
+}
+
 impl Future for FetchPermissions {
     type Output = Permissions;
 
@@ -987,7 +1397,7 @@ impl Future for FetchPermissions {
             return Poll::Ready(permissions);
         }
         match this.id {
-            Some(id) => this.inner.lock().poll_answer(id, cx.waker()),
+            Some(id) => poll_waiter(&this.inner, id, cx),
             None => Poll::Pending,
         }
     }
@@ -1029,11 +1439,9 @@ impl Future for WaitFor {
             return Poll::Ready(approved);
         }
         match this.id {
-            Some(id) => this
-                .inner
-                .lock()
-                .poll_answer(id, cx.waker())
-                .map(|permissions| permissions.values()[this.slot]),
+            Some(id) => {
+                poll_waiter(&this.inner, id, cx).map(|permissions| permissions.values()[this.slot])
+            }
             None => Poll::Pending,
         }
     }
@@ -1116,14 +1524,16 @@ impl Future for NextChange<'_> {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Permissions> {
         let changes = &mut *self.get_mut().changes;
         let inner = Arc::clone(&changes.inner);
+        // Cloned, and the replaced waker dropped, outside the lock: a waker is foreign code.
+        let waker = cx.waker().clone();
         let mut state = inner.lock();
-        match changes.take(&state) {
-            Some(permissions) => Poll::Ready(permissions),
-            None => {
-                state.set_waker(changes.id, cx.waker());
-                Poll::Pending
-            }
-        }
+        let (poll, dropped) = match changes.take(&state) {
+            Some(permissions) => (Poll::Ready(permissions), Dropped::waker(Some(waker))),
+            None => (Poll::Pending, state.set_waker(changes.id, waker)),
+        };
+        drop(state);
+        drop(dropped);
+        poll
     }
 }
 
@@ -1158,6 +1568,23 @@ mod tests {
                 message: "5".into()
             }
         );
+    }
+
+    #[test]
+    fn a_panicking_subscriber_poisons_no_lock_and_leaves_no_deliverer() {
+        let optin = OptIn::new(
+            OptInConfig::builder()
+                .does_opt_in_apply(true)
+                .build()
+                .unwrap(),
+        );
+        let _subscription = optin.on_complete(|_| panic!("on fire"));
+        optin.fetch_permissions_with(|_| panic!("one-shot on fire"));
+        optin.approve_all();
+        assert!(!optin.inner.state.is_poisoned());
+        let state = optin.inner.lock();
+        assert!(state.deliverer.is_none() && state.queue.is_empty());
+        assert_eq!(state.warnings.len(), 2);
     }
 
     #[test]

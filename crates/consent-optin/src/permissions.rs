@@ -51,7 +51,10 @@ impl Permissions {
     }
 
     /// The reference's `isApproved` on this snapshot: every listed category is approved; an empty
-    /// list asks whether *all* categories are approved. An unknown category is not approved.
+    /// list asks whether *all* categories this service knows (the eight built-ins and the registered
+    /// custom ones) are approved. An unknown category is not approved. Keys that are not categories
+    /// (`iabConsentHash`, the legacy `videoaa`, other configurations' keys kept in the cookie) never
+    /// count, where the reference's empty-list answer depends on them (see the crate documentation).
     pub fn is_approved(&self, categories: &[Category]) -> bool {
         is_approved_in(&self.registry, &self.values, categories)
     }
@@ -191,34 +194,71 @@ impl fmt::Display for Invalid {
     }
 }
 
-/// Checks a permissions object against the registry and returns one optional approval per slot.
-///
-/// Stricter than the reference on purpose: a non-boolean category value or an object with only
-/// magic keys is invalid, and an invalid object is not merged at all (the reference merged it).
-pub(crate) fn evaluate(
-    registry: &Registry,
-    object: &JsonObject,
-) -> Result<Vec<Option<bool>>, Invalid> {
-    let mut slots = vec![None; registry.len()];
-    let mut any = false;
-    for (key, value) in &object.0 {
-        match registry.index_of_value(key) {
-            Some(slot) => match value {
-                Value::Bool(approved) => {
-                    slots[slot] = Some(*approved);
-                    any = true;
-                }
-                _ => return Err(Invalid::NotBoolean(key.clone())),
-            },
-            None if MAGIC_KEYS.contains(&key.as_str()) => {}
-            None => return Err(Invalid::UnknownKey(key.clone())),
+/// A permissions object read key by key: what it says about each category, and what the strict
+/// rule of [`Reading::check`] thinks of it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Reading {
+    /// One optional approval per slot: every registered category whose value is a boolean.
+    pub(crate) slots: Vec<Option<bool>>,
+    /// The first key, in the object's order, that makes the object invalid under the strict rule
+    /// (an unknown key or a category whose value is not a boolean).
+    pub(crate) problem: Option<Invalid>,
+    /// Every category whose value is not a boolean, in the object's order.
+    pub(crate) not_boolean: Vec<String>,
+    /// Whether the object has at least one key and every value, the magic keys' included, is
+    /// `true`: the reference's `isApproved()` without arguments over the raw object.
+    pub(crate) every_value_true: bool,
+}
+
+impl Reading {
+    /// Whether at least one category was read.
+    pub(crate) fn names_a_category(&self) -> bool {
+        self.slots.iter().any(Option::is_some)
+    }
+
+    /// The strict rule for `previousPermissions` and `preOptInApprovals`: no unknown key, only
+    /// boolean category values, at least one category. Stricter than the reference on purpose: a
+    /// non-boolean category value or an object with only magic keys is invalid (the reference took
+    /// both, the latter as "complete"). The cookie is not held to it: it is read key by key.
+    pub(crate) fn check(&self) -> Result<(), Invalid> {
+        match &self.problem {
+            Some(problem) => Err(problem.clone()),
+            None if self.names_a_category() => Ok(()),
+            None => Err(Invalid::NoCategory),
         }
     }
-    if any {
-        Ok(slots)
-    } else {
-        Err(Invalid::NoCategory)
+}
+
+/// Reads every key of a permissions object: registered categories with a boolean value are
+/// taken, everything else is noted and skipped.
+pub(crate) fn read(registry: &Registry, object: &JsonObject) -> Reading {
+    let mut reading = Reading {
+        slots: vec![None; registry.len()],
+        problem: None,
+        not_boolean: Vec::new(),
+        every_value_true: !object.0.is_empty(),
+    };
+    for (key, value) in &object.0 {
+        reading.every_value_true &= *value == Value::Bool(true);
+        match registry.index_of_value(key) {
+            Some(slot) => match value {
+                Value::Bool(approved) => reading.slots[slot] = Some(*approved),
+                _ => {
+                    reading
+                        .problem
+                        .get_or_insert_with(|| Invalid::NotBoolean(key.clone()));
+                    reading.not_boolean.push(key.clone());
+                }
+            },
+            None if MAGIC_KEYS.contains(&key.as_str()) => {}
+            None => {
+                reading
+                    .problem
+                    .get_or_insert_with(|| Invalid::UnknownKey(key.clone()));
+            }
+        }
     }
+    reading
 }
 
 /// A JSON object that keeps its key order, which the cookie needs (the workspace's `serde_json` has
@@ -237,6 +277,11 @@ impl JsonObject {
             Some((_, slot)) => *slot = value,
             None => self.0.push((key.to_owned(), value)),
         }
+    }
+
+    /// Removes a key, if present (`delete object[key]`).
+    pub(crate) fn remove(&mut self, key: &str) {
+        self.0.retain(|(k, _)| k != key);
     }
 
     pub(crate) fn to_json(&self) -> String {
@@ -294,8 +339,10 @@ mod tests {
 
     fn check(json: &str, expected: Result<Vec<(usize, bool)>, Invalid>) {
         let object: JsonObject = serde_json::from_str(json).unwrap();
-        let got = evaluate(&registry(), &object).map(|slots| {
-            slots
+        let reading = read(&registry(), &object);
+        let got = reading.check().map(|()| {
+            reading
+                .slots
                 .iter()
                 .enumerate()
                 .filter_map(|(i, v)| v.map(|v| (i, v)))
@@ -324,6 +371,26 @@ mod tests {
     }
 
     #[test]
+    fn reads_key_by_key() {
+        let read_json = |json: &str| read(&registry(), &serde_json::from_str(json).unwrap());
+        let reading =
+            read_json(r#"{"zzz":1,"aa":false,"target":"yes","iabConsentHash":"x","ecid":true}"#);
+        let taken: Vec<(usize, bool)> = reading
+            .slots
+            .iter()
+            .enumerate()
+            .filter_map(|(i, v)| v.map(|v| (i, v)))
+            .collect();
+        assert_eq!(taken, [(2, false), (4, true)]);
+        assert_eq!(reading.problem, Some(Invalid::UnknownKey("zzz".into())));
+        assert_eq!(reading.not_boolean, ["target"]);
+        assert!(!reading.every_value_true);
+        assert!(read_json(r#"{"aa":true,"videoaa":true}"#).every_value_true);
+        assert!(!read_json(r#"{"aa":true,"videoaa":false}"#).every_value_true);
+        assert!(!read_json("{}").every_value_true);
+    }
+
+    #[test]
     fn json_object_keeps_key_order_and_assigns_like_object_assign() {
         let mut object: JsonObject = serde_json::from_str(r#"{"b":1,"a":2,"b":3}"#).unwrap();
         assert_eq!(object.to_json(), r#"{"b":3,"a":2}"#);
@@ -331,6 +398,9 @@ mod tests {
         object.assign("c", Value::String("x\"y".into()));
         assert_eq!(object.to_json(), r#"{"b":3,"a":true,"c":"x\"y"}"#);
         assert_eq!(object.get("c"), Some(&Value::String("x\"y".into())));
+        object.remove("b");
+        object.remove("nope");
+        assert_eq!(object.to_json(), r#"{"a":true,"c":"x\"y"}"#);
     }
 
     #[test]

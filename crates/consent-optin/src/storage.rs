@@ -8,6 +8,14 @@ use std::time::Duration;
 /// The name of the opt-in storage cookie.
 pub const COOKIE_NAME: &str = "adobeujs-optin";
 
+/// The name of the cookie that keeps the custom categories' choices, next to [`COOKIE_NAME`].
+///
+/// VisitorAPI.js reads `adobeujs-optin` as invalid when a key is neither one of its eight
+/// categories nor `videoaa` or `iabConsentHash`, and then stays pending on every page that shares
+/// the cookie; so custom categories, which only this crate knows, are kept in a cookie of their own
+/// (same encoding, domain, path, lifetime and `Secure` attribute).
+pub const CUSTOM_COOKIE_NAME: &str = "adobeujs-optin-custom";
+
 /// The default lifetime of the cookie: 34,190,000 seconds, about 13 months.
 pub const DEFAULT_STORAGE_EXPIRY_SECS: u64 = 34_190_000;
 
@@ -16,6 +24,14 @@ pub const DEFAULT_STORAGE_EXPIRY_SECS: u64 = 34_190_000;
 /// The cookie jar of `consent-store` implements this; [`MemoryStorage`] is the in-memory
 /// implementation for tests. Values are passed exactly as they appear in a `Cookie` header (here,
 /// URI-encoded JSON): the jar does no encoding of its own.
+///
+/// The service calls the jar outside its locks, so a jar may call back into the service. A panic in
+/// any of these methods is caught and recorded as a [`Warning`](crate::Warning): a failed `get`
+/// skips that one write (it would otherwise lose the keys it could not read) or, at construction,
+/// counts as no cookie (so the next write replaces the categories the cookie held: the service
+/// could not know them); a failed `set` loses that one write; a failed `accepts_domain` counts as
+/// "not accepted". Writes of one service come one at a time, in the order of its completions,
+/// from the thread delivering them.
 pub trait OptInStorage: Send + Sync {
     /// The value of the named cookie, if the jar holds one that applies to the current host.
     fn get(&self, name: &str) -> Option<String>;
@@ -112,12 +128,13 @@ pub enum StorageError {
 }
 
 /// The cookie domain of the reference: `optInCookieDomain`, else `cookieDomain`, else the shortest
-/// suffix of the host the jar accepts; a domain equal to the host means a host-only cookie.
+/// suffix of the host the jar accepts (`accepts` asks the jar; without a jar there is no probing);
+/// a domain equal to the host means a host-only cookie.
 pub(crate) fn resolve_domain(
     opt_in_cookie_domain: Option<&str>,
     cookie_domain: Option<&str>,
     host: Option<&str>,
-    storage: Option<&dyn OptInStorage>,
+    accepts: Option<&dyn Fn(&str) -> bool>,
 ) -> Option<String> {
     let explicit = opt_in_cookie_domain
         .filter(|d| !d.is_empty())
@@ -125,12 +142,12 @@ pub(crate) fn resolve_domain(
         .map(str::to_owned);
     let domain = explicit.or_else(|| {
         let host = host?;
-        let storage = storage?;
+        let accepts = accepts?;
         let labels: Vec<&str> = host.split('.').collect();
         (0..labels.len().saturating_sub(1))
             .rev()
             .map(|start| labels[start..].join("."))
-            .find(|candidate| storage.accepts_domain(candidate))
+            .find(|candidate| accepts(candidate))
     })?;
     if Some(domain.as_str()) == host {
         None
@@ -331,7 +348,8 @@ mod tests {
         expected: Option<&str>,
     ) {
         let storage = MemoryStorage::with_public_suffixes(suffixes.iter().copied());
-        let got = resolve_domain(explicit, None, host, Some(&storage));
+        let accepts = |domain: &str| storage.accepts_domain(domain);
+        let got = resolve_domain(explicit, None, host, Some(&accepts));
         assert_eq!(got.as_deref(), expected, "{explicit:?} {host:?}");
     }
 

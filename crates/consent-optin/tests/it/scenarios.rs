@@ -1,6 +1,6 @@
 //! The reference's acceptance scenarios OI-01…OI-19, one test (or a few) per scenario.
 
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::task::Poll;
 use std::time::Duration;
 
@@ -403,8 +403,11 @@ fn oi_13_the_cookie_merges_with_other_keys() {
     optin.approve(&[Category::Analytics], false).unwrap();
     assert_eq!(
         cookie_json(&jar).unwrap(),
-        r#"{"iabConsentHash":"abc","aa":true,"aam":false,"adcloud":false,"campaign":false,"ecid":false,"livefyre":false,"target":false,"mediaaa":false,"chat":false}"#
+        r#"{"iabConsentHash":"abc","aa":true,"aam":false,"adcloud":false,"campaign":false,"ecid":false,"livefyre":false,"target":false,"mediaaa":false}"#
     );
+    // Custom categories have a cookie of their own (see `review::o5_…`).
+    let custom = jar.cookie("adobeujs-optin-custom").unwrap().value;
+    assert_eq!(crate::support::decode(&custom), r#"{"chat":false}"#);
 }
 
 fn check_stored_cookie(raw: &str, status: Status, approved_now: &[&str], warns: bool) {
@@ -437,7 +440,23 @@ fn oi_13_unreadable_or_empty_cookies_are_ignored() {
     check_stored_cookie("%7B%7D", Status::Pending, &[], false);
     check_stored_cookie("%E0%A4%A", Status::Pending, &[], true);
     check_stored_cookie("garbage", Status::Pending, &[], true);
-    check_stored_cookie("%7B%22foo%22%3Atrue%7D", Status::Pending, &[], true);
+    check_stored_cookie("%7B%22aa%22%3A1%7D", Status::Pending, &[], true);
+    // A key this service does not know is another configuration's, not a mistake: it is skipped
+    // (and kept at the next write), and the categories next to it are read.
+    check_stored_cookie("%7B%22foo%22%3Atrue%7D", Status::Pending, &[], false);
+    check_stored_cookie(
+        "%7B%22foo%22%3Atrue%2C%22aa%22%3Atrue%7D",
+        Status::Complete,
+        &["aa"],
+        false,
+    );
+    // A category whose value is not a boolean is skipped, with a warning; the rest is read.
+    check_stored_cookie(
+        "%7B%22aa%22%3A%22yes%22%2C%22target%22%3Atrue%7D",
+        Status::Complete,
+        &["target"],
+        true,
+    );
 }
 
 fn check_lifetime(expiry: StorageExpiry, expected: Option<CookieExpiry>) {
@@ -647,29 +666,45 @@ fn oi_16_iab_hash_is_memoised_even_with_storage_disabled() {
     );
 }
 
-/// A stand-in for Visitor's ECID gating: no ID and no ID call until `ecid` is approved, then exactly
-/// one call.
+/// A stand-in for Visitor's ECID gating (ref. § a.10): when ECID is approved and the choices are
+/// complete it makes the ID call at once; otherwise it subscribes with `subscribe_permissions`, and
+/// the first call that approves ECID makes the ID call and unsubscribes. Every ID call is counted,
+/// so a subscriber called after its unsubscription, or twice for one completion, shows.
 struct Visitor {
     optin: OptIn,
     id_calls: Counter,
-    _waiting: Option<consent_optin::Subscription>,
+    waiting: Arc<Mutex<Option<consent_optin::Subscription>>>,
 }
 
 impl Visitor {
     fn new(optin: &OptIn) -> Visitor {
         let id_calls = Counter::default();
-        let calls = id_calls.clone();
-        let started = Arc::new(OnceLock::new());
-        let waiting = optin.subscribe_permissions(move |permissions| {
-            if permissions.get(&Category::Ecid) == Some(true) {
-                started.get_or_init(|| calls.hit());
+        let waiting: Arc<Mutex<Option<consent_optin::Subscription>>> = Arc::default();
+        if optin.is_complete() && optin.is_approved(&[Category::Ecid]) {
+            id_calls.hit();
+        } else {
+            let (calls, slot) = (id_calls.clone(), waiting.clone());
+            let subscription = optin.subscribe_permissions(move |permissions| {
+                if permissions.get(&Category::Ecid) == Some(true) {
+                    calls.hit();
+                    slot.lock().unwrap().take();
+                }
+            });
+            // The first call may have come already (permissions were available), before there
+            // was a subscription to drop: then it is dropped now.
+            if id_calls.get() == 0 {
+                *waiting.lock().unwrap() = Some(subscription);
             }
-        });
+        }
         Visitor {
             optin: optin.clone(),
             id_calls,
-            _waiting: Some(waiting),
+            waiting,
         }
+    }
+
+    fn is_waiting(&self) -> bool {
+        self.waiting.lock().unwrap().is_some()
     }
 
     fn marketing_cloud_visitor_id(&self) -> String {
@@ -684,24 +719,52 @@ impl Visitor {
 #[test]
 fn oi_17_solutions_wait_for_their_category() {
     let optin = optin(applies());
+    // Another part of the page, subscribed before Visitor, reacts to the ECID approval with a
+    // completion of its own, delivered right after.
+    let reacting = optin.clone();
+    let _analytics = optin.on_complete(move |permissions| {
+        if permissions.get(&Category::Ecid) == Some(true)
+            && permissions.get(&Category::Analytics) == Some(false)
+        {
+            reacting.approve(&[Category::Analytics], false).unwrap();
+        }
+    });
     let visitor = Visitor::new(&optin);
     let mut ecid = optin.wait_for(&Category::Ecid).unwrap();
     assert_eq!(visitor.marketing_cloud_visitor_id(), "");
     assert_eq!(visitor.id_calls.get(), 0);
+    assert!(visitor.is_waiting());
     assert!(poll_once(&mut ecid).is_pending());
 
+    optin.approve(&[Category::Target], false).unwrap();
+    assert_eq!(visitor.id_calls.get(), 0, "ECID is still denied");
+    assert!(
+        !block_on(ecid),
+        "a completion that denies the category decides it too"
+    );
     optin.approve(&[Category::Ecid], false).unwrap();
+    assert!(optin.is_approved(&[Category::Analytics]));
     assert_eq!(visitor.id_calls.get(), 1);
+    assert!(!visitor.is_waiting());
     assert_eq!(visitor.marketing_cloud_visitor_id(), "ECID-1");
-    assert!(block_on(ecid));
-    optin.approve(&[Category::Analytics], false).unwrap();
+    assert!(block_on(optin.wait_for(&Category::Ecid).unwrap()));
+    optin.deny(&[Category::Ecid], false).unwrap();
+    optin.approve_all();
     assert_eq!(visitor.id_calls.get(), 1, "the ID call is made once");
 
-    // A completion that denies the category decides it too.
-    let optin = crate::support::optin(applies());
-    let ecid = optin.wait_for(&Category::Ecid).unwrap();
-    optin.approve(&[Category::Analytics], false).unwrap();
-    assert!(!block_on(ecid));
+    // Approved and complete already: the ID call at once, no subscription.
+    let optin = crate::support::optin(applies().previous_permissions(map(&[("ecid", true)])));
+    let visitor = Visitor::new(&optin);
+    assert_eq!((visitor.id_calls.get(), visitor.is_waiting()), (1, false));
+    optin.approve_all();
+    assert_eq!(visitor.id_calls.get(), 1);
+
+    // Pre-approved while pending: the first call of subscribe_permissions makes it.
+    let optin = crate::support::optin(applies().pre_opt_in_approvals(map(&[("ecid", true)])));
+    let visitor = Visitor::new(&optin);
+    assert_eq!((visitor.id_calls.get(), visitor.is_waiting()), (1, false));
+    optin.approve_all();
+    assert_eq!(visitor.id_calls.get(), 1);
 }
 
 #[test]
@@ -750,14 +813,44 @@ fn oi_18_subscriptions_unsubscribe_and_auto_subscribe() {
 
 #[test]
 fn oi_19_one_service_per_page() {
-    static PAGE: OnceLock<OptIn> = OnceLock::new();
-    let first = PAGE.get_or_init(|| optin(applies()));
-    let second = PAGE.get_or_init(|| optin(OptInConfig::builder().does_opt_in_apply(false)));
-    assert!(std::ptr::eq(first, second));
-    assert!(second.does_opt_in_apply(), "the first configuration wins");
+    // The page builds one service and hands out clones: every clone, on any thread, is that
+    // service.
+    let jar = Arc::new(MemoryStorage::new());
+    let page = optin(stored(&jar));
+    let events = Recorder::default();
+    let _page_subscription = events.subscribe(&page);
+    let clone = page.clone();
+    std::thread::spawn(move || clone.approve(&[Category::Analytics], false).map(|_| ()))
+        .join()
+        .unwrap()
+        .unwrap();
+    assert!(page.is_approved(&[Category::Analytics]));
+    assert_eq!(page.status(), Status::Complete);
+    assert_eq!(
+        (events.count(), jar.writes()),
+        (1, 1),
+        "one event, one write"
+    );
 
-    // Clones are handles to the same service.
-    let clone = first.clone();
-    clone.approve(&[Category::Analytics], false).unwrap();
-    assert!(first.is_approved(&[Category::Analytics]));
+    // A subscription made through a clone is the service's, and outlives the clone.
+    let clone = page.clone();
+    let through_clone = Recorder::default();
+    let _clone_subscription = through_clone.subscribe(&clone);
+    drop(clone);
+    page.deny_all();
+    assert_eq!((events.count(), through_clone.count()), (2, 1));
+
+    // The reference's second `getInstance` with another configuration leaves `adobe.optIn` as it
+    // is. Here a second construction is a second service: it changes nothing of the page's.
+    let second = optin(OptInConfig::builder().does_opt_in_apply(false));
+    second.approve_all();
+    assert!(page.does_opt_in_apply());
+    assert!(approved(&page.permissions()).is_empty());
+    assert_eq!((events.count(), jar.writes()), (2, 2));
+
+    // The service lives as long as any handle: the page's own may go.
+    let last = page.clone();
+    drop(page);
+    last.approve(&[Category::Target], false).unwrap();
+    assert_eq!((events.count(), through_clone.count()), (3, 2));
 }

@@ -133,10 +133,14 @@ fn the_watch_yields_the_latest_completion() {
 
 #[test]
 fn concurrent_completions_deliver_every_event_in_a_consistent_order() {
+    // Four threads, each flipping a category of its own 50 times (approve, deny, approve, …):
+    // every completion changes exactly one category, so two completions delivered out of order,
+    // one lost or one delivered twice show as a step that changes none or two.
     let optin = optin(applies());
-    let seen = Arc::new(Mutex::new(Vec::new()));
-    let sink = seen.clone();
-    let _subscription = optin.on_complete(move |p| sink.lock().unwrap().push(p.clone()));
+    let first = Recorder::default();
+    let second = Recorder::default();
+    let _first = first.subscribe(&optin);
+    let _second = second.subscribe(&optin);
     let threads = 4;
     let per_thread = 50;
     let barrier = Arc::new(Barrier::new(threads));
@@ -146,12 +150,12 @@ fn concurrent_completions_deliver_every_event_in_a_consistent_order() {
             let barrier = barrier.clone();
             thread::spawn(move || {
                 barrier.wait();
+                let category = std::slice::from_ref(&Category::BUILTIN[t]);
                 for i in 0..per_thread {
-                    let category = Category::BUILTIN[(t + i) % 8].clone();
                     if i % 2 == 0 {
-                        optin.approve(&[category], false).unwrap();
+                        optin.approve(category, false).unwrap();
                     } else {
-                        optin.deny(&[category], false).unwrap();
+                        optin.deny(category, false).unwrap();
                     }
                 }
             })
@@ -160,10 +164,32 @@ fn concurrent_completions_deliver_every_event_in_a_consistent_order() {
     for handle in handles {
         handle.join().unwrap();
     }
-    let seen = seen.lock().unwrap();
-    assert_eq!(seen.len(), threads * per_thread, "one event per completion");
+    let events = first.events();
     assert_eq!(
-        seen.last(),
+        events.len(),
+        threads * per_thread,
+        "one event per completion"
+    );
+    assert_eq!(
+        events,
+        second.events(),
+        "every subscriber sees the same order"
+    );
+    let mut before = vec![false; 8];
+    let mut flips = [0; 8];
+    for (i, event) in events.iter().enumerate() {
+        let now: Vec<bool> = Category::BUILTIN
+            .iter()
+            .map(|c| event.get(c) == Some(true))
+            .collect();
+        let changed: Vec<usize> = (0..8).filter(|c| now[*c] != before[*c]).collect();
+        assert_eq!(changed.len(), 1, "event {i} changes {changed:?}");
+        flips[changed[0]] += 1;
+        before = now;
+    }
+    assert_eq!(flips, [50, 50, 50, 50, 0, 0, 0, 0]);
+    assert_eq!(
+        events.last(),
         Some(&optin.permissions()),
         "the last event is the final state"
     );

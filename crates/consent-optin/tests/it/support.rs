@@ -9,8 +9,8 @@ use std::thread::{self, Thread};
 use std::time::{Duration, Instant};
 
 use consent_optin::{
-    COOKIE_NAME, Category, MemoryStorage, OptIn, OptInConfig, OptInConfigBuilder, Permissions,
-    Subscription, TcfSignal,
+    COOKIE_NAME, Category, MemoryStorage, OptIn, OptInConfig, OptInConfigBuilder, OptInStorage,
+    Permissions, Subscription, TcfSignal,
 };
 
 struct Unpark(Thread);
@@ -156,5 +156,105 @@ impl TcfSignal for Tcf {
 
     fn vendor_consent(&self, vendor: u16) -> bool {
         vendor == 565 && self.vendor_565
+    }
+}
+
+/// The reference's `isValidPerms` on a decoded cookie (ref. § a.4): a non-empty object whose keys
+/// are all one of the eight categories or a magic key. VisitorAPI.js stays pending on a cookie that
+/// fails it.
+pub(crate) fn visitor_js_accepts(json: &str) -> bool {
+    const KEYS: [&str; 10] = [
+        "aam",
+        "adcloud",
+        "aa",
+        "campaign",
+        "ecid",
+        "livefyre",
+        "target",
+        "mediaaa",
+        "videoaa",
+        "iabConsentHash",
+    ];
+    let object: serde_json::Map<String, serde_json::Value> = serde_json::from_str(json).unwrap();
+    !object.is_empty() && object.keys().all(|key| KEYS.contains(&key.as_str()))
+}
+
+/// `encodeURIComponent` for the tests, written independently of the crate's.
+pub(crate) fn encode(text: &str) -> String {
+    let mut out = String::new();
+    for byte in text.bytes() {
+        if byte.is_ascii_alphanumeric() || b"-_.!~*'()".contains(&byte) {
+            out.push(char::from(byte));
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
+}
+
+/// Runs `f` on a thread of its own and fails the test if it has not finished within five seconds
+/// (a deadlock), instead of hanging the test run.
+pub(crate) fn within_five_seconds(what: &str, f: impl FnOnce() + Send + 'static) {
+    let (done, finished) = std::sync::mpsc::channel();
+    let worker = thread::spawn(move || {
+        f();
+        let _ = done.send(());
+    });
+    match finished.recv_timeout(Duration::from_secs(5)) {
+        Ok(()) => worker.join().unwrap(),
+        // The worker panicked: join gives its panic to this thread.
+        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => worker.join().unwrap(),
+        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+            panic!("{what}: still running after five seconds (deadlock)")
+        }
+    }
+}
+
+/// A waker that panics when woken.
+pub(crate) struct PanickingWaker;
+
+impl Wake for PanickingWaker {
+    fn wake(self: Arc<Self>) {
+        panic!("waker on fire")
+    }
+}
+
+/// A cookie jar around a [`MemoryStorage`] whose `get` panics on the listed calls (counted from 1)
+/// and whose `accepts_domain` panics when told to.
+pub(crate) struct FaultyJar {
+    pub(crate) jar: MemoryStorage,
+    gets: AtomicUsize,
+    panicking_gets: Vec<usize>,
+    pub(crate) panicking_probe: bool,
+}
+
+impl FaultyJar {
+    pub(crate) fn panicking_on_gets(panicking_gets: &[usize]) -> FaultyJar {
+        FaultyJar {
+            jar: MemoryStorage::new(),
+            gets: AtomicUsize::new(0),
+            panicking_gets: panicking_gets.to_vec(),
+            panicking_probe: false,
+        }
+    }
+}
+
+impl OptInStorage for FaultyJar {
+    fn get(&self, name: &str) -> Option<String> {
+        let call = self.gets.fetch_add(1, Ordering::SeqCst) + 1;
+        assert!(!self.panicking_gets.contains(&call), "get #{call} on fire");
+        self.jar.get(name)
+    }
+
+    fn set(
+        &self,
+        cookie: &consent_optin::CookieWrite<'_>,
+    ) -> Result<(), consent_optin::StorageError> {
+        self.jar.set(cookie)
+    }
+
+    fn accepts_domain(&self, domain: &str) -> bool {
+        assert!(!self.panicking_probe, "probe on fire");
+        self.jar.accepts_domain(domain)
     }
 }
