@@ -208,6 +208,10 @@ pub struct PendingCall {
     /// The decision it gives all purposes ([`ConsentDecision::all_purposes`]).
     #[serde(default)]
     pub all_purposes: Option<Decision>,
+    /// Purposes the app decided after this call was made ([`Input::SetPurposes`]): the call no
+    /// longer decides them.
+    #[serde(default)]
+    pub superseded: Vec<String>,
 }
 
 /// Which request a response answers.
@@ -489,6 +493,15 @@ pub enum HandleError {
     UnknownPurpose(Purpose),
 }
 
+/// Whether a consent cookie the engine writes is a decision or a provisional value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CookieWrite {
+    /// What applies (a server's cookie, a settled chain's outcome).
+    Decided,
+    /// A call's stricter wish, written before it is sent (see `write_stricter_cookie`).
+    Provisional,
+}
+
 /// The six states of the Web SDK's consent state machine.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum Phase {
@@ -555,9 +568,20 @@ impl PurposeMasks {
         self.r#in | self.out | self.pending
     }
 
+    /// Only the decisions of the purposes in `mask`.
+    fn only(&self, mask: u64) -> PurposeMasks {
+        PurposeMasks {
+            r#in: self.r#in & mask,
+            out: self.out & mask,
+            pending: self.pending & mask,
+        }
+    }
+
     /// What an accepted call does to the purposes: Adobe 1.0 clears them, then each purpose the
-    /// call decides takes its decision.
-    fn apply(&mut self, decision: &ConsentDecision) {
+    /// call decides takes its decision. The purposes in `kept` (decided by the app after the call
+    /// was made) are left as they are.
+    fn apply(&mut self, decision: &ConsentDecision, kept: u64) {
+        let before = self.only(kept);
         if decision.all_purposes.is_some() {
             *self = PurposeMasks::default();
         }
@@ -566,15 +590,19 @@ impl PurposeMasks {
                 self.set(purpose, d);
             }
         }
+        let rest = self.only(!kept);
+        self.r#in = rest.r#in | before.r#in;
+        self.out = rest.out | before.out;
+        self.pending = rest.pending | before.pending;
     }
 
     /// What a failed call does to the purposes: each one it would have made stricter becomes at
     /// least that strict; none becomes looser. A purpose without a decision of its own follows
     /// `general`, which the failed call makes at least as strict too.
-    fn restrict(&mut self, decision: &ConsentDecision) {
+    fn restrict(&mut self, decision: &ConsentDecision, kept: u64) {
         if let Some(all) = decision.all_purposes.filter(|d| *d != Decision::In) {
             // Adobe 1.0 asked its decision of every purpose, the decided ones included.
-            for mask in [self.r#in, self.pending] {
+            for mask in [self.r#in & !kept, self.pending & !kept] {
                 for i in (0..MAX_PURPOSES).filter(|i| mask & (1u64 << i) != 0) {
                     if let Some(purpose) = Purpose::from_index(i) {
                         let current = self.get(purpose).map_or(all, |c| c.stricter(all));
@@ -584,7 +612,7 @@ impl PurposeMasks {
             }
         }
         for &(purpose, d) in &decision.purposes {
-            if purpose != Purpose::GENERAL && d != Decision::In {
+            if purpose != Purpose::GENERAL && d != Decision::In && kept & purpose.bit() == 0 {
                 let current = self.get(purpose).map_or(d, |c| c.stricter(d));
                 self.set(purpose, current);
             }
@@ -607,20 +635,22 @@ struct Job {
     config_overrides: Option<Value>,
     fingerprint: Arc<ConsentFingerprint>,
     decision: ConsentDecision,
+    /// Purposes the app decided after this call was made: the call no longer decides them.
+    superseded: u64,
 }
 
 impl Job {
     /// The purposes this call may change (all of them for Adobe 1.0).
     fn touches(&self) -> u64 {
-        if self.decision.all_purposes.is_some() {
-            !Purpose::GENERAL.bit()
+        let touched = if self.decision.all_purposes.is_some() {
+            !0
         } else {
             self.decision
                 .purposes
                 .iter()
                 .fold(0, |mask, (p, _)| mask | p.bit())
-                & !Purpose::GENERAL.bit()
-        }
+        };
+        touched & !Purpose::GENERAL.bit() & !self.superseded
     }
 }
 
@@ -645,9 +675,10 @@ struct Chain {
     /// Cookies other than the consent cookie offered while the chain runs, written or refused
     /// once it settles.
     held: Vec<Cookie>,
-    /// How the state the chain leads to was decided, and by which call (for its record).
+    /// How the state the chain leads to was decided (for its record).
     source: RecordSource,
-    last_call: Option<(Arc<ConsentFingerprint>, Option<Decision>)>,
+    /// Whether the consent cookie expired while the chain ran.
+    expired: bool,
 }
 
 impl Chain {
@@ -663,7 +694,7 @@ impl Chain {
             touched: 0,
             held: Vec::new(),
             source: RecordSource::User,
-            last_call: None,
+            expired: false,
         }
     }
 
@@ -674,6 +705,13 @@ impl Chain {
 
     fn purposes(&self) -> PurposeMasks {
         self.purposes.unwrap_or(self.before_purposes)
+    }
+
+    /// The last call that settled, as its record names it: its hashes and what it asked.
+    fn last_call(&self) -> Option<(Arc<ConsentFingerprint>, Option<Decision>)> {
+        self.done
+            .last()
+            .map(|job| (Arc::clone(&job.fingerprint), job.decision.general))
     }
 
     /// Every call of the chain, settled or not, oldest first.
@@ -749,6 +787,10 @@ pub struct Engine {
     fingerprint: Option<Arc<ConsentFingerprint>>,
     /// The consent cookie's value the fingerprinted call left (see [`Snapshot::fingerprint_cookie`]).
     fingerprint_cookie: Option<String>,
+    /// The consent cookie's value as last decided (by the jar at start-up, a response, or a
+    /// settled chain), which the skip compares: a provisional value written while a chain runs
+    /// (see `write_stricter_cookie`) is not a decision.
+    decided_cookie: Option<StoredCookie>,
     chain: Option<Chain>,
     next_request: u64,
     /// What subscribers were last told, as the state it is derived from (cheap to compare).
@@ -765,8 +807,9 @@ struct Persisted {
     fingerprint: Option<Arc<ConsentFingerprint>>,
     fingerprint_cookie: Option<String>,
     purposes: PurposeMasks,
-    /// The ids of the unsettled calls; a call's content never changes.
-    calls: Vec<SetConsentId>,
+    /// The ids of the unsettled calls (a call's content never changes) and the purposes the app
+    /// decided after each was made.
+    calls: Vec<(SetConsentId, u64)>,
 }
 
 impl Engine {
@@ -789,6 +832,7 @@ impl Engine {
             identity_cookie: false,
             fingerprint: None,
             fingerprint_cookie: None,
+            decided_cookie: None,
             chain: None,
             next_request: 0,
             last_notified: None,
@@ -829,7 +873,7 @@ impl Engine {
     /// Expiry is also applied by any other input whose `now` is past it, so a late `Tick` never
     /// lets an expired consent decide anything.
     pub fn poll_timeout(&self) -> Option<Timestamp> {
-        self.consent_cookie.as_ref().and_then(|c| c.expires)
+        self.decided_cookie.as_ref().and_then(|c| c.expires)
     }
 
     /// May a command with this requirement run now? A few mask operations; never allocates.
@@ -927,6 +971,10 @@ impl Engine {
             self.fingerprint = snapshot.fingerprint.clone().map(Arc::new);
             self.fingerprint_cookie = snapshot.fingerprint_cookie.clone();
         }
+        let expired = stored
+            .consent_cookie
+            .as_ref()
+            .is_some_and(|c| c.expires.is_some_and(|at| at <= now));
         let cookie = stored
             .consent_cookie
             .filter(|c| c.expires.is_none_or(|at| at > now));
@@ -935,6 +983,7 @@ impl Engine {
             .and_then(|c| general_value(&c.value))
             .map(str::to_owned);
         self.consent_cookie = cookie;
+        self.decided_cookie = self.consent_cookie.clone();
 
         let known = general.as_deref().and_then(Decision::from_wire);
         // The Web SDK forgets the hashes whenever either cookie is missing, so the next
@@ -944,22 +993,23 @@ impl Engine {
             self.fingerprint_cookie = None;
         }
         let decided = match known {
-            // Consent is tied to the identity: without the identity cookie a stored "in" (or
-            // "pending") is discarded. A stored "out" is kept: this engine never writes the
-            // identity cookie while consent is out, so discarding would turn every opt-out back
-            // into the default at the next start.
-            Some(Decision::Out) => Some(Decision::Out),
+            // Consent is tied to the identity: without the identity cookie a stored "in" is
+            // discarded. A stored "out" or "pending" is kept: this engine never writes the
+            // identity cookie while consent is out or pending, so discarding would turn every
+            // such choice back into the default (perhaps "in") at the next start.
+            Some(decision @ (Decision::Out | Decision::Pending)) => Some(decision),
             Some(decision) if self.identity_cookie => Some(decision),
             Some(_) => None,
             None => {
-                if let Some(value) = general.as_deref().filter(|v| !v.is_empty()) {
-                    self.log(LogLevel::Warn, format!("Unknown consent value: {value}"));
+                if let Some(value) = general.as_deref() {
+                    self.warn_unknown(value);
                 }
                 None
             }
         };
         if decided.is_none() && self.consent_cookie.is_some() && !self.identity_cookie {
             self.consent_cookie = None;
+            self.decided_cookie = None;
             self.actions.push_back(Action::RemoveCookie {
                 name: self.names.consent().to_owned(),
             });
@@ -976,7 +1026,13 @@ impl Engine {
                 self.record_state(now, RecordSource::Restore);
             }
             None => {
-                self.purposes = PurposeMasks::default();
+                // Purposes the app decided stay with the state file, also under the default;
+                // those of a consent cookie that expired while the process was down go with it,
+                // as they would have at a running engine's expiry.
+                self.purposes = match &stored.snapshot {
+                    Some(snapshot) if !expired => self.masks_from_names(&snapshot.purposes),
+                    _ => PurposeMasks::default(),
+                };
                 self.set_phase(self.config.default_consent.decision(), Source::Default);
                 self.record_state(now, RecordSource::Default);
             }
@@ -988,9 +1044,15 @@ impl Engine {
             for call in pending {
                 chain.push(self.job_from_pending(call));
             }
+            let asked: Vec<Option<Decision>> =
+                chain.calls().map(|job| job.decision.general).collect();
             self.chain = Some(chain);
             self.phase = Phase::Pending;
             self.recompute();
+            self.persist();
+            for general in asked {
+                self.write_stricter_cookie(now, general);
+            }
         }
         self.persist();
         self.start_next(now);
@@ -1061,7 +1123,9 @@ impl Engine {
             config_overrides: options.edge_config_overrides,
             fingerprint,
             decision,
+            superseded: 0,
         };
+        let asked = job.decision.general;
         // Suspend: from here until the chain settles, everything that needs consent waits.
         let (phase, purposes) = (self.phase, self.purposes);
         self.chain
@@ -1071,8 +1135,33 @@ impl Engine {
         self.recompute();
         // The call is part of the persisted state before it is sent: a restart takes it up again.
         self.persist();
+        self.write_stricter_cookie(now, asked);
         self.start_next(now);
         Ok(())
+    }
+
+    /// Writes `general=<asked>` to the consent cookie at once when a call asks for something
+    /// stricter than what the cookie (or, without one, the state before the chain) says. The
+    /// cookie is the second durable copy of the choice: even if the state file that holds the
+    /// unsettled call is lost, the next start is at least as strict as the person asked. The
+    /// chain's outcome rewrites the cookie when it settles.
+    fn write_stricter_cookie(&mut self, now: Timestamp, asked: Option<Decision>) {
+        let Some(asked) = asked else {
+            return;
+        };
+        let current = match (self.cookie_general(), &self.chain) {
+            (Some(Some(decision)), _) => decision,
+            (_, Some(chain)) => chain.before_phase.decision(),
+            (_, None) => self.phase.decision(),
+        };
+        if asked.stricter(current) != current {
+            let cookie = Cookie::new(
+                self.names.consent(),
+                format!("general={asked}"),
+                Some(CONSENT_COOKIE_MAX_AGE),
+            );
+            self.write_consent_cookie(now, cookie, CookieWrite::Provisional);
+        }
     }
 
     fn set_purposes(
@@ -1089,6 +1178,7 @@ impl Engine {
             }
         }
         self.expire(now);
+        let decided = purposes.iter().fold(0, |mask, (p, _)| mask | p.bit());
         for &(purpose, decision) in purposes {
             self.purposes.set(purpose, decision);
             if let Some(chain) = self.chain.as_mut() {
@@ -1098,8 +1188,31 @@ impl Engine {
                 }
             }
         }
+        // The calls of a running chain were made before this decision: they no longer decide
+        // these purposes, whenever they settle (and after a restart, through the snapshot).
+        let general = match self.chain.as_mut() {
+            Some(chain) => {
+                chain
+                    .done
+                    .iter_mut()
+                    .for_each(|job| job.superseded |= decided);
+                if let Some((_, job)) = chain.in_flight.as_mut() {
+                    job.superseded |= decided;
+                }
+                chain
+                    .waiting
+                    .iter_mut()
+                    .for_each(|job| job.superseded |= decided);
+                chain.touched &= !decided;
+                chain.general.unwrap_or(chain.before_phase.decision())
+            }
+            None => self.phase.decision(),
+        };
         self.recompute();
-        self.record_state(now, RecordSource::Local);
+        // Durable before it is recorded, so the log never holds a choice a crash could lose.
+        self.persist();
+        let masks = self.purposes;
+        self.record(now, RecordSource::Local, None, general, masks);
         self.drain_queue(now);
         Ok(())
     }
@@ -1129,7 +1242,7 @@ impl Engine {
         let mut usable = None;
         for cookie in response.cookies {
             if cookie.name == self.names.consent() {
-                usable = self.write_consent_cookie(now, cookie);
+                usable = self.write_consent_cookie(now, cookie, CookieWrite::Decided);
             } else {
                 others.push(cookie);
             }
@@ -1160,22 +1273,27 @@ impl Engine {
     /// a running chain, the default is what a failed chain falls back to).
     fn expire(&mut self, now: Timestamp) {
         let expired = self
-            .consent_cookie
+            .decided_cookie
             .as_ref()
             .and_then(|c| c.expires)
             .is_some_and(|at| at <= now);
         if !expired {
             return;
         }
-        self.consent_cookie = None;
-        self.actions.push_back(Action::RemoveCookie {
-            name: self.names.consent().to_owned(),
-        });
+        // A provisional value a running chain wrote stays until the chain settles.
+        if self.consent_cookie == self.decided_cookie {
+            self.consent_cookie = None;
+            self.actions.push_back(Action::RemoveCookie {
+                name: self.names.consent().to_owned(),
+            });
+        }
+        self.decided_cookie = None;
         let default = self.default_phase();
         match self.chain.as_mut() {
             Some(chain) => {
                 chain.before_phase = default;
                 chain.before_purposes = PurposeMasks::default();
+                chain.expired = true;
                 // What is persisted during a chain is the state before it: the default now.
                 self.purposes = PurposeMasks::default();
                 self.recompute();
@@ -1210,7 +1328,7 @@ impl Engine {
             // accepted call, and the consent cookie still exactly as that call left it.
             let unchanged = self.fingerprint.as_deref() == Some(&*job.fingerprint)
                 && self.fingerprint_cookie.is_some()
-                && self.consent_cookie.as_ref().map(|c| &c.value)
+                && self.decided_cookie.as_ref().map(|c| &c.value)
                     == self.fingerprint_cookie.as_ref();
             if unchanged {
                 let cookie = self.cookie_general().flatten();
@@ -1253,23 +1371,19 @@ impl Engine {
                 self.fingerprint_cookie = cookie
                     .and(self.consent_cookie.as_ref())
                     .map(|c| c.value.clone());
-                let requested = job.decision.general;
-                let hashes = Arc::clone(&job.fingerprint);
                 self.settle_accepted(job, cookie);
                 if let Some(chain) = &self.chain {
                     let general = chain.general.unwrap_or(chain.before_phase.decision());
                     let purposes = chain.purposes();
-                    self.record(
-                        now,
-                        RecordSource::User,
-                        Some(&(hashes, requested)),
-                        general,
-                        purposes,
-                    );
+                    let call = chain.last_call();
+                    self.record(now, RecordSource::User, call.as_ref(), general, purposes);
                 }
                 SetConsentOutcome::Sent
             }
             Outcome::Failure => {
+                // The server may have applied the call all the same (a lost answer, a timeout):
+                // until a call is confirmed again, nothing proves what it has, so none is skipped.
+                self.fingerprint_cookie = None;
                 if let Some(chain) = self.chain.as_mut() {
                     // A failed call never loosens anything: the state is the stricter of what
                     // the server's cookie (or the calls settled before) left and what this call
@@ -1285,14 +1399,13 @@ impl Engine {
                         chain.general = Some(result);
                     }
                     let mut purposes = chain.purposes();
-                    purposes.restrict(&job.decision);
+                    purposes.restrict(&job.decision, job.superseded);
                     chain.purposes = Some(purposes);
                     chain.source = if cookie.is_some() {
                         RecordSource::Server
                     } else {
                         RecordSource::Unconfirmed
                     };
-                    chain.last_call = Some((Arc::clone(&job.fingerprint), job.decision.general));
                     chain.done.push(job);
                 }
                 SetConsentOutcome::Failed
@@ -1312,10 +1425,9 @@ impl Engine {
             chain.general = Some(general);
         }
         let mut purposes = chain.purposes();
-        purposes.apply(&job.decision);
+        purposes.apply(&job.decision, job.superseded);
         chain.purposes = Some(purposes);
         chain.source = RecordSource::User;
-        chain.last_call = Some((Arc::clone(&job.fingerprint), job.decision.general));
         chain.done.push(job);
     }
 
@@ -1326,25 +1438,59 @@ impl Engine {
         self.purposes = chain.purposes();
         match chain.general {
             Some(decision) => {
-                // The consent cookie says what applies, so that the next start agrees.
-                if self.cookie_general() != Some(Some(decision)) {
+                // The consent cookie says what applies, as a decision (not a call's provisional
+                // value), so that the next start agrees.
+                let decided = self
+                    .decided_cookie
+                    .as_ref()
+                    .and_then(|c| general_value(&c.value))
+                    .and_then(Decision::from_wire);
+                if decided != Some(decision) || self.consent_cookie != self.decided_cookie {
                     let cookie = Cookie::new(
                         self.names.consent(),
                         format!("general={decision}"),
                         Some(CONSENT_COOKIE_MAX_AGE),
                     );
-                    self.write_consent_cookie(now, cookie);
+                    self.write_consent_cookie(now, cookie, CookieWrite::Decided);
                 }
                 self.set_phase(decision, Source::New);
             }
             // No call decided general: the consent cookie does, if it has a usable value
             // (another response may have written one meanwhile); else the state from before.
-            None => match self.cookie_general() {
-                Some(Some(decision)) => self.set_phase(decision, Source::New),
-                _ => self.restore_phase(chain.before_phase),
-            },
+            // A provisional value a call of the chain wrote goes back to the decided one.
+            None => {
+                let decided = self.decided_cookie.clone();
+                if self.consent_cookie != decided {
+                    match decided {
+                        Some(decided) => {
+                            // The decided cookie keeps its own expiry.
+                            let max_age = decided
+                                .expires
+                                .map(|at| at.millis_since(now).div_ceil(1000));
+                            let cookie = Cookie::new(self.names.consent(), decided.value, max_age);
+                            self.write_consent_cookie(now, cookie, CookieWrite::Decided);
+                        }
+                        None => {
+                            self.consent_cookie = None;
+                            self.actions.push_back(Action::RemoveCookie {
+                                name: self.names.consent().to_owned(),
+                            });
+                        }
+                    }
+                }
+                match self.cookie_general() {
+                    Some(Some(decision)) => self.set_phase(decision, Source::New),
+                    _ => self.restore_phase(chain.before_phase),
+                }
+            }
         }
-        self.record_change(now, chain.source, chain.last_call.as_ref());
+        // A state that is the default again because the cookie expired meanwhile is the expiry's.
+        let source = if chain.general.is_none() && chain.expired {
+            RecordSource::Expiry
+        } else {
+            chain.source
+        };
+        self.record_change(now, source, chain.last_call().as_ref());
         self.persist();
         self.notify();
         for cookie in chain.held {
@@ -1356,12 +1502,7 @@ impl Engine {
     /// Puts back the state from before a chain; a consent cookie with an unknown value is
     /// reported, never taken as "in".
     fn restore_phase(&mut self, before: Phase) {
-        if let Some(value) = self.cookie_general_raw()
-            && Decision::from_wire(&value).is_none()
-            && !value.is_empty()
-        {
-            self.log(LogLevel::Warn, format!("Unknown consent value: {value}"));
-        }
+        self.warn_if_unknown_cookie();
         self.phase = before;
         self.recompute();
     }
@@ -1375,13 +1516,7 @@ impl Engine {
                 self.record_change(now, RecordSource::Server, None);
                 self.drain_queue(now);
             }
-            Some(None) => {
-                if let Some(value) = self.cookie_general_raw()
-                    && !value.is_empty()
-                {
-                    self.log(LogLevel::Warn, format!("Unknown consent value: {value}"));
-                }
-            }
+            Some(None) => self.warn_if_unknown_cookie(),
             None => {}
         }
     }
@@ -1393,12 +1528,28 @@ impl Engine {
         reason = "three distinct cases, named in the doc comment"
     )]
     fn cookie_general(&self) -> Option<Option<Decision>> {
-        self.cookie_general_raw().map(|v| Decision::from_wire(&v))
+        let cookie = self.consent_cookie.as_ref()?;
+        general_value(&cookie.value).map(Decision::from_wire)
     }
 
-    fn cookie_general_raw(&self) -> Option<String> {
-        let cookie = self.consent_cookie.as_ref()?;
-        general_value(&cookie.value).map(str::to_owned)
+    /// The Web SDK's warning for a consent value it does not know (silent for an empty one).
+    fn warn_unknown(&mut self, value: &str) {
+        if !value.is_empty() {
+            self.log(LogLevel::Warn, format!("Unknown consent value: {value}"));
+        }
+    }
+
+    /// Warns when the consent cookie's `general` is a value the engine does not know.
+    fn warn_if_unknown_cookie(&mut self) {
+        let unknown = self
+            .consent_cookie
+            .as_ref()
+            .and_then(|c| general_value(&c.value))
+            .filter(|v| Decision::from_wire(v).is_none())
+            .map(str::to_owned);
+        if let Some(value) = unknown {
+            self.warn_unknown(&value);
+        }
     }
 
     fn job_from_pending(&self, call: PendingCall) -> Job {
@@ -1422,6 +1573,11 @@ impl Engine {
                 purposes,
                 all_purposes: call.all_purposes,
             },
+            superseded: call
+                .superseded
+                .iter()
+                .filter_map(|name| self.purpose(name))
+                .fold(0, |mask, p| mask | p.bit()),
         }
     }
 
@@ -1439,7 +1595,19 @@ impl Engine {
                 .filter_map(|(p, d)| Some((self.config.purposes.get(p.index())?.clone(), *d)))
                 .collect(),
             all_purposes: job.decision.all_purposes,
+            superseded: self.names_of(job.superseded),
         }
+    }
+
+    /// The names of the configured purposes in `mask`.
+    fn names_of(&self, mask: u64) -> Vec<String> {
+        self.config
+            .purposes
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| Purpose::from_index(*i).is_some_and(|p| mask & p.bit() != 0))
+            .map(|(_, name)| name.clone())
+            .collect()
     }
 
     // ----- cookies -----
@@ -1448,7 +1616,12 @@ impl Engine {
     /// it was written. A cookie that is not a usable consent is refused: it would replace a real
     /// choice with something the next start can only read as "use the default". So is a request
     /// to remove the consent cookie: only the engine removes it (expiry, start-up checks).
-    fn write_consent_cookie(&mut self, now: Timestamp, cookie: Cookie) -> Option<Decision> {
+    fn write_consent_cookie(
+        &mut self,
+        now: Timestamp,
+        cookie: Cookie,
+        write: CookieWrite,
+    ) -> Option<Decision> {
         if cookie.is_removal() {
             self.log(
                 LogLevel::Warn,
@@ -1462,8 +1635,7 @@ impl Engine {
         let decision = match general.as_deref().map(Decision::from_wire) {
             Some(Some(decision)) => decision,
             Some(None) => {
-                let value = general.unwrap_or_default();
-                self.log(LogLevel::Warn, format!("Unknown consent value: {value}"));
+                self.warn_unknown(&general.unwrap_or_default());
                 self.actions
                     .push_back(Action::CookieRefused { name: cookie.name });
                 return None;
@@ -1478,10 +1650,14 @@ impl Engine {
                 return None;
             }
         };
-        self.consent_cookie = Some(StoredCookie {
+        let stored = StoredCookie {
             value: cookie.value.clone(),
             expires: cookie.max_age.map(|secs| now.plus_secs(secs)),
-        });
+        };
+        if write == CookieWrite::Decided {
+            self.decided_cookie = Some(stored.clone());
+        }
+        self.consent_cookie = Some(stored);
         self.actions.push_back(Action::StoreCookie(cookie));
         Some(decision)
     }
@@ -1712,7 +1888,7 @@ impl Engine {
         let calls_same = match &self.chain {
             Some(chain) => chain
                 .calls()
-                .map(|job| job.id)
+                .map(|job| (job.id, job.superseded))
                 .eq(last.calls.iter().copied()),
             None => last.calls.is_empty(),
         };
@@ -1729,7 +1905,7 @@ impl Engine {
         let (pending, calls) = match &self.chain {
             Some(chain) => (
                 chain.calls().map(|job| self.pending_of(job)).collect(),
-                chain.calls().map(|job| job.id).collect(),
+                chain.calls().map(|job| (job.id, job.superseded)).collect(),
             ),
             None => (Vec::new(), Vec::new()),
         };

@@ -171,7 +171,9 @@ fn m1_an_expiry_during_a_failed_set_consent_is_not_undone() {
         let c = h.submit();
         h.now = expiry;
         h.handle(Input::Tick);
-        assert_eq!(h.consent_cookie(), None);
+        // The expired "in" is gone; an opt-out in flight has already written its stricter wish.
+        let provisional = (expected == Decision::Out).then_some("general=out");
+        assert_eq!(h.consent_cookie(), provisional);
         h.answer(Answer::Fail);
         assert_eq!(h.state().0, expected, "{call}");
         assert!(
@@ -585,4 +587,137 @@ fn model_d3_an_expiry_during_a_chain_clears_the_purposes_a_restart_would_restore
             "restart: {restart}: the expired choice is gone either way"
         );
     }
+}
+
+// ----- Found by a second reading of the change -----
+
+#[test]
+fn second_a_purpose_the_app_decides_during_a_chain_is_not_overridden_by_older_calls() {
+    let share = Requirement::general().and(Purpose::SHARE);
+    let share_y = adobe2_value(json!({"collect": {"val": "y"}, "share": {"val": "y"}}));
+    for restart in [false, true] {
+        let mut h = Harness::new("in");
+        h.set_consent_json(json!({"consent": [share_y.clone()]}));
+        h.set_consent("in");
+        h.handle(Input::SetPurposes(vec![(Purpose::SHARE, Decision::Out)]));
+        // Declined at once: the person's newest word on share is out.
+        let s = h.submit_with(share, Mode::Queue);
+        assert_eq!(h.reason_of(s), Some(RejectReason::UserDeclined));
+        if restart {
+            h.restart();
+        }
+        // Both older calls settle: neither brings share back.
+        h.answer(Answer::Edge);
+        h.answer(Answer::Edge);
+        assert_eq!(h.state(), (Decision::In, true), "restart: {restart}");
+        assert_eq!(
+            h.engine.decision(Purpose::SHARE),
+            Decision::Out,
+            "restart: {restart}"
+        );
+        let after = h.submit_with(share, Mode::Queue);
+        assert_eq!(
+            h.reason_of(after),
+            Some(RejectReason::UserDeclined),
+            "restart: {restart}"
+        );
+    }
+}
+
+#[test]
+fn second_a_state_file_lost_while_an_opt_out_is_in_flight_keeps_the_opt_out() {
+    let mut h = Harness::new("in");
+    h.set_consent("in");
+    h.answer(Answer::Edge);
+    h.set_consent("out");
+    // The opt-out's wish is in the consent cookie before the request goes out.
+    assert_eq!(h.consent_cookie(), Some("general=out"));
+    let c = h.submit();
+    h.snapshot = None;
+    h.restart();
+    h.submit_id(c, Requirement::general(), Mode::Queue);
+    assert!(
+        h.released.is_empty(),
+        "nothing released under the replaced in"
+    );
+    assert_eq!(h.state(), (Decision::Out, true));
+    assert_eq!(h.reason_of(c), Some(RejectReason::UserDeclined));
+}
+
+#[test]
+fn second_a_chosen_pending_survives_a_restart_without_the_identity_cookie() {
+    let mut h = Harness::new("in");
+    h.set_consent_json(json!({"consent": [adobe2("p")]}));
+    h.answer(Answer::EdgeWithConsent(
+        "general=pending",
+        CONSENT_COOKIE_MAX_AGE,
+    ));
+    assert!(
+        !h.jar.contains_key(h.names.identity()),
+        "never written while pending"
+    );
+    let c = h.submit();
+    h.restart();
+    h.submit_id(c, Requirement::general(), Mode::Queue);
+    assert_eq!(h.state(), (Decision::Pending, false));
+    assert!(h.released.is_empty(), "the default in does not come back");
+}
+
+#[test]
+fn second_after_a_failed_call_the_next_call_is_sent_not_skipped() {
+    let mut h = Harness::new("pending");
+    h.set_consent("out");
+    h.answer(Answer::Edge);
+    // "in" fails, but the server may have applied it: a repeated "out" must reach it.
+    h.set_consent("in");
+    h.answer(Answer::Fail);
+    h.set_consent("out");
+    assert_eq!(h.sent.len(), 3, "sent, not skipped");
+    assert!(!h.done.iter().any(|(_, o)| *o == SetConsentOutcome::Skipped));
+}
+
+#[test]
+fn second_a_purpose_decision_is_persisted_before_it_is_recorded_and_records_what_applies() {
+    let mut h = Harness::new("in");
+    let trace_before = h.trace.len();
+    h.handle(Input::SetPurposes(vec![(Purpose::SHARE, Decision::Out)]));
+    let order: Vec<&str> = h.trace[trace_before..]
+        .iter()
+        .filter_map(|a| match a {
+            Action::PersistState(_) => Some("persist"),
+            Action::Record(_) => Some("record"),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(order, vec!["persist", "record"]);
+    // During a chain the record says what the person's choices leave, not the suspension.
+    h.set_consent("out");
+    h.handle(Input::SetPurposes(vec![(
+        Purpose::PERSONALIZE_CONTENT,
+        Decision::Out,
+    )]));
+    let record = h.records.last().unwrap();
+    assert_eq!(
+        (record.source, record.general),
+        (RecordSource::Local, Decision::In)
+    );
+}
+
+#[test]
+fn second_an_expiry_during_a_failed_chain_is_recorded_as_the_expiry() {
+    let mut h = Harness::new("pending");
+    h.set_consent("in");
+    h.answer(Answer::Edge);
+    let expiry = h.engine.poll_timeout().unwrap();
+    h.now = Timestamp::from_millis(expiry.as_millis() - 1);
+    h.set_consent_json(json!({"consent": [adobe2("y")]}));
+    h.now = expiry;
+    h.handle(Input::Tick);
+    h.answer(Answer::Fail);
+    assert_eq!(h.state(), (Decision::Pending, false));
+    let record = h.records.last().unwrap();
+    assert_eq!(
+        (record.source, record.general),
+        (RecordSource::Expiry, Decision::Pending)
+    );
 }
