@@ -158,15 +158,18 @@ pub struct Stored {
     pub consent_cookie: Option<StoredCookie>,
     /// Whether the jar holds the identity cookie.
     pub identity_cookie: bool,
-    /// The engine's last persisted state ([`Action::PersistState`]).
+    /// The engine's last persisted state ([`Action::PersistState`]). Pass `None` when the state
+    /// file is missing, unreadable or corrupt (never a default `Snapshot` in its place): the
+    /// engine then treats every named purpose of a restored consent as undecided.
     pub snapshot: Option<Snapshot>,
 }
 
 /// The state the engine asks the driver to persist, and receives back at start-up.
 ///
-/// Carry out a [`Action::PersistState`] durably before the actions that follow it: the engine
-/// emits it before it sends a `setConsent` request and before it releases commands under a new
-/// state, so that no crash point can release a command under a consent the person has replaced.
+/// Carry out a [`Action::PersistState`] durably before the actions that follow it: a new
+/// `setConsent` call is persisted before its request is sent, and the state is persisted before
+/// commands are released under it, so that no crash point can release a command under a consent
+/// the person has replaced.
 /// Fields added after the first release default when an older snapshot is read.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct Snapshot {
@@ -327,9 +330,11 @@ pub enum Verdict {
 pub enum SetConsentOutcome {
     /// Sent, and the server accepted it.
     Sent,
-    /// Not sent: the server already has exactly this consent and the consent cookie is present.
+    /// Not sent: the server provably has exactly this consent already (the same call was the last
+    /// one it accepted, and the consent cookie still holds the value that call left).
     Skipped,
-    /// Sent, and the request failed. Consent was not set.
+    /// Sent, and the request failed: the server did not confirm it. The state became at least as
+    /// strict as what the call asked, and never looser than before.
     Failed,
 }
 
@@ -469,8 +474,8 @@ pub enum HandleError {
     /// [`Input::Start`] was given twice.
     #[error("the engine has already started")]
     AlreadyStarted,
-    /// A `setConsent` call or a response before [`Input::Start`]: the engine must know the stored
-    /// consent before it can send or apply one.
+    /// A `setConsent` call, a response or [`Input::SetPurposes`] before [`Input::Start`]: the
+    /// engine must know the stored consent before it can send or apply one.
     #[error("the engine has not started: give it Input::Start first")]
     NotStarted,
     /// A command id that is still queued.
