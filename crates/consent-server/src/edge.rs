@@ -9,7 +9,8 @@ use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use consent_core::{
-    CONSENT_COOKIE_MAX_AGE, CookieNames, Decision, PayloadError, SetConsentOptions, Standard,
+    CONSENT_COOKIE_MAX_AGE, ConsentDecision, CookieNames, Decision, PayloadError, Purpose,
+    SetConsentOptions, Standard,
 };
 use serde_json::{Value, json};
 
@@ -395,19 +396,209 @@ fn profile_general(profile: &crate::db::Profile) -> Option<Decision> {
 
 /// The XDM `collect` value that records a `general` decision in the profile: `y` for in, `n`
 /// for out, and for pending the call's own value (the last `collect` of its Adobe 2.0 objects
-/// that is neither `y` nor `n`, such as `p` or `dy`), else `p` (pending verification). Pending
-/// is never written as `y` or `n`: the profile would then say what the person did not.
+/// that is pending, such as `p` or `dy`), else `p` (pending verification). Pending is never
+/// written as `y` or `n`: the profile would then say what the person did not.
 fn xdm_collect(decision: Decision, xdm_updates: &[Value]) -> String {
+    xdm_val(decision, &["collect"], xdm_updates)
+}
+
+/// The XDM field of every named purpose, as a path into the profile's consents.
+///
+/// `consent-core` keeps its own names private, so the server spells the fields out; a test in
+/// this file checks each field against the purpose `decide` reads it as, and that a body naming
+/// every field names no purpose missing here.
+const PURPOSE_FIELDS: [(Purpose, &[&str]); 12] = [
+    (Purpose::SHARE, &["share"]),
+    (Purpose::PERSONALIZE_CONTENT, &["personalize", "content"]),
+    (Purpose::AD_ID, &["adID"]),
+    (Purpose::MARKETING_ANY, &["marketing", "any"]),
+    (Purpose::MARKETING_EMAIL, &["marketing", "email"]),
+    (Purpose::MARKETING_PUSH, &["marketing", "push"]),
+    (Purpose::MARKETING_SMS, &["marketing", "sms"]),
+    (Purpose::MARKETING_WHATSAPP, &["marketing", "whatsApp"]),
+    (Purpose::MARKETING_CALL, &["marketing", "call"]),
+    (Purpose::MARKETING_FAX, &["marketing", "fax"]),
+    (
+        Purpose::MARKETING_COMMERCIAL_EMAIL,
+        &["marketing", "commercialEmail"],
+    ),
+    (Purpose::MARKETING_POSTAL_MAIL, &["marketing", "postalMail"]),
+];
+
+/// Whether `val` is one of the XDM values that mean pending (every choice but `y` and `n`).
+fn is_pending_val(val: &str) -> bool {
+    matches!(
+        val,
+        "p" | "u" | "dy" | "dn" | "LI" | "CT" | "CP" | "VI" | "PI"
+    )
+}
+
+/// What a stored XDM `val` stands for. A value outside the enumeration counts as pending, so an
+/// unknown stored value is never read as consent.
+fn stored_decision(val: &str) -> Decision {
+    match val {
+        "y" => Decision::In,
+        "n" => Decision::Out,
+        _ => Decision::Pending,
+    }
+}
+
+/// The XDM `val` that records `decision` for the field at `path`: `y` for in, `n` for out, and
+/// for pending the value the call itself gave the field (from the last Adobe 2.0 object that
+/// gives it a pending one, see [`call_val`]), else `p` (pending verification), so that a pending
+/// decision keeps the person's own wording (`dn`, `LI`, …) but is never written as `y` or `n`.
+fn xdm_val(decision: Decision, path: &[&str], xdm_updates: &[Value]) -> String {
     match decision {
         Decision::In => "y".to_owned(),
         Decision::Out => "n".to_owned(),
         Decision::Pending => xdm_updates
             .iter()
             .rev()
-            .filter_map(|update| update.pointer("/collect/val").and_then(Value::as_str))
-            .find(|val| !matches!(*val, "y" | "n"))
+            .filter_map(|update| call_val(update, path))
+            .find(|val| is_pending_val(val))
             .unwrap_or("p")
             .to_owned(),
+    }
+}
+
+/// The value one Adobe 2.0 object gives the field at `path`: its own `val`, except that a
+/// marketing channel takes `marketing.any` where `any` governs it (`n` always, `y` unless the
+/// channel says `n`, any other value when the channel has none of its own).
+///
+/// This only chooses which pending value to write; the decision itself is always
+/// [`SetConsentOptions::decide`]'s. Without it, a channel that `any: dn` made pending would be
+/// stored as `p` and lose the person's "declined by default".
+fn call_val<'a>(update: &'a Value, path: &[&str]) -> Option<&'a str> {
+    let own = path
+        .iter()
+        .try_fold(update, |value, key| value.get(key))
+        .and_then(|field| field.get("val"))
+        .and_then(Value::as_str);
+    let ["marketing", channel] = path else {
+        return own;
+    };
+    if *channel == "any" {
+        return own;
+    }
+    match (
+        update.pointer("/marketing/any/val").and_then(Value::as_str),
+        own,
+    ) {
+        (Some("n"), _) | (Some("y"), Some("n")) => Some("n"),
+        (Some("y"), _) => Some("y"),
+        (Some(any), None) => Some(any),
+        (_, own) => own,
+    }
+}
+
+/// Sets the `val` of the field at `path`, creating the field (and the objects above it) when
+/// the profile has none, and leaving the field's other members (`time`, `reason`,
+/// `subscriptions`, …) as the raw merge left them.
+fn set_val(consents: &mut Value, path: &[&str], val: &str) {
+    let mut cursor = consents;
+    for key in path {
+        // Only a profile whose consents were not written by this server can hold something
+        // other than an object here; the decision must be stored all the same.
+        if !cursor.is_object() {
+            *cursor = Value::Object(serde_json::Map::new());
+        }
+        let Value::Object(map) = cursor else { return };
+        cursor = map.entry((*key).to_owned()).or_insert(Value::Null);
+    }
+    if !cursor.is_object() {
+        *cursor = Value::Object(serde_json::Map::new());
+    }
+    if let Value::Object(field) = cursor {
+        field.insert("val".to_owned(), Value::from(val));
+    }
+}
+
+/// Makes every purpose field that holds a `val` in `consents` (one profile-level or id-level
+/// consents object) at least as strict as `decision`: a looser value becomes `n` for out and
+/// `p` for pending; a value already as strict, and every other member, stays.
+fn restrict_fields(consents: &mut Value, decision: Decision) {
+    for (_, path) in PURPOSE_FIELDS {
+        let Some(Value::Object(field)) = path
+            .iter()
+            .try_fold(&mut *consents, |value, key| value.get_mut(*key))
+        else {
+            continue;
+        };
+        let Some(stored) = field
+            .get("val")
+            .and_then(Value::as_str)
+            .map(stored_decision)
+        else {
+            continue;
+        };
+        let strictest = stored.stricter(decision);
+        if strictest != stored {
+            let val = if strictest == Decision::Out { "n" } else { "p" };
+            field.insert("val".to_owned(), Value::from(val));
+        }
+    }
+}
+
+/// The decisions of a set-consent call about the named purposes, ready to be written into a
+/// profile's consents after the raw merge of the call's XDM values.
+///
+/// - Every purpose the decision names gets its decided value in its profile-level field
+///   ([`xdm_val`]), whatever the raw merge left there (the last object's value, an older call's),
+///   so the stored value is what the engine applies: `[{share n}, {share y}]` stores `n`,
+///   `marketing: {any: n, email: y}` stores `n` for `any` and for all eight channels, and an
+///   id-level `n` makes the profile-level channel `n`.
+/// - What an Adobe 1.0 object gives all purposes ([`ConsentDecision::all_purposes`]) makes every
+///   stored purpose field, profile-level and id-level, at least as strict as it, and never
+///   looser: a 1.0 "out" turns every stored value into `n`; a 1.0 "in" changes none. A 1.0 "in"
+///   says yes to collection, not to a channel, and the same fields hold the person's
+///   unsubscribes, so it must not turn a stored `n` into `y`. Fields the profile does not hold
+///   are not created: `general` already says what applies to them.
+struct PurposeWrites {
+    /// The profile-level field of each named purpose and the value it gets.
+    named: Vec<(&'static [&'static str], String)>,
+    /// What the call gives all purposes (Adobe 1.0), when it speaks for them.
+    all: Option<Decision>,
+}
+
+impl PurposeWrites {
+    fn new(decision: &ConsentDecision, xdm_updates: &[Value]) -> Self {
+        let mut named = Vec::with_capacity(decision.purposes.len());
+        for (purpose, decided) in &decision.purposes {
+            match PURPOSE_FIELDS.iter().find(|(p, _)| p == purpose) {
+                Some((_, path)) => named.push((*path, xdm_val(*decided, path, xdm_updates))),
+                // A body only carries XDM fields, so this means consent-core decided a purpose
+                // the server has no field for; it is logged rather than stored somewhere made up.
+                None => tracing::warn!(
+                    purpose = purpose.index(),
+                    "a decided purpose has no XDM field"
+                ),
+            }
+        }
+        Self {
+            named,
+            all: decision.all_purposes,
+        }
+    }
+
+    /// Applies the writes to a profile's consents (after the raw merge).
+    fn apply(&self, consents: &mut Value) {
+        if let Some(all) = self.all
+            && all != Decision::In
+        {
+            restrict_fields(consents, all);
+            if let Some(Value::Object(namespaces)) = consents.get_mut("idSpecific") {
+                for ids in namespaces.values_mut() {
+                    if let Value::Object(ids) = ids {
+                        ids.values_mut().for_each(|id| restrict_fields(id, all));
+                    }
+                }
+            }
+        }
+        // The named decisions already include what Adobe 1.0 gives all purposes (the strictest
+        // wins), so writing them after the restriction never loosens it.
+        for (path, val) in &self.named {
+            set_val(consents, path, val);
+        }
     }
 }
 
@@ -415,7 +606,10 @@ fn xdm_collect(decision: Decision, xdm_updates: &[Value]) -> String {
 ///
 /// The decision is [`SetConsentOptions::decide`]'s, the function the engine decides with, so
 /// the server and the engine cannot disagree about a body (several objects: the strictest
-/// wins, out over pending over in, whatever their order). A pending decision (an Adobe 2.0
+/// wins, out over pending over in, whatever their order). The call's Adobe 2.0 values are
+/// merged into the profile's consents in object order, which keeps their `time`, `reason`,
+/// `subscriptions` and id-level details, and then every purpose gets its decided value
+/// ([`PurposeWrites`]), so the stored values never say what the decision does not. A pending decision (an Adobe 2.0
 /// `collect` other than `y` or `n`, alone or beside objects that say in) is applied like the
 /// others, because the person's latest call replaces what was stored: `general` is stored as
 /// "pending" with the call's own `collect` value ([`xdm_collect`]), the record says "pending",
@@ -445,10 +639,10 @@ async fn set_consent(
     };
     let options = SetConsentOptions::from_json(&Value::Object(options)).map_err(refuse)?;
     // A TC string that does not decode is refused here, as an invalid payload.
-    let decision = options
+    let decided = options
         .decide(state.config.iab.as_ref(), state.config.iab_vendor_id)
-        .map_err(refuse)?
-        .general;
+        .map_err(refuse)?;
+    let decision = decided.general;
     let xdm_updates: Vec<Value> = options
         .consent
         .iter()
@@ -461,6 +655,7 @@ async fn set_consent(
         Some(Decision::Pending) | None => inc(&state.metrics.consent_pending),
     }
     let collect = decision.map(|d| xdm_collect(d, &xdm_updates));
+    let purposes = PurposeWrites::new(&decided, &xdm_updates);
     let edit = move |consents: &mut Value, _subs: &mut Value| {
         for update in &xdm_updates {
             merge(consents, update);
@@ -468,6 +663,7 @@ async fn set_consent(
         if let Some(val) = &collect {
             consents["collect"] = json!({"val": val});
         }
+        purposes.apply(consents);
         // Every set-consent call is recorded, even one that repeats the stored consent: the
         // record is the evidence that it was given again, and when.
         true
@@ -656,6 +852,158 @@ mod tests {
         assert_eq!(xdm_collect(Decision::Pending, &[]), "p");
         assert_eq!(xdm_collect(Decision::In, &updates), "y");
         assert_eq!(xdm_collect(Decision::Out, &updates), "n");
+    }
+
+    #[test]
+    fn every_purpose_field_is_the_one_consent_core_reads() {
+        let mut seen = Vec::new();
+        for (purpose, path) in PURPOSE_FIELDS {
+            let mut value = json!({});
+            set_val(&mut value, path, "n");
+            let options = SetConsentOptions::from_json(&json!({"consent": [
+                {"standard": "Adobe", "version": "2.0", "value": value}
+            ]}))
+            .unwrap();
+            let decision = options.decide(&consent_core::TcfDecoder, 565).unwrap();
+            assert_eq!(decision.purpose(purpose), Some(Decision::Out), "{path:?}");
+            assert!(!seen.contains(&purpose), "{path:?}");
+            seen.push(purpose);
+        }
+        let mut everything = json!({});
+        for (_, path) in PURPOSE_FIELDS {
+            set_val(&mut everything, path, "n");
+        }
+        let options = SetConsentOptions::from_json(&json!({"consent": [
+            {"standard": "Adobe", "version": "2.0", "value": everything}
+        ]}))
+        .unwrap();
+        let decision = options.decide(&consent_core::TcfDecoder, 565).unwrap();
+        assert_eq!(decision.purposes.len(), PURPOSE_FIELDS.len());
+        for (purpose, _) in &decision.purposes {
+            assert!(seen.contains(purpose), "{purpose:?} has no field");
+        }
+    }
+
+    fn writes(consent: Value) -> PurposeWrites {
+        let options = SetConsentOptions::from_json(&json!({ "consent": consent })).unwrap();
+        let decision = options.decide(&consent_core::TcfDecoder, 565).unwrap();
+        let updates: Vec<Value> = options
+            .consent
+            .iter()
+            .filter(|object| object.standard() == Standard::AdobeV2)
+            .filter_map(|object| object.to_json().get("value").cloned())
+            .collect();
+        PurposeWrites::new(&decision, &updates)
+    }
+
+    fn v2(value: Value) -> Value {
+        json!({"standard": "Adobe", "version": "2.0", "value": value})
+    }
+
+    fn v1(general: &str) -> Value {
+        json!({"standard": "Adobe", "version": "1.0", "value": {"general": general}})
+    }
+
+    #[test]
+    fn decided_purposes_overwrite_the_raw_merge_and_keep_its_details() {
+        let mut consents = json!({"share": {"val": "y", "time": "2024-01-01T00:00:00Z"}});
+        writes(json!([
+            v2(json!({"share": {"val": "n"}})),
+            v2(json!({"share": {"val": "y"}}))
+        ]))
+        .apply(&mut consents);
+        assert_eq!(
+            consents,
+            json!({"share": {"val": "n", "time": "2024-01-01T00:00:00Z"}})
+        );
+
+        let mut consents = json!({"marketing": {"any": {"val": "n"}, "email": {"val": "y"}}});
+        writes(json!([v2(
+            json!({"marketing": {"any": {"val": "n"}, "email": {"val": "y"}}})
+        )]))
+        .apply(&mut consents);
+        for (_, path) in &PURPOSE_FIELDS[3..] {
+            assert_eq!(consents[path[0]][path[1]]["val"], "n", "{path:?}");
+        }
+
+        // Pending keeps the call's own pending value: the channel's, else `any`'s, else `p`.
+        let mut consents = json!({});
+        writes(json!([v2(json!({
+            "marketing": {"any": {"val": "dn"}, "push": {"val": "LI"}, "sms": {"val": "y"}},
+            "idSpecific": {"email": {"a@example.com": {"share": {"val": "u"}}}}
+        }))]))
+        .apply(&mut consents);
+        assert_eq!(consents["marketing"]["any"]["val"], "dn");
+        assert_eq!(consents["marketing"]["email"]["val"], "dn");
+        assert_eq!(consents["marketing"]["push"]["val"], "LI");
+        assert_eq!(consents["marketing"]["sms"]["val"], "y");
+        assert_eq!(consents["share"]["val"], "p");
+        // `any: y` makes a channel's own pending value `y`; pending from two objects keeps the
+        // later object's value, a `y` after it notwithstanding.
+        assert_eq!(xdm_val(Decision::In, &["marketing", "email"], &[]), "y");
+        let updates = [
+            json!({"share": {"val": "dy"}}),
+            json!({"share": {"val": "CT"}}),
+            json!({"share": {"val": "y"}, "marketing": {"any": {"val": "y"}, "email": {"val": "p"}}}),
+        ];
+        assert_eq!(xdm_val(Decision::Pending, &["share"], &updates), "CT");
+        assert_eq!(call_val(&updates[2], &["marketing", "email"]), Some("y"));
+        assert_eq!(
+            call_val(
+                &json!({"marketing": {"any": {"val": "n"}}}),
+                &["marketing", "fax"]
+            ),
+            Some("n")
+        );
+        assert_eq!(call_val(&updates[0], &["marketing", "fax"]), None);
+    }
+
+    #[test]
+    fn adobe_1_0_makes_stored_purposes_at_least_as_strict_never_looser() {
+        let stored = json!({
+            "share": {"val": "y", "time": "2024-01-01T00:00:00Z"},
+            "adID": {"val": "dy"},
+            "marketing": {"email": {"val": "n"}, "push": {"val": "y"}, "preferred": "email"},
+            "idSpecific": {"email": {"a@example.com": {"marketing": {"sms": {"val": "y"}}}}}
+        });
+        let mut out = stored.clone();
+        writes(json!([v1("out")])).apply(&mut out);
+        assert_eq!(
+            out,
+            json!({
+                "share": {"val": "n", "time": "2024-01-01T00:00:00Z"},
+                "adID": {"val": "n"},
+                "marketing": {"email": {"val": "n"}, "push": {"val": "n"}, "preferred": "email"},
+                "idSpecific": {"email": {"a@example.com": {"marketing": {"sms": {"val": "n"}}}}}
+            })
+        );
+        let mut granted = stored.clone();
+        writes(json!([v1("in")])).apply(&mut granted);
+        assert_eq!(granted, stored, "an Adobe 1.0 in changes no purpose");
+        // Pending from Adobe 1.0 cannot happen today; should it, `y` becomes `p` and the
+        // stricter values stay.
+        let mut pending = stored;
+        restrict_fields(&mut pending, Decision::Pending);
+        assert_eq!(pending["share"]["val"], "p");
+        assert_eq!(pending["adID"]["val"], "dy");
+        assert_eq!(pending["marketing"]["email"]["val"], "n");
+        // A purpose the call names besides Adobe 1.0 gets its own (at least as strict) value.
+        let mut consents = json!({"share": {"val": "n"}});
+        writes(json!([v1("in"), v2(json!({"share": {"val": "y"}}))])).apply(&mut consents);
+        assert_eq!(consents["share"]["val"], "y");
+        let mut consents = json!({});
+        writes(json!([v1("out"), v2(json!({"share": {"val": "y"}}))])).apply(&mut consents);
+        assert_eq!(consents, json!({"share": {"val": "n"}}));
+    }
+
+    #[test]
+    fn set_val_replaces_what_is_not_an_object() {
+        let mut consents = json!({"marketing": "garbage"});
+        set_val(&mut consents, &["marketing", "email"], "n");
+        assert_eq!(consents, json!({"marketing": {"email": {"val": "n"}}}));
+        let mut consents = Value::Null;
+        set_val(&mut consents, &["share"], "y");
+        assert_eq!(consents, json!({"share": {"val": "y"}}));
     }
 
     #[test]

@@ -1,7 +1,8 @@
-//! The server decides `general` exactly as the engine does: both go through
-//! `SetConsentOptions::decide`, and a pending decision is stored, answered and enforced as pending.
+//! The server decides `general` and every purpose exactly as the engine does: both go through
+//! `SetConsentOptions::decide`, a pending decision is stored, answered and enforced as pending,
+//! and the profile's XDM consents hold the decided value of every purpose.
 
-use consent_core::{Decision, SetConsentOptions};
+use consent_core::{ConsentDecision, Decision, Purpose, SetConsentOptions};
 use serde_json::{Value, json};
 
 use crate::edge::{adobe_v1, ecid_of, entry, key, store_entries, with_ecid};
@@ -64,7 +65,176 @@ fn bodies() -> Vec<(&'static str, Value)> {
             "[v2 marketing.email n, no collect]",
             json!([v2(json!({"marketing": {"email": {"val": "n"}}}))]),
         ),
+        (
+            "[v2 collect y + share n, v2 collect y + share y]",
+            json!([
+                v2(json!({"collect": {"val": "y"}, "share": {"val": "n"}})),
+                v2(json!({"collect": {"val": "y"}, "share": {"val": "y"}}))
+            ]),
+        ),
+        (
+            "[v2 collect y + share y, v2 collect y + share n]",
+            json!([
+                v2(json!({"collect": {"val": "y"}, "share": {"val": "y"}})),
+                v2(json!({"collect": {"val": "y"}, "share": {"val": "n"}}))
+            ]),
+        ),
+        (
+            "[v1 out, v2 collect y + share y]",
+            json!([
+                v1("out"),
+                v2(json!({"collect": {"val": "y"}, "share": {"val": "y"}}))
+            ]),
+        ),
+        (
+            "[v2 collect y + marketing.any n + marketing.email y]",
+            json!([v2(json!({"collect": {"val": "y"},
+                             "marketing": {"any": {"val": "n"}, "email": {"val": "y"}}}))]),
+        ),
+        (
+            "[v2 collect y + idSpecific email n]",
+            json!([v2(
+                json!({"collect": {"val": "y"}, "idSpecific": {"email": {
+                    "a@example.com": {"marketing": {"email": {"val": "n"}}}
+                }}})
+            )]),
+        ),
+        (
+            "[v2 marketing.any y + marketing.email p + marketing.sms n]",
+            json!([v2(json!({"marketing": {
+                "any": {"val": "y"}, "email": {"val": "p"}, "sms": {"val": "n"}
+            }}))]),
+        ),
+        (
+            "[v2 share dy, v2 share y + personalize.content LI + adID n]",
+            json!([
+                v2(json!({"share": {"val": "dy"}})),
+                v2(
+                    json!({"share": {"val": "y"}, "personalize": {"content": {"val": "LI"}},
+                          "adID": {"val": "n", "idType": "IDFA"}})
+                )
+            ]),
+        ),
+        (
+            "[v1 in, v2 share p]",
+            json!([v1("in"), v2(json!({"share": {"val": "p"}}))]),
+        ),
+        ("[v1 in]", json!([v1("in")])),
+        ("[v1 out]", json!([v1("out")])),
     ]
+}
+
+/// The XDM field that stores each named purpose, as a JSON pointer into the profile's consents.
+const PURPOSE_FIELDS: [(Purpose, &str); 12] = [
+    (Purpose::SHARE, "/share"),
+    (Purpose::PERSONALIZE_CONTENT, "/personalize/content"),
+    (Purpose::AD_ID, "/adID"),
+    (Purpose::MARKETING_ANY, "/marketing/any"),
+    (Purpose::MARKETING_EMAIL, "/marketing/email"),
+    (Purpose::MARKETING_PUSH, "/marketing/push"),
+    (Purpose::MARKETING_SMS, "/marketing/sms"),
+    (Purpose::MARKETING_WHATSAPP, "/marketing/whatsApp"),
+    (Purpose::MARKETING_CALL, "/marketing/call"),
+    (Purpose::MARKETING_FAX, "/marketing/fax"),
+    (
+        Purpose::MARKETING_COMMERCIAL_EMAIL,
+        "/marketing/commercialEmail",
+    ),
+    (Purpose::MARKETING_POSTAL_MAIL, "/marketing/postalMail"),
+];
+
+/// The stored `val` of the field at `pointer`, when there is one.
+fn stored_val<'a>(consents: &'a Value, pointer: &str) -> Option<&'a str> {
+    consents.pointer(&format!("{pointer}/val"))?.as_str()
+}
+
+/// What a stored XDM `val` means: `y` in, `n` out, every other value pending.
+fn meaning(val: &str) -> Decision {
+    match val {
+        "y" => Decision::In,
+        "n" => Decision::Out,
+        _ => Decision::Pending,
+    }
+}
+
+/// `val` made at least as strict as `decision`, as the server's rule for Adobe 1.0 has it: a
+/// looser value becomes `n` for out and `p` for pending; a value already as strict stays.
+fn at_least(val: &str, decision: Decision) -> String {
+    let stored = meaning(val);
+    match stored.stricter(decision) {
+        strictest if strictest == stored => val.to_owned(),
+        Decision::Out => "n".to_owned(),
+        _ => "p".to_owned(),
+    }
+}
+
+/// Compares the purposes the server stored (`after`, the profile's consents after the call) with
+/// the engine's decision: every purpose the decision names has its decided meaning; every other
+/// purpose field holds what it held before the call (`before`), made at least as strict as what
+/// the call gives all purposes (Adobe 1.0), at the top level and in `idSpecific`.
+fn purpose_disagreements(decision: &ConsentDecision, before: &Value, after: &Value) -> Vec<String> {
+    let mut found = Vec::new();
+    for (purpose, pointer) in PURPOSE_FIELDS {
+        let stored = stored_val(after, pointer);
+        let own = decision
+            .purposes
+            .iter()
+            .find(|(p, _)| *p == purpose)
+            .map(|(_, d)| *d);
+        let expected = match own {
+            Some(d) => {
+                if stored.map(meaning) != Some(d) {
+                    found.push(format!("{pointer}: engine {d:?}, server stored {stored:?}"));
+                }
+                continue;
+            }
+            None => stored_val(before, pointer).map(|val| {
+                decision
+                    .all_purposes
+                    .map_or(val.to_owned(), |d| at_least(val, d))
+            }),
+        };
+        if stored.map(str::to_owned) != expected {
+            found.push(format!(
+                "{pointer}: not decided by the call (all purposes {:?}), expected {expected:?}, \
+                 server stored {stored:?}",
+                decision.all_purposes
+            ));
+        }
+    }
+    if let Some(all) = decision.all_purposes
+        && let Some(namespaces) = after.get("idSpecific").and_then(Value::as_object)
+    {
+        for (namespace, ids) in namespaces {
+            for (id, consents) in ids.as_object().into_iter().flatten() {
+                for (_, pointer) in PURPOSE_FIELDS {
+                    if let Some(val) = stored_val(consents, pointer)
+                        && meaning(val).stricter(all) != meaning(val)
+                    {
+                        found.push(format!(
+                            "idSpecific {namespace} {id} {pointer}: all purposes {all:?}, \
+                             server stored {val:?}"
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    found
+}
+
+/// A body that says yes to everything, the id-level email of `a@example.com` included, so that
+/// a later call has stored purposes to override or restrict.
+fn everything_y() -> Value {
+    let y = || json!({"val": "y"});
+    json!({"consent": [v2(json!({
+        "collect": y(), "share": y(), "personalize": {"content": y()}, "adID": y(),
+        "marketing": {
+            "any": y(), "email": {"val": "y", "reason": "newsletter"}, "push": y(), "sms": y(),
+            "whatsApp": y(), "call": y(), "fax": y(), "commercialEmail": y(), "postalMail": y()
+        },
+        "idSpecific": {"email": {"a@example.com": {"marketing": {"email": y()}}}}
+    }))]})
 }
 
 /// The decision in an answer's consent cookie; `None` when the answer writes none.
@@ -76,10 +246,11 @@ fn answered(answer: &Value) -> Option<Decision> {
     Some(Decision::from_wire(general).unwrap_or_else(|| panic!("unknown value {value}")))
 }
 
-/// Posts every body to a fresh profile and to profiles that said in or out before, and compares
-/// what the server decided (the `general` of its record, its answer's consent cookie, the stored
-/// `general`) with `SetConsentOptions::decide` under the server's own IAB evaluator. Collects
-/// every disagreement, so a failure lists all the rows that differ.
+/// Posts every body to a fresh profile, to profiles that said in or out before and to one that
+/// said yes to every purpose, and compares what the server decided (the `general` of its record,
+/// its answer's consent cookie, the stored `general`, the stored value of every purpose) with
+/// `SetConsentOptions::decide` under the server's own IAB evaluator. Collects every
+/// disagreement, so a failure lists all the rows that differ.
 async fn the_server_decides_general_as_the_engine_does(db: Db) {
     let iab = fake_iab();
     let server_iab = iab.clone();
@@ -89,22 +260,33 @@ async fn the_server_decides_general_as_the_engine_does(db: Db) {
     let path = format!("/ee/v1/privacy/set-consent?configId={DS_A}");
     let store = h.server().db();
     let mut disagreements = Vec::new();
+    let befores = [
+        ("fresh", None, None),
+        ("in", Some(adobe_v1("in")), Some(Decision::In)),
+        ("out", Some(adobe_v1("out")), Some(Decision::Out)),
+        ("every purpose y", Some(everything_y()), Some(Decision::In)),
+    ];
     for (name, consent) in bodies() {
-        for before in [None, Some(Decision::In), Some(Decision::Out)] {
-            let (body, ecid) = match before {
+        for (before_name, before_body, before) in &befores {
+            let before = *before;
+            let (body, ecid) = match before_body {
                 None => (json!({ "consent": consent }), None),
-                Some(decision) => {
-                    let (status, answer) = h.post_json(&path, &adobe_v1(decision.as_str())).await;
+                Some(before_body) => {
+                    let (status, answer) = h.post_json(&path, before_body).await;
                     assert_eq!(status, 200, "{answer}");
                     let ecid = ecid_of(&answer);
                     (with_ecid(json!({ "consent": consent }), &ecid), Some(ecid))
                 }
             };
-            let engine = SetConsentOptions::from_json(&body)
+            let before_consents = match &ecid {
+                Some(ecid) => store.profile(&key(ecid)).await.unwrap().unwrap().consents,
+                None => json!({}),
+            };
+            let decision = SetConsentOptions::from_json(&body)
                 .unwrap()
                 .decide(iab.as_ref(), 565)
-                .unwrap()
-                .general;
+                .unwrap();
+            let engine = decision.general;
             let (status, answer) = h.post_json(&path, &body).await;
             assert_eq!(status, 200, "{name}: {answer}");
             let ecid = ecid.unwrap_or_else(|| ecid_of(&answer));
@@ -119,8 +301,8 @@ async fn the_server_decides_general_as_the_engine_does(db: Db) {
             let stored = applies.map_or("pending", Decision::as_str);
             if recorded != engine || answered(&answer) != applies || profile.general != stored {
                 disagreements.push(format!(
-                    "{name}, before {before:?}: engine {engine:?} (applies {applies:?}); server \
-                     recorded {recorded:?}, answered {:?}, stored {:?}",
+                    "{name}, before {before_name}: engine {engine:?} (applies {applies:?}); \
+                     server recorded {recorded:?}, answered {:?}, stored {:?}",
                     answered(&answer),
                     profile.general
                 ));
@@ -130,9 +312,12 @@ async fn the_server_decides_general_as_the_engine_does(db: Db) {
                 let val = profile.consents["collect"]["val"].as_str().unwrap_or("");
                 if matches!(val, "y" | "n" | "") {
                     disagreements.push(format!(
-                        "{name}, before {before:?}: pending stored with collect {val:?}"
+                        "{name}, before {before_name}: pending stored with collect {val:?}"
                     ));
                 }
+            }
+            for purpose in purpose_disagreements(&decision, &before_consents, &profile.consents) {
+                disagreements.push(format!("{name}, before {before_name}: {purpose}"));
             }
         }
     }
@@ -242,4 +427,147 @@ async fn events_of_a_pending_profile_are_counted_not_stored(h: &Harness) {
 on_both!(
     pending_events,
     events_of_a_pending_profile_are_counted_not_stored
+);
+
+/// The decided values are written into the fields the call's objects made: the call's own
+/// pending value is kept (a channel without its own takes `marketing.any`'s), the other XDM
+/// details (`reason`, `time`) stay, and Adobe 1.0 makes every stored purpose at least as strict
+/// as its `general`, never looser.
+async fn stored_purposes_keep_the_calls_values_and_details(h: &Harness) {
+    let path = format!("/ee/v1/privacy/set-consent?configId={DS_A}");
+    let db = h.server().db();
+    let post = |consent: Value, ecid: Option<String>| {
+        let path = path.clone();
+        async move {
+            let body = json!({ "consent": consent });
+            let body = match &ecid {
+                Some(ecid) => with_ecid(body, ecid),
+                None => body,
+            };
+            let (status, answer) = h.post_json(&path, &body).await;
+            assert_eq!(status, 200, "{answer}");
+            let ecid = ecid.unwrap_or_else(|| ecid_of(&answer));
+            let consents = db.profile(&key(&ecid)).await.unwrap().unwrap().consents;
+            (ecid, consents)
+        }
+    };
+    let time = "2024-05-01T10:00:00Z";
+
+    // `any: dn` is the value of every channel without its own; a channel's own pending value
+    // stays; `reason` and `time` stay beside the decided value.
+    let (_, c) = post(
+        json!([v2(json!({"collect": {"val": "y"}, "marketing": {
+            "any": {"val": "dn", "time": time},
+            "push": {"val": "dy", "reason": "asked later"},
+            "sms": {"val": "y"}
+        }}))]),
+        None,
+    )
+    .await;
+    assert_eq!(
+        c["marketing"]["any"],
+        json!({"val": "dn", "time": time}),
+        "{c}"
+    );
+    assert_eq!(c["marketing"]["email"], json!({"val": "dn"}), "{c}");
+    assert_eq!(c["marketing"]["postalMail"], json!({"val": "dn"}), "{c}");
+    assert_eq!(
+        c["marketing"]["push"],
+        json!({"val": "dy", "reason": "asked later"}),
+        "{c}"
+    );
+    assert_eq!(c["marketing"]["sms"]["val"], "y", "{c}");
+
+    // Several objects: the strictest wins and keeps the pending value of the object that gave it;
+    // `time` is the merged one.
+    let (_, c) = post(
+        json!([
+            v2(json!({"share": {"val": "LI"}})),
+            v2(json!({"share": {"val": "y", "time": time}}))
+        ]),
+        None,
+    )
+    .await;
+    assert_eq!(c["share"], json!({"val": "LI", "time": time}), "{c}");
+    // A pending decision the call gives no value for of its own (an id-level one) is `p`.
+    let (_, c) = post(
+        json!([v2(json!({"idSpecific": {"email": {"a@example.com": {
+            "personalize": {"content": {"val": "u"}}
+        }}}}))]),
+        None,
+    )
+    .await;
+    assert_eq!(c["personalize"]["content"], json!({"val": "p"}), "{c}");
+    assert_eq!(
+        c["idSpecific"]["email"]["a@example.com"]["personalize"]["content"]["val"], "u",
+        "{c}"
+    );
+
+    // Adobe 1.0 out: every stored purpose, id-level ones included, becomes `n`, with its
+    // details; a later Adobe 1.0 in grants collection and turns none of them back into `y`.
+    let (ecid, _) = post(everything_y()["consent"].clone(), None).await;
+    let (ecid, c) = post(json!([v1("out")]), Some(ecid)).await;
+    for (_, pointer) in PURPOSE_FIELDS {
+        assert_eq!(stored_val(&c, pointer), Some("n"), "{pointer}: {c}");
+    }
+    assert_eq!(c["marketing"]["email"]["reason"], "newsletter", "{c}");
+    assert_eq!(
+        c["idSpecific"]["email"]["a@example.com"]["marketing"]["email"]["val"], "n",
+        "{c}"
+    );
+    let (_, c) = post(json!([v1("in")]), Some(ecid)).await;
+    assert_eq!(c["collect"]["val"], "y", "{c}");
+    for (_, pointer) in PURPOSE_FIELDS {
+        assert_eq!(stored_val(&c, pointer), Some("n"), "{pointer}: {c}");
+    }
+}
+on_both!(
+    stored_purpose_values,
+    stored_purposes_keep_the_calls_values_and_details
+);
+
+/// The preference service reads the stored channel values, so it agrees with the decision:
+/// after `marketing.any: n` every channel is already unsubscribed, and an unsubscribe through
+/// the preferences API changes nothing and records nothing.
+async fn an_unsubscribe_after_marketing_any_n_is_already_in_place(h: &Harness) {
+    let path = format!("/ee/v1/privacy/set-consent?configId={DS_A}");
+    let body = json!({"consent": [v2(json!({
+        "collect": {"val": "y"},
+        "marketing": {"any": {"val": "n"}, "email": {"val": "y"}}
+    }))]});
+    let (status, answer) = h.post_json(&path, &body).await;
+    assert_eq!(status, 200, "{answer}");
+    let ecid = ecid_of(&answer);
+    let (status, link) = h
+        .post_json_as_a(
+            "/admin/v1/unsubscribe-links",
+            &json!({"profile": {"namespace": "ECID", "id": ecid}, "channel": "email"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{link}");
+    let query = format!(
+        "params={}&pid={}&sig={}",
+        link["params"].as_str().unwrap(),
+        link["pid"].as_str().unwrap(),
+        link["sig"].as_str().unwrap()
+    );
+    let choices = json!({"marketing": [
+        {"type": "email", "choice": "no", "scope": "channel"},
+        {"type": "sms", "choice": "no", "scope": "channel"}
+    ]});
+    let (status, answer) = h
+        .post_json_as_a(&format!("/imp/consent/preferences?{query}"), &choices)
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["changed"], 0, "{answer}");
+    assert_eq!(
+        answer["consents"]["consents"]["marketing"]["email"]["val"], "n",
+        "{answer}"
+    );
+    let records = h.server().db().records(&key(&ecid)).await.unwrap();
+    assert_eq!(records.len(), 1, "only the set-consent call is recorded");
+}
+on_both!(
+    unsubscribe_after_any_n,
+    an_unsubscribe_after_marketing_any_n_is_already_in_place
 );
