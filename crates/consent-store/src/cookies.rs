@@ -1,11 +1,12 @@
 //! The persistent cookie jar.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use cookie_store::CookieStore;
 
 use crate::fsutil::{FsError, read_optional, write_atomic};
-use crate::io::{DiskIo, Io};
+use crate::io::{DirLock, DiskIo, Io};
 
 /// A [`CookieStore`] saved to one file, replaced atomically.
 ///
@@ -40,6 +41,8 @@ use crate::io::{DiskIo, Io};
 pub struct CookieJar<I: Io = DiskIo> {
     io: I,
     path: PathBuf,
+    /// The data directory's lock, when opened from a [`Store`](crate::Store): held as long as this is.
+    lock: Option<Arc<DirLock>>,
 }
 
 /// Why the cookie jar could not be loaded.
@@ -78,7 +81,14 @@ impl<I: Io> CookieJar<I> {
         Self {
             io,
             path: path.into(),
+            lock: None,
         }
+    }
+
+    /// Keeps the data directory's lock alive as long as this jar.
+    pub(crate) fn holding(mut self, lock: Arc<DirLock>) -> Self {
+        self.lock = Some(lock);
+        self
     }
 
     /// The file the cookies live in.

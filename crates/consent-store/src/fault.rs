@@ -5,14 +5,14 @@ use std::io;
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use crate::io::{Io, IoFile};
+use crate::io::{DirLock, Io, IoFile};
 
 /// A kind of I/O operation that [`FaultyIo`] can fail.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 #[non_exhaustive]
 pub enum Op {
-    /// Appending bytes to a file. A failed write first writes half of its buffer, like a write cut
-    /// short by a full disk.
+    /// Appending bytes to a file, or overwriting them in place ([`Io::write_at`]). A failed write
+    /// first writes half of its buffer, like a write cut short by a full disk.
     Write,
     /// Syncing a file's data.
     Sync,
@@ -196,6 +196,22 @@ impl<I: Io> Io for FaultyIo<I> {
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {
         check(&self.state, Op::SyncDir)?;
         self.inner.sync_dir(dir)
+    }
+
+    fn write_at(&self, path: &Path, offset: u64, buf: &[u8]) -> io::Result<()> {
+        if let Err(e) = check(&self.state, Op::Write) {
+            // A torn write, like an append's: the first half lands before the error.
+            let half = buf.len() / 2;
+            if let Some(head) = buf.get(..half) {
+                self.inner.write_at(path, offset, head)?;
+            }
+            return Err(e);
+        }
+        self.inner.write_at(path, offset, buf)
+    }
+
+    fn lock(&self, path: &Path) -> io::Result<DirLock> {
+        self.inner.lock(path)
     }
 }
 

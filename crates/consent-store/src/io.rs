@@ -6,11 +6,74 @@
 //! loss) and under injected faults ([`FaultyIo`](crate::FaultyIo)).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fmt::Debug;
-use std::fs::{self, File, OpenOptions};
+use std::fmt::{self, Debug};
+use std::fs::{self, File, OpenOptions, TryLockError};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+/// A lock held on a data directory; dropping it releases the lock.
+///
+/// [`Io::lock`] hands one out. Whatever it holds (an open file with an OS lock on it, an entry in
+/// a table of held locks) is released when the `DirLock` is dropped, and an OS lock also when the
+/// process ends, however it ends.
+pub struct DirLock {
+    _guard: Box<dyn LockGuard>,
+}
+
+/// What a [`DirLock`] keeps alive: anything whose drop releases the lock.
+trait LockGuard: Send + Sync + Debug {}
+
+impl<T: Send + Sync + Debug> LockGuard for T {}
+
+impl DirLock {
+    /// A lock that is released when `guard` is dropped, for implementations of [`Io::lock`].
+    pub fn new<G: Send + Sync + Debug + 'static>(guard: G) -> Self {
+        Self {
+            _guard: Box::new(guard),
+        }
+    }
+}
+
+impl Debug for DirLock {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("DirLock").field(&self._guard).finish()
+    }
+}
+
+/// The locks taken through [`process_lock`], by path: the fallback for an [`Io`] that has no lock
+/// of its own, which only keeps out other openers in the same process.
+static PROCESS_LOCKS: Mutex<BTreeSet<PathBuf>> = Mutex::new(BTreeSet::new());
+
+/// An entry in [`PROCESS_LOCKS`], removed when dropped.
+#[derive(Debug)]
+struct ProcessLock(PathBuf);
+
+impl Drop for ProcessLock {
+    fn drop(&mut self) {
+        PROCESS_LOCKS
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&self.0);
+    }
+}
+
+fn would_block(path: &Path) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::WouldBlock,
+        format!("{} is locked by another opener", path.display()),
+    )
+}
+
+/// Takes `path` in a table shared by the whole process; an error of kind
+/// [`io::ErrorKind::WouldBlock`] when it is already taken.
+fn process_lock(path: &Path) -> io::Result<DirLock> {
+    let mut held = PROCESS_LOCKS.lock().unwrap_or_else(PoisonError::into_inner);
+    if !held.insert(path.to_path_buf()) {
+        return Err(would_block(path));
+    }
+    Ok(DirLock::new(ProcessLock(path.to_path_buf())))
+}
 
 /// File-system primitives used by the stores.
 ///
@@ -53,6 +116,28 @@ pub trait Io: Clone + Debug + Send + Sync + 'static {
     fn list(&self, dir: &Path) -> io::Result<Vec<String>>;
     /// Makes the entries of `dir` (created, renamed and removed files) durable.
     fn sync_dir(&self, dir: &Path) -> io::Result<()>;
+    /// Overwrites `buf.len()` bytes of the existing file `path` at `offset`, in place, through a
+    /// descriptor of its own (not durable until [`Io::sync_file`]). The queue uses it to zero the
+    /// payloads of acknowledged events. The default returns an error of kind
+    /// [`io::ErrorKind::Unsupported`]; the queue then leaves acknowledged events in their segment
+    /// until the whole segment is deleted.
+    fn write_at(&self, path: &Path, offset: u64, buf: &[u8]) -> io::Result<()> {
+        let _ = (path, offset, buf);
+        Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "this Io cannot overwrite a file in place",
+        ))
+    }
+    /// Takes an exclusive lock named by `path` (a lock file), held until the returned [`DirLock`]
+    /// is dropped; an error of kind [`io::ErrorKind::WouldBlock`] when someone else holds it.
+    ///
+    /// The default keeps a table of locked paths for the whole process, so it only keeps out a
+    /// second opener in the same process. An implementation on a file system shared by several
+    /// processes must override it with an OS lock that the OS releases when the process ends, as
+    /// [`DiskIo`] does.
+    fn lock(&self, path: &Path) -> io::Result<DirLock> {
+        process_lock(path)
+    }
 }
 
 /// An open file handed out by an [`Io`].
@@ -146,6 +231,35 @@ impl Io for DiskIo {
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {
         File::open(dir)?.sync_all()
     }
+
+    fn write_at(&self, path: &Path, offset: u64, buf: &[u8]) -> io::Result<()> {
+        // Not `open_append`: writes through an `O_APPEND` descriptor always land at the end.
+        let mut file = OpenOptions::new().write(true).open(path)?;
+        file.seek(SeekFrom::Start(offset))?;
+        file.write_all(buf)
+    }
+
+    /// An advisory lock (`flock` on Linux and the BSDs, `LockFileEx` on Windows) on the file
+    /// `path`, created if needed. The OS releases it when the descriptor is closed, so when the
+    /// `DirLock` is dropped or the process ends, even by `kill -9`. Two descriptors of one process
+    /// exclude each other too. Where the file system cannot lock files, the lock falls back to the
+    /// process-wide table of [`Io::lock`]'s default.
+    fn lock(&self, path: &Path) -> io::Result<DirLock> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)?;
+        match file.try_lock() {
+            Ok(()) => Ok(DirLock::new(file)),
+            Err(TryLockError::WouldBlock) => Err(would_block(path)),
+            Err(TryLockError::Error(e)) if e.kind() == io::ErrorKind::Unsupported => {
+                process_lock(path)
+            }
+            Err(TryLockError::Error(e)) => Err(e),
+        }
+    }
 }
 
 impl IoFile for DiskFile {
@@ -180,6 +294,27 @@ struct MemFs {
     live: BTreeMap<PathBuf, u64>,
     durable: BTreeMap<PathBuf, u64>,
     dirs: BTreeSet<PathBuf>,
+    /// Locks held, by path, with the token of the `DirLock` holding each.
+    locks: BTreeMap<PathBuf, u64>,
+    next_lock: u64,
+}
+
+/// A lock held on a [`MemIo`]; released when dropped, unless a simulated power loss (which ends
+/// every process) released it first.
+#[derive(Debug)]
+struct MemLock {
+    fs: MemIo,
+    path: PathBuf,
+    token: u64,
+}
+
+impl Drop for MemLock {
+    fn drop(&mut self) {
+        let mut fs = self.fs.fs();
+        if fs.locks.get(&self.path) == Some(&self.token) {
+            fs.locks.remove(&self.path);
+        }
+    }
 }
 
 #[derive(Debug, Default, Clone)]
@@ -208,14 +343,18 @@ impl MemIo {
         Self::default()
     }
 
-    fn lock(&self) -> MutexGuard<'_, MemFs> {
+    fn fs(&self) -> MutexGuard<'_, MemFs> {
         self.fs.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Simulates a power loss: every file goes back to its content at its last sync and every
     /// directory to its entries at its last directory sync.
+    ///
+    /// Every lock taken with [`Io::lock`] is released too, as the OS would release the locks of
+    /// the processes the power loss ended.
     pub fn crash(&self) {
-        let mut fs = self.lock();
+        let mut fs = self.fs();
+        fs.locks.clear();
         fs.live = fs.durable.clone();
         for node in fs.nodes.values_mut() {
             node.data = node.synced.clone();
@@ -229,7 +368,7 @@ impl MemIo {
     /// This one is left as it is, so whatever still runs on it cannot touch the copy.
     pub fn power_loss_copy(&self) -> Self {
         let copy = Self {
-            fs: Arc::new(Mutex::new(self.lock().clone())),
+            fs: Arc::new(Mutex::new(self.fs().clone())),
         };
         copy.crash();
         copy
@@ -239,7 +378,7 @@ impl MemIo {
     /// back just before the loss: every entry made so far survives (new names pointing to files
     /// whose data may not), while file contents still go back to their last sync.
     pub fn power_loss_copy_keeping_entries(&self) -> Self {
-        let mut fs = self.lock().clone();
+        let mut fs = self.fs().clone();
         fs.durable = fs.live.clone();
         let copy = Self {
             fs: Arc::new(Mutex::new(fs)),
@@ -250,7 +389,7 @@ impl MemIo {
 
     /// Overwrites one byte of a file in place, as a test that tampers with or damages a file would.
     pub fn corrupt(&self, path: &Path, offset: usize, byte: u8) -> io::Result<()> {
-        let mut fs = self.lock();
+        let mut fs = self.fs();
         let id = *fs.live.get(path).ok_or_else(|| not_found(path))?;
         let node = fs.nodes.entry(id).or_default();
         let slot = node
@@ -264,7 +403,7 @@ impl MemIo {
 
     /// Replaces a file's content wholesale and makes it durable, for tests that edit files.
     pub fn replace(&self, path: &Path, data: Vec<u8>) -> io::Result<()> {
-        let mut fs = self.lock();
+        let mut fs = self.fs();
         let id = *fs.live.get(path).ok_or_else(|| not_found(path))?;
         let node = fs.nodes.entry(id).or_default();
         node.synced = data.clone();
@@ -273,7 +412,7 @@ impl MemIo {
     }
 
     fn open_node(&self, path: &Path, truncate: bool) -> io::Result<MemFile> {
-        let mut fs = self.lock();
+        let mut fs = self.fs();
         let parent = path.parent().unwrap_or(Path::new(""));
         if !parent.as_os_str().is_empty() && !fs.dirs.contains(parent) {
             return Err(not_found(parent));
@@ -304,7 +443,7 @@ impl Io for MemIo {
     type File = MemFile;
 
     fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
-        let mut fs = self.lock();
+        let mut fs = self.fs();
         for ancestor in dir.ancestors() {
             if !ancestor.as_os_str().is_empty() {
                 fs.dirs.insert(ancestor.to_path_buf());
@@ -314,13 +453,13 @@ impl Io for MemIo {
     }
 
     fn read(&self, path: &Path) -> io::Result<Vec<u8>> {
-        let fs = self.lock();
+        let fs = self.fs();
         let id = fs.live.get(path).ok_or_else(|| not_found(path))?;
         Ok(fs.nodes.get(id).map(|n| n.data.clone()).unwrap_or_default())
     }
 
     fn read_range(&self, path: &Path, offset: u64, len: usize) -> io::Result<Vec<u8>> {
-        let fs = self.lock();
+        let fs = self.fs();
         let id = fs.live.get(path).ok_or_else(|| not_found(path))?;
         let data = fs
             .nodes
@@ -338,7 +477,7 @@ impl Io for MemIo {
     }
 
     fn sync_file(&self, path: &Path) -> io::Result<()> {
-        let mut fs = self.lock();
+        let mut fs = self.fs();
         let id = *fs.live.get(path).ok_or_else(|| not_found(path))?;
         let node = fs.nodes.entry(id).or_default();
         node.synced = node.data.clone();
@@ -350,14 +489,14 @@ impl Io for MemIo {
     }
 
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
-        let mut fs = self.lock();
+        let mut fs = self.fs();
         let id = fs.live.remove(from).ok_or_else(|| not_found(from))?;
         fs.live.insert(to.to_path_buf(), id);
         Ok(())
     }
 
     fn remove_file(&self, path: &Path) -> io::Result<()> {
-        let mut fs = self.lock();
+        let mut fs = self.fs();
         fs.live
             .remove(path)
             .map(|_| ())
@@ -365,7 +504,7 @@ impl Io for MemIo {
     }
 
     fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
-        let fs = self.lock();
+        let fs = self.fs();
         if !fs.dirs.contains(dir) {
             return Err(not_found(dir));
         }
@@ -378,7 +517,7 @@ impl Io for MemIo {
     }
 
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {
-        let mut fs = self.lock();
+        let mut fs = self.fs();
         fs.durable.retain(|p, _| p.parent() != Some(dir));
         let entries: Vec<(PathBuf, u64)> = fs
             .live
@@ -389,11 +528,48 @@ impl Io for MemIo {
         fs.durable.extend(entries);
         Ok(())
     }
+
+    fn write_at(&self, path: &Path, offset: u64, buf: &[u8]) -> io::Result<()> {
+        let mut fs = self.fs();
+        let id = *fs.live.get(path).ok_or_else(|| not_found(path))?;
+        let data = &mut fs.nodes.entry(id).or_default().data;
+        let start = usize::try_from(offset).unwrap_or(usize::MAX);
+        if start > data.len() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "write past the end of the file",
+            ));
+        }
+        let end = start.saturating_add(buf.len());
+        if end > data.len() {
+            data.resize(end, 0);
+        }
+        data[start..end].copy_from_slice(buf);
+        Ok(())
+    }
+
+    /// A lock in this file system's table: one `MemIo` (and its clones) is one machine, so two
+    /// stores on it exclude each other while two separate `MemIo`s do not.
+    fn lock(&self, path: &Path) -> io::Result<DirLock> {
+        let mut fs = self.fs();
+        if fs.locks.contains_key(path) {
+            return Err(would_block(path));
+        }
+        fs.next_lock += 1;
+        let token = fs.next_lock;
+        fs.locks.insert(path.to_path_buf(), token);
+        drop(fs);
+        Ok(DirLock::new(MemLock {
+            fs: self.clone(),
+            path: path.to_path_buf(),
+            token,
+        }))
+    }
 }
 
 impl IoFile for MemFile {
     fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
-        let mut fs = self.fs.lock();
+        let mut fs = self.fs.fs();
         fs.nodes
             .entry(self.id)
             .or_default()
@@ -403,14 +579,14 @@ impl IoFile for MemFile {
     }
 
     fn sync(&mut self) -> io::Result<()> {
-        let mut fs = self.fs.lock();
+        let mut fs = self.fs.fs();
         let node = fs.nodes.entry(self.id).or_default();
         node.synced = node.data.clone();
         Ok(())
     }
 
     fn truncate(&mut self, len: u64) -> io::Result<()> {
-        let mut fs = self.fs.lock();
+        let mut fs = self.fs.fs();
         let len = usize::try_from(len).unwrap_or(usize::MAX);
         fs.nodes.entry(self.id).or_default().data.truncate(len);
         Ok(())

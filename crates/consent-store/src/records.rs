@@ -1,14 +1,17 @@
-//! The consent record log: an append-only, hash-chained JSON-lines file.
+//! The consent record log: an append-only, hash-chained JSON-lines file, whose head is anchored in
+//! the state file next to it.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use crate::fsutil::{Context, FsError, parent, read_optional};
-use crate::io::{DiskIo, Io, IoFile};
+use crate::io::{DirLock, DiskIo, Io, IoFile};
+use crate::state::{read_anchor, write_anchor};
 
 /// The `prev_hash` of the first record.
 pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -118,8 +121,11 @@ pub struct ConsentRecord {
     pub hash: String,
 }
 
-/// The last record of a verified chain: keep it somewhere else (the state file, the server) to also
-/// detect records cut off the end of the log, which the chain alone cannot show.
+/// The last record of a verified chain: its sequence number and hash.
+///
+/// The log keeps its own head in the state file next to it (its *anchor*, see [`RecordLog`]). A
+/// copy kept off the device, such as a receipt the server signed for it, is checked with
+/// [`RecordLog::verify_against`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChainHead {
     /// Number of records (the last `seq`).
@@ -145,8 +151,26 @@ pub enum OpenRecordsError {
     },
 }
 
+/// Why the record log's anchor could not be read or written.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AnchorError {
+    /// The state file could not be read or written.
+    #[error(transparent)]
+    Io(#[from] FsError),
+    /// The state file holding the anchor does not decode; it is left as it is.
+    #[error("state file {} holding the record log's anchor is corrupt: {reason}", path.display())]
+    CorruptState {
+        /// The state file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: &'static str,
+    },
+}
+
 /// Why a record could not be appended. The log is unchanged unless the error is [`Io`](Self::Io)
-/// from the sync, in which case the record may or may not be there after a restart.
+/// from the sync, in which case the record may or may not be there after a restart, or
+/// [`Anchor`](Self::Anchor), in which case it is there.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum AppendRecordError {
@@ -159,6 +183,27 @@ pub enum AppendRecordError {
     /// An earlier write failed; reopen the log.
     #[error("consent record log is unusable after an I/O error; reopen it")]
     Poisoned,
+    /// The record was appended and synced, but the anchor in the state file could not be moved to
+    /// it. The log still verifies; the next append anchors it again.
+    #[error("consent record appended, but its anchor could not be updated")]
+    Anchor(#[source] AnchorError),
+    /// When the log was opened, it did not reach the head anchored in the state file: records were
+    /// cut off, the file was deleted, damaged or rewritten. Appending would bury that, so the log
+    /// refuses until [`RecordLog::reanchor`] accepts what is left. [`RecordLog::verify`] says what
+    /// is wrong.
+    #[error(
+        "consent record log {} does not match its anchor (record {anchored} was written, the log \
+         holds {found}); it was cut, damaged or rewritten: appending is refused",
+        path.display()
+    )]
+    Mismatch {
+        /// The log file.
+        path: PathBuf,
+        /// Records anchored.
+        anchored: u64,
+        /// The last sequence number found in the log.
+        found: u64,
+    },
 }
 
 /// What [`RecordLog::verify`] found wrong. Lines count from 1.
@@ -196,7 +241,8 @@ pub enum VerifyError {
         /// The one found.
         found: u64,
     },
-    /// The chain is intact but does not end where the caller's anchor says: records were cut off.
+    /// The chain is intact but does not reach the anchor (the state file's, this handle's, or the
+    /// caller's): records were cut off the end or the file was deleted.
     #[error("the log ends at record {found}, but record {expected} was written")]
     Truncated {
         /// Records expected.
@@ -204,6 +250,16 @@ pub enum VerifyError {
         /// Records found.
         found: u64,
     },
+    /// The chain is intact, but the record at the anchor's position is not the one anchored: the
+    /// log was rewritten and its hashes recomputed.
+    #[error("record on line {line} is not the record anchored there: the log was rewritten")]
+    Rewritten {
+        /// The line (the anchor's record count).
+        line: usize,
+    },
+    /// The anchor in the state file could not be read.
+    #[error(transparent)]
+    Anchor(#[from] AnchorError),
 }
 
 /// Why the log could not be exported.
@@ -221,7 +277,35 @@ pub enum ExportError {
 /// The append-only log of every consent change, each record carrying the hash of the one before.
 ///
 /// Each append writes one JSON line and syncs it before returning, whatever the queue's policy:
-/// a consent record is evidence. A line cut short by a crash is dropped when the log is opened.
+/// a consent record is evidence. Then it *anchors* the new head (record count and last hash) in
+/// the state file next to the log ([`STATE_FILE`](crate::STATE_FILE) in the same directory),
+/// replaced atomically. A line cut short by a crash is dropped when the log is opened, unless the
+/// anchor says it was written whole: then it is damage, and the file is left as it is.
+///
+/// # What [`verify`](Self::verify) detects
+///
+/// It checks every record's hash, sequence number and link to the one before, and that the log
+/// reaches both the head anchored in the state file and the head this handle knows. So it reports:
+///
+/// - an edited, removed, inserted or reordered record ([`VerifyError::Hash`], [`VerifyError::Chain`],
+///   [`VerifyError::Sequence`], [`VerifyError::Malformed`]);
+/// - records cut off the end, or the whole file deleted ([`VerifyError::Truncated`]);
+/// - a rewritten log whose hashes were all recomputed ([`VerifyError::Rewritten`]), because its
+///   head no longer matches the anchor.
+///
+/// A log that does not match its anchor when opened also refuses appends
+/// ([`AppendRecordError::Mismatch`]), so new records cannot bury the damage.
+///
+/// # What it cannot detect
+///
+/// The hashes are not keyed and the anchor lives on the same device. Someone who can write every
+/// file of the data directory can rewrite the log *and* the anchor consistently, or delete both
+/// (a missing or first-format state file anchors nothing), or append well-formed records, and no
+/// check on the device can tell. Against that, keep a copy of the head off the device: the facade
+/// sends [`head`](Self::head) to the server, keeps the receipt the server signed, checks the
+/// signature and calls [`verify_against`](Self::verify_against) with the receipt's head. A crash
+/// between a record's sync and its anchor's leaves the log one record past the anchor, which
+/// verifies.
 ///
 /// ```
 /// use consent_store::{MemoryStore, NewRecord, RecordPayload, RecordSource};
@@ -242,9 +326,15 @@ pub enum ExportError {
 pub struct RecordLog<I: Io = DiskIo> {
     io: I,
     path: PathBuf,
+    /// The state file holding the anchor.
+    anchor_path: PathBuf,
     file: Option<I::File>,
     head: ChainHead,
     poisoned: bool,
+    /// Set when the log did not match its anchor at open: appends are refused.
+    mismatch: Option<(u64, u64)>,
+    /// The data directory's lock, when opened from a [`Store`](crate::Store): held as long as this is.
+    lock: Option<Arc<DirLock>>,
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -280,28 +370,34 @@ fn complete_lines(data: &[u8]) -> (Vec<&[u8]>, usize) {
 }
 
 impl<I: Io> RecordLog<I> {
-    /// Opens the log at `path`, creating it on the first append; a torn last line is cut off.
+    /// Opens the log at `path`, creating it on the first append, with its anchor in the state file
+    /// of the same directory ([`STATE_FILE`](crate::STATE_FILE)).
+    ///
+    /// A torn last line (one the anchor does not cover) is cut off. A log that does not reach its
+    /// anchor opens all the same, so that it can be read and verified, but refuses appends.
     pub fn open(io: I, path: impl Into<PathBuf>) -> Result<Self, OpenRecordsError> {
         let path = path.into();
+        let anchor_path = parent(&path).join(crate::STATE_FILE);
         let mut log = Self {
             io,
             path,
+            anchor_path,
             file: None,
             head: ChainHead {
                 count: 0,
                 hash: GENESIS_HASH.to_owned(),
             },
             poisoned: false,
+            mismatch: None,
+            lock: None,
         };
-        let Some(data) = read_optional(&log.io, &log.path)? else {
-            return Ok(log);
-        };
+        // An unreadable anchor anchors nothing here; `verify` reports it.
+        let anchor = read_anchor(&log.io, &log.anchor_path)
+            .ok()
+            .flatten()
+            .filter(|a| a.count > 0);
+        let data = read_optional(&log.io, &log.path)?.unwrap_or_default();
         let (lines, complete) = complete_lines(&data);
-        if complete < data.len() {
-            let mut file = log.io.open_append(&log.path).ctx("open", &log.path)?;
-            file.truncate(complete as u64).ctx("truncate", &log.path)?;
-            file.sync().ctx("sync", &log.path)?;
-        }
         if let Some(last) = lines.last() {
             let record: ConsentRecord =
                 serde_json::from_slice(last).map_err(|_| OpenRecordsError::Corrupt {
@@ -313,7 +409,30 @@ impl<I: Io> RecordLog<I> {
                 hash: record.hash,
             };
         }
+        if let Some(anchor) = &anchor {
+            // The anchored record must be there, whole, at its line.
+            let anchored = usize::try_from(anchor.count - 1)
+                .ok()
+                .and_then(|i| lines.get(i))
+                .and_then(|l| serde_json::from_slice::<ConsentRecord>(l).ok());
+            let matches = anchored.is_some_and(|r| r.seq == anchor.count && r.hash == anchor.hash);
+            if !matches {
+                log.mismatch = Some((anchor.count, log.head.count));
+            }
+        }
+        if complete < data.len() && log.mismatch.is_none() {
+            // A torn line the anchor does not cover: a crash cut the last append short.
+            let mut file = log.io.open_append(&log.path).ctx("open", &log.path)?;
+            file.truncate(complete as u64).ctx("truncate", &log.path)?;
+            file.sync().ctx("sync", &log.path)?;
+        }
         Ok(log)
+    }
+
+    /// Keeps the data directory's lock alive as long as this log.
+    pub(crate) fn holding(mut self, lock: Arc<DirLock>) -> Self {
+        self.lock = Some(lock);
+        self
     }
 
     /// The file the log lives in.
@@ -326,8 +445,20 @@ impl<I: Io> RecordLog<I> {
         &self.head
     }
 
-    /// Appends a record, chained to the last one, and syncs it.
+    /// The state file that holds the anchor.
+    pub fn anchor_path(&self) -> &Path {
+        &self.anchor_path
+    }
+
+    /// Appends a record, chained to the last one, syncs it, then anchors it in the state file.
     pub fn append(&mut self, new: NewRecord) -> Result<ConsentRecord, AppendRecordError> {
+        if let Some((anchored, found)) = self.mismatch {
+            return Err(AppendRecordError::Mismatch {
+                path: self.path.clone(),
+                anchored,
+                found,
+            });
+        }
         if self.poisoned {
             return Err(AppendRecordError::Poisoned);
         }
@@ -370,7 +501,30 @@ impl<I: Io> RecordLog<I> {
             count: record.seq,
             hash: record.hash.clone(),
         };
+        // Only after the record is durable: an anchor ahead of the log would be a false alarm.
+        write_anchor(&self.io, &self.anchor_path, &self.head).map_err(AppendRecordError::Anchor)?;
         Ok(record)
+    }
+
+    /// Accepts the log as it is now: verifies its chain, cuts an incomplete last line, anchors its
+    /// head in the state file and lets appends go on. Records cut off or damaged before that can
+    /// no longer be detected, so call this only once [`verify`](Self::verify)'s report has been
+    /// dealt with (kept, reported, exported).
+    pub fn reanchor(&mut self) -> Result<ChainHead, VerifyError> {
+        let (head, _) = self.verify_lines()?;
+        let data = read_optional(&self.io, &self.path)?.unwrap_or_default();
+        let (_, complete) = complete_lines(&data);
+        if complete < data.len() {
+            let mut file = self.io.open_append(&self.path).ctx("open", &self.path)?;
+            file.truncate(complete as u64).ctx("truncate", &self.path)?;
+            file.sync().ctx("sync", &self.path)?;
+        }
+        write_anchor(&self.io, &self.anchor_path, &head)?;
+        self.head = head.clone();
+        self.mismatch = None;
+        self.file = None;
+        self.poisoned = false;
+        Ok(head)
     }
 
     /// Reads every record, checking nothing.
@@ -387,40 +541,43 @@ impl<I: Io> RecordLog<I> {
     }
 
     /// Reads the log from disk and checks every record's hash, sequence number and link to the one
-    /// before; returns the head of the verified chain.
-    ///
-    /// This detects any edit, removal, insertion or reordering of records, except removing records
-    /// from the end: compare the result with an anchor kept elsewhere ([`verify_against`](Self::verify_against)).
+    /// before, and that the log reaches the head anchored in the state file and the head this
+    /// handle knows; returns the head of the verified chain. See [the type's
+    /// documentation](Self#what-verify-detects) for what this detects and what it cannot.
     pub fn verify(&self) -> Result<ChainHead, VerifyError> {
-        self.verify_lines().map(|(head, _)| head)
+        self.verify_anchored(None).map(|(head, _)| head)
     }
 
-    /// Like [`verify`](Self::verify), and also checks that the log reaches `anchor`, a head saved
-    /// earlier.
+    /// Like [`verify`](Self::verify), and also checks that the log reaches `anchor`, a head kept
+    /// elsewhere (for example in a receipt the server signed).
     pub fn verify_against(&self, anchor: &ChainHead) -> Result<ChainHead, VerifyError> {
-        let (head, records) = self.verify_lines()?;
-        let reached = usize::try_from(anchor.count)
-            .ok()
-            .and_then(|n| n.checked_sub(1))
-            .and_then(|i| records.get(i))
-            .map_or(GENESIS_HASH, |r| r.hash.as_str());
-        if head.count < anchor.count {
-            return Err(VerifyError::Truncated {
-                expected: anchor.count,
-                found: head.count,
-            });
+        self.verify_anchored(Some(anchor)).map(|(head, _)| head)
+    }
+
+    /// Verifies the chain and every anchor; the head and the records.
+    fn verify_anchored(
+        &self,
+        extra: Option<&ChainHead>,
+    ) -> Result<(ChainHead, Vec<ConsentRecord>), VerifyError> {
+        let (head, records, incomplete) = self.verify_all()?;
+        let stored = read_anchor(&self.io, &self.anchor_path)?;
+        for anchor in [stored.as_ref(), Some(&self.head), extra]
+            .into_iter()
+            .flatten()
+        {
+            check_anchor(&records, incomplete, anchor)?;
         }
-        if reached != anchor.hash {
-            return Err(VerifyError::Chain {
-                line: usize::try_from(anchor.count).unwrap_or(0),
-            });
-        }
-        Ok(head)
+        Ok((head, records))
     }
 
     fn verify_lines(&self) -> Result<(ChainHead, Vec<ConsentRecord>), VerifyError> {
+        self.verify_all().map(|(head, records, _)| (head, records))
+    }
+
+    /// Checks the chain; also says whether the file ends in an incomplete line.
+    fn verify_all(&self) -> Result<(ChainHead, Vec<ConsentRecord>, bool), VerifyError> {
         let data = read_optional(&self.io, &self.path)?.unwrap_or_default();
-        let (lines, _) = complete_lines(&data);
+        let (lines, complete) = complete_lines(&data);
         let mut prev = GENESIS_HASH.to_owned();
         let mut records = Vec::with_capacity(lines.len());
         for (i, raw) in lines.iter().enumerate() {
@@ -451,18 +608,47 @@ impl<I: Io> RecordLog<I> {
                 hash: prev,
             },
             records,
+            complete < data.len(),
         ))
     }
 
-    /// Verifies the log, then writes every record as one JSON object per line.
+    /// Verifies the log as [`verify`](Self::verify) does, then writes every record as one JSON
+    /// object per line; nothing is written from a log that does not verify.
     pub fn export_jsonl<W: Write>(&self, out: &mut W) -> Result<ChainHead, ExportError> {
-        let (head, records) = self.verify_lines()?;
+        let (head, records) = self.verify_anchored(None)?;
         for record in &records {
             serde_json::to_writer(&mut *out, record).map_err(std::io::Error::from)?;
             out.write_all(b"\n")?;
         }
         out.flush()?;
         Ok(head)
+    }
+}
+
+/// Checks that verified `records` reach `anchor`: its record is there and is the one anchored.
+/// `incomplete` says the file ends in a line without its newline, which, when the anchor covers
+/// it, is a damaged record rather than a cut.
+fn check_anchor(
+    records: &[ConsentRecord],
+    incomplete: bool,
+    anchor: &ChainHead,
+) -> Result<(), VerifyError> {
+    let Some(index) = anchor.count.checked_sub(1) else {
+        return Ok(());
+    };
+    let found = records.len() as u64;
+    match usize::try_from(index).ok().and_then(|i| records.get(i)) {
+        Some(record) if record.hash == anchor.hash => Ok(()),
+        Some(_) => Err(VerifyError::Rewritten {
+            line: usize::try_from(anchor.count).unwrap_or(usize::MAX),
+        }),
+        None if incomplete => Err(VerifyError::Malformed {
+            line: records.len() + 1,
+        }),
+        None => Err(VerifyError::Truncated {
+            expected: anchor.count,
+            found,
+        }),
     }
 }
 
@@ -544,13 +730,22 @@ mod tests {
         let mut cut = lines[..3].join(&b'\n');
         cut.push(b'\n');
         io.replace(Path::new("/d/records.jsonl"), cut).unwrap();
-        assert_eq!(log.verify().unwrap().count, 3);
-        assert!(matches!(
-            log.verify_against(&anchor),
-            Err(VerifyError::Truncated {
-                expected: 4,
-                found: 3
-            })
-        ));
+        let truncated = |r: Result<ChainHead, VerifyError>| {
+            matches!(
+                r,
+                Err(VerifyError::Truncated {
+                    expected: 4,
+                    found: 3
+                })
+            )
+        };
+        assert!(truncated(log.verify()), "the state file's anchor");
+        assert!(truncated(log.verify_against(&anchor)));
+        // Without the state file (deleted with the records: what an attacker who can write every
+        // file can do), only an anchor kept elsewhere, such as a server receipt, still shows it.
+        io.remove_file(Path::new("/d/state.bin")).unwrap();
+        let fresh = RecordLog::open(io.clone(), "/d/records.jsonl").unwrap();
+        assert_eq!(fresh.verify().unwrap().count, 3);
+        assert!(truncated(fresh.verify_against(&anchor)));
     }
 }

@@ -4,18 +4,87 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::marker::PhantomData;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::fsutil::{FsError, read_optional, write_atomic};
-use crate::io::{DiskIo, Io};
+use crate::io::{DirLock, DiskIo, Io};
+use crate::records::{AnchorError, ChainHead};
 
-/// The first bytes of every state file.
-const MAGIC: &[u8; 8] = b"CNSTATE1";
+/// The first bytes of a state file written before the record log was anchored in it.
+const MAGIC_V1: &[u8; 8] = b"CNSTATE1";
 /// Magic, schema version, payload length, CRC-32C.
-const HEADER: usize = 8 + 4 + 4 + 4;
+const HEADER_V1: usize = 8 + 4 + 4 + 4;
+/// The first bytes of every state file written now.
+const MAGIC: &[u8; 8] = b"CNSTATE2";
+/// Magic, schema version, document length ([`NO_DOCUMENT`] when none), CRC-32C, then the record
+/// log's anchor: its record count (u64 LE) and the last record's hash (64 hex digits).
+const HEADER: usize = HEADER_V1 + 8 + 64;
+/// The document length of a state file that holds only the record log's anchor.
+const NO_DOCUMENT: u32 = u32::MAX;
+
+/// Serialises every read-modify-write of a state file in this process, so that a
+/// [`StateFile::save`] and a record log updating its anchor never lose each other's part (or write
+/// the same temporary file at once). Other processes are kept out by the data directory's lock.
+static WRITES: Mutex<()> = Mutex::new(());
+
+fn writes() -> MutexGuard<'static, ()> {
+    WRITES.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// A state file taken apart.
+struct Decoded<'a> {
+    version: u32,
+    /// The document, when one was saved.
+    doc: Option<&'a [u8]>,
+    /// The record log's anchor, when the file has one (files of the first format have none).
+    anchor: Option<ChainHead>,
+}
+
+/// The record log's anchor kept in the state file at `path`; `None` when there is no file or it
+/// holds no anchor.
+pub(crate) fn read_anchor<I: Io>(io: &I, path: &Path) -> Result<Option<ChainHead>, AnchorError> {
+    let Some(bytes) = read_optional(io, path)? else {
+        return Ok(None);
+    };
+    let decoded = decode(&bytes).map_err(|reason| AnchorError::CorruptState {
+        path: path.to_path_buf(),
+        reason,
+    })?;
+    Ok(decoded.anchor)
+}
+
+/// Replaces the record log's anchor in the state file at `path`, atomically and durably, keeping
+/// its document. A state file that does not decode is left alone (its bytes are not lost) and the
+/// anchor is not written.
+pub(crate) fn write_anchor<I: Io>(
+    io: &I,
+    path: &Path,
+    anchor: &ChainHead,
+) -> Result<(), AnchorError> {
+    let _guard = writes();
+    let old = read_optional(io, path)?;
+    let bytes = match &old {
+        None => encode(0, None, Some(anchor)),
+        Some(old) => {
+            let decoded = decode(old).map_err(|reason| AnchorError::CorruptState {
+                path: path.to_path_buf(),
+                reason,
+            })?;
+            encode(decoded.version, decoded.doc, Some(anchor))
+        }
+    };
+    // A document that was read back from the file fits the format again.
+    let bytes = bytes.map_err(|_| AnchorError::CorruptState {
+        path: path.to_path_buf(),
+        reason: "document too large",
+    })?;
+    write_atomic(io, path, &bytes, true)?;
+    Ok(())
+}
 
 /// What the SDK persists about consent, in the shape the caller gives it.
 ///
@@ -36,8 +105,10 @@ type Migration = Box<dyn Fn(Value) -> Result<Value, String> + Send + Sync>;
 
 /// A versioned document of type `T` kept in one file and replaced atomically.
 ///
-/// The file holds a small header (magic, schema version, length, CRC-32C) and the document as JSON.
-/// [`save`](Self::save) writes a temporary file, syncs it, renames it over the old one and syncs the
+/// The file holds a small header (magic, schema version, length, CRC-32C), the head of the consent
+/// record log anchored there (see [`RecordLog`](crate::RecordLog)), and the document as JSON; files
+/// of the first format, without the anchor, still load. [`save`](Self::save) keeps the anchor and
+/// writes a temporary file, syncs it, renames it over the old one and syncs the
 /// directory, so a crash at any instant leaves the old or the new document, never a mix.
 /// [`load`](Self::load) runs the registered migrations, one version at a time, when the file was
 /// written by an older schema, and refuses a file from a newer one.
@@ -64,6 +135,8 @@ pub struct StateFile<T, I: Io = DiskIo> {
     version: u32,
     migrations: BTreeMap<u32, Migration>,
     marker: PhantomData<fn() -> T>,
+    /// The data directory's lock, when opened from a [`Store`](crate::Store): held as long as this is.
+    lock: Option<Arc<DirLock>>,
 }
 
 impl<T, I: Io> fmt::Debug for StateFile<T, I> {
@@ -142,7 +215,14 @@ impl<T: Serialize + DeserializeOwned, I: Io> StateFile<T, I> {
             version,
             migrations: BTreeMap::new(),
             marker: PhantomData,
+            lock: None,
         }
+    }
+
+    /// Keeps the data directory's lock alive as long as this state file.
+    pub(crate) fn holding(mut self, lock: Arc<DirLock>) -> Self {
+        self.lock = Some(lock);
+        self
     }
 
     /// Registers the migration from schema version `from` to `from + 1`.
@@ -172,10 +252,15 @@ impl<T: Serialize + DeserializeOwned, I: Io> StateFile<T, I> {
         let Some(bytes) = read_optional(&self.io, &self.path)? else {
             return Ok(None);
         };
-        let (found, payload) = decode(&bytes).map_err(|reason| LoadStateError::Corrupt {
+        let decoded = decode(&bytes).map_err(|reason| LoadStateError::Corrupt {
             path: self.path.clone(),
             reason,
         })?;
+        // A file that only holds the record log's anchor: no state was saved yet.
+        let Some(payload) = decoded.doc else {
+            return Ok(None);
+        };
+        let found = decoded.version;
         if found > self.version {
             return Err(LoadStateError::Newer {
                 found,
@@ -196,18 +281,18 @@ impl<T: Serialize + DeserializeOwned, I: Io> StateFile<T, I> {
         Ok(Some(serde_json::from_value(doc)?))
     }
 
-    /// Replaces the document atomically and durably.
+    /// Replaces the document atomically and durably, keeping the record log's anchor.
+    ///
+    /// A file that does not decode is replaced all the same (that is how a damaged state is
+    /// repaired); the anchor it may have held is lost with it, so the record log can no longer
+    /// show records cut off its end until its next append anchors it again.
     pub fn save(&self, state: &T) -> Result<(), SaveStateError> {
         let payload = serde_json::to_vec(state)?;
-        let len =
-            u32::try_from(payload.len()).map_err(|_| SaveStateError::TooLarge(payload.len()))?;
-        let mut bytes = Vec::with_capacity(HEADER + payload.len());
-        bytes.extend_from_slice(MAGIC);
-        bytes.extend_from_slice(&self.version.to_le_bytes());
-        bytes.extend_from_slice(&len.to_le_bytes());
-        let crc = crc32c::crc32c_append(crc32c::crc32c(&bytes[8..16]), &payload);
-        bytes.extend_from_slice(&crc.to_le_bytes());
-        bytes.extend_from_slice(&payload);
+        let _guard = writes();
+        let anchor = read_optional(&self.io, &self.path)?
+            .and_then(|old| decode(&old).ok().and_then(|d| d.anchor));
+        let bytes = encode(self.version, Some(&payload), anchor.as_ref())
+            .map_err(SaveStateError::TooLarge)?;
         write_atomic(&self.io, &self.path, &bytes, true)?;
         Ok(())
     }
@@ -218,22 +303,98 @@ fn le_u32(bytes: &[u8], at: usize) -> Option<u32> {
     Some(u32::from_le_bytes(b))
 }
 
-/// Splits a state file into its schema version and payload, checking magic, length and checksum.
-fn decode(bytes: &[u8]) -> Result<(u32, &[u8]), &'static str> {
-    if bytes.get(..8) != Some(MAGIC.as_slice()) {
+fn le_u64(bytes: &[u8], at: usize) -> Option<u64> {
+    let b: [u8; 8] = bytes.get(at..at + 8)?.try_into().ok()?;
+    Some(u64::from_le_bytes(b))
+}
+
+/// A state file of the current format; the error is the document's length when it is too large.
+fn encode(version: u32, doc: Option<&[u8]>, anchor: Option<&ChainHead>) -> Result<Vec<u8>, usize> {
+    let len = match doc {
+        None => NO_DOCUMENT,
+        Some(doc) => u32::try_from(doc.len())
+            .ok()
+            .filter(|&len| len != NO_DOCUMENT)
+            .ok_or(doc.len())?,
+    };
+    let doc = doc.unwrap_or_default();
+    let mut bytes = Vec::with_capacity(HEADER + doc.len());
+    bytes.extend_from_slice(MAGIC);
+    bytes.extend_from_slice(&version.to_le_bytes());
+    bytes.extend_from_slice(&len.to_le_bytes());
+    bytes.extend_from_slice(&[0; 4]);
+    let (count, hash) = anchor.map_or((0, crate::records::GENESIS_HASH), |a| {
+        (a.count, a.hash.as_str())
+    });
+    bytes.extend_from_slice(&count.to_le_bytes());
+    // A hash that is not 64 hex digits cannot come from the record log; write the genesis hash
+    // rather than a file that would not decode.
+    let hash = if is_hash(hash.as_bytes()) {
+        hash
+    } else {
+        crate::records::GENESIS_HASH
+    };
+    bytes.extend_from_slice(hash.as_bytes());
+    bytes.extend_from_slice(doc);
+    let crc = crc32c::crc32c_append(crc32c::crc32c(&bytes[8..16]), &bytes[HEADER_V1..]);
+    bytes[16..20].copy_from_slice(&crc.to_le_bytes());
+    Ok(bytes)
+}
+
+fn is_hash(bytes: &[u8]) -> bool {
+    bytes.len() == 64 && bytes.iter().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+/// Takes a state file apart, checking magic, lengths and checksum.
+fn decode(bytes: &[u8]) -> Result<Decoded<'_>, &'static str> {
+    let magic = bytes.get(..8);
+    if magic == Some(MAGIC_V1.as_slice()) {
+        return decode_v1(bytes);
+    }
+    if magic != Some(MAGIC.as_slice()) {
         return Err("bad magic");
     }
     let version = le_u32(bytes, 8).ok_or("truncated header")?;
     let len = le_u32(bytes, 12).ok_or("truncated header")?;
     let crc = le_u32(bytes, 16).ok_or("truncated header")?;
-    let payload = bytes.get(HEADER..).ok_or("truncated header")?;
+    let count = le_u64(bytes, HEADER_V1).ok_or("truncated header")?;
+    let hash = bytes.get(HEADER_V1 + 8..HEADER).ok_or("truncated header")?;
+    let doc = bytes.get(HEADER..).ok_or("truncated header")?;
+    let expected_len = if len == NO_DOCUMENT { 0 } else { len };
+    if usize::try_from(expected_len).ok() != Some(doc.len()) {
+        return Err("length mismatch");
+    }
+    if crc32c::crc32c_append(crc32c::crc32c(&bytes[8..16]), &bytes[HEADER_V1..]) != crc {
+        return Err("checksum mismatch");
+    }
+    if !is_hash(hash) {
+        return Err("bad record log anchor");
+    }
+    let hash = String::from_utf8(hash.to_vec()).map_err(|_| "bad record log anchor")?;
+    Ok(Decoded {
+        version,
+        doc: (len != NO_DOCUMENT).then_some(doc),
+        anchor: Some(ChainHead { count, hash }),
+    })
+}
+
+/// A state file of the first format: a document and no anchor.
+fn decode_v1(bytes: &[u8]) -> Result<Decoded<'_>, &'static str> {
+    let version = le_u32(bytes, 8).ok_or("truncated header")?;
+    let len = le_u32(bytes, 12).ok_or("truncated header")?;
+    let crc = le_u32(bytes, 16).ok_or("truncated header")?;
+    let payload = bytes.get(HEADER_V1..).ok_or("truncated header")?;
     if usize::try_from(len).ok() != Some(payload.len()) {
         return Err("length mismatch");
     }
     if crc32c::crc32c_append(crc32c::crc32c(&bytes[8..16]), payload) != crc {
         return Err("checksum mismatch");
     }
-    Ok((version, payload))
+    Ok(Decoded {
+        version,
+        doc: Some(payload),
+        anchor: None,
+    })
 }
 
 #[cfg(test)]
@@ -324,5 +485,56 @@ mod tests {
             failing.load(),
             Err(LoadStateError::Migration { from: 3, .. })
         ));
+    }
+
+    #[test]
+    fn files_of_the_first_format_still_load() {
+        let io = MemIo::new();
+        let f = file(&io, 1);
+        let payload = br#"{"general":"in"}"#;
+        let mut bytes = Vec::new();
+        bytes.extend_from_slice(MAGIC_V1);
+        bytes.extend_from_slice(&1u32.to_le_bytes());
+        bytes.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+        let crc = crc32c::crc32c_append(crc32c::crc32c(&bytes[8..16]), payload);
+        bytes.extend_from_slice(&crc.to_le_bytes());
+        bytes.extend_from_slice(payload);
+        io.create(Path::new("/d/state")).unwrap();
+        io.replace(Path::new("/d/state"), bytes).unwrap();
+        assert_eq!(f.load().unwrap(), Some(json!({"general": "in"})));
+        assert_eq!(read_anchor(&io, Path::new("/d/state")).unwrap(), None);
+    }
+
+    #[test]
+    fn the_anchor_and_the_document_keep_each_other() {
+        let io = MemIo::new();
+        let f = file(&io, 2);
+        let path = Path::new("/d/state");
+        let anchor = ChainHead {
+            count: 7,
+            hash: "ab".repeat(32),
+        };
+        // An anchor alone: no state saved yet.
+        write_anchor(&io, path, &anchor).unwrap();
+        assert_eq!(f.load().unwrap(), None);
+        f.save(&json!({"general": "out"})).unwrap();
+        assert_eq!(read_anchor(&io, path).unwrap(), Some(anchor.clone()));
+        let newer = ChainHead {
+            count: 8,
+            hash: "cd".repeat(32),
+        };
+        write_anchor(&io, path, &newer).unwrap();
+        io.crash();
+        assert_eq!(f.load().unwrap(), Some(json!({"general": "out"})));
+        assert_eq!(read_anchor(&io, path).unwrap(), Some(newer));
+        // A damaged state file is not overwritten by an anchor update.
+        let mut bad = io.read(path).unwrap();
+        bad[30] ^= 1;
+        io.replace(path, bad.clone()).unwrap();
+        assert!(matches!(
+            write_anchor(&io, path, &anchor),
+            Err(AnchorError::CorruptState { .. })
+        ));
+        assert_eq!(io.read(path).unwrap(), bad);
     }
 }

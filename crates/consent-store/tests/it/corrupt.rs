@@ -1,0 +1,187 @@
+//! Damage on disk that a crash cannot cause (a flipped bit, a destroyed block) in the middle of
+//! the queue: every event that still verifies is kept, nothing is cut but a true tail, the damaged
+//! bytes stay on disk, no sequence number is given twice, and the queue still opens and purges.
+
+use std::path::{Path, PathBuf};
+
+use consent_store::{DiskIo, EventQueue, FRAME_HEADER, QueueConfig, SyncPolicy};
+
+/// A payload of fixed size (109 bytes, so 125-byte frames) that names its event.
+pub(crate) fn payload(i: u64) -> Vec<u8> {
+    format!("event-{i:06}-{}", "x".repeat(96)).into_bytes()
+}
+
+pub(crate) const FRAME: u64 = FRAME_HEADER + 109;
+
+/// Every file under `dir`, recursively.
+pub(crate) fn all_files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            out.extend(all_files(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out.sort();
+    out
+}
+
+/// The segment files directly in the queue directory, in order.
+pub(crate) fn segments(dir: &Path) -> Vec<PathBuf> {
+    all_files(dir)
+        .into_iter()
+        .filter(|p| p.parent() == Some(dir) && p.extension().is_some_and(|e| e == "seg"))
+        .collect()
+}
+
+/// A queue in `dir` holding events `0..n`, all durable.
+pub(crate) fn fill(dir: &Path, config: QueueConfig, n: u64) {
+    let mut queue = EventQueue::open(DiskIo, dir, config).unwrap();
+    for i in 0..n {
+        queue.append(&payload(i)).unwrap();
+    }
+    assert_eq!(queue.sync().unwrap(), n);
+}
+
+/// Flips one bit of `path` at `at`; the file's new content.
+pub(crate) fn flip(path: &Path, at: u64) -> Vec<u8> {
+    let mut data = std::fs::read(path).unwrap();
+    data[at as usize] ^= 0x10;
+    std::fs::write(path, &data).unwrap();
+    data
+}
+
+/// The sequence numbers waiting, each checked against its payload.
+pub(crate) fn waiting(queue: &EventQueue) -> Vec<u64> {
+    queue
+        .peek(usize::MAX)
+        .unwrap()
+        .into_iter()
+        .map(|e| {
+            assert_eq!(e.payload, payload(e.seq), "event {}", e.seq);
+            e.seq
+        })
+        .collect()
+}
+
+pub(crate) fn big_segments() -> QueueConfig {
+    QueueConfig::default()
+}
+
+pub(crate) fn small_segments() -> QueueConfig {
+    QueueConfig::default()
+        .with_sync(SyncPolicy::EveryWrite)
+        .with_segment_bytes(32 * FRAME)
+}
+
+/// The review's main case: one 4 MiB segment holds the whole queue, and one bit flips in the
+/// payload of event 100 of 1,000 durable ones.
+#[test]
+fn a_flipped_bit_in_the_last_segment_keeps_every_event_after_it() {
+    let dir = tempfile::tempdir().unwrap();
+    fill(dir.path(), big_segments(), 1000);
+    let seg = segments(dir.path()).pop().unwrap();
+    let damaged = flip(&seg, 100 * FRAME + FRAME_HEADER + 10);
+
+    let mut queue = EventQueue::open(DiskIo, dir.path(), big_segments()).unwrap();
+    assert_eq!(queue.len(), 999);
+    let expected: Vec<u64> = (0..100).chain(101..1000).collect();
+    assert_eq!(waiting(&queue), expected);
+    // Event 100's number is not given again: the next append carries on after event 999.
+    assert_eq!(queue.append(b"after").unwrap().seq, 1000);
+    queue.sync().unwrap();
+    drop(queue);
+    // Nothing was cut away: the damaged file is still on disk, byte for byte.
+    assert!(
+        all_files(dir.path())
+            .iter()
+            .any(|p| std::fs::read(p).unwrap() == damaged),
+        "the damaged segment is kept"
+    );
+
+    let queue = EventQueue::open(DiskIo, dir.path(), big_segments()).unwrap();
+    assert_eq!(queue.len(), 1000);
+    let events = queue.peek(usize::MAX).unwrap();
+    assert_eq!(events.last().unwrap().payload, b"after");
+    assert!(events.iter().all(|e| e.seq != 100));
+}
+
+/// A flipped bit in a frame's length field (so the next frame must be searched for), in the last
+/// of several segments.
+#[test]
+fn a_damaged_frame_header_in_the_last_of_several_segments_costs_one_event() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = small_segments().with_segment_bytes(8 * FRAME);
+    fill(dir.path(), config, 200);
+    let last = segments(dir.path()).pop().unwrap();
+    assert!(last.ends_with("00000000000000000192.seg"), "{last:?}");
+    flip(&last, 2 * FRAME + 5);
+
+    let mut queue = EventQueue::open(DiskIo, dir.path(), config).unwrap();
+    let expected: Vec<u64> = (0..194).chain(195..200).collect();
+    assert_eq!(waiting(&queue), expected);
+    assert_eq!(queue.append(&payload(200)).unwrap().seq, 200);
+}
+
+/// Damage in an event that was already acknowledged costs no waiting event.
+#[test]
+fn a_damaged_acknowledged_event_does_not_cost_the_waiting_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    fill(dir.path(), big_segments(), 1000);
+    {
+        let mut queue = EventQueue::open(DiskIo, dir.path(), big_segments()).unwrap();
+        queue.ack(99).unwrap();
+        queue.sync().unwrap();
+    }
+    let seg = segments(dir.path()).pop().unwrap();
+    flip(&seg, 50 * FRAME + FRAME_HEADER + 3);
+
+    let mut queue = EventQueue::open(DiskIo, dir.path(), big_segments()).unwrap();
+    assert_eq!(queue.head(), 100);
+    assert_eq!(waiting(&queue), (100..1000).collect::<Vec<_>>());
+    assert_eq!(queue.append(b"after").unwrap().seq, 1000);
+}
+
+/// The review's M1 case: a bit flips in a sealed segment in the middle of the queue. The queue
+/// opens, keeps everything else, and a purge deletes every file that held an event.
+#[test]
+fn a_corrupt_sealed_segment_does_not_stop_the_queue_and_purge_removes_it() {
+    let dir = tempfile::tempdir().unwrap();
+    fill(dir.path(), small_segments(), 200);
+    let segs = segments(dir.path());
+    assert_eq!(segs.len(), 7);
+    // Byte 2048 of the second segment: inside the payload of its event 16, that is event 48.
+    flip(&segs[1], 2048);
+
+    let mut queue = EventQueue::open(DiskIo, dir.path(), small_segments())
+        .expect("a corrupt sealed segment does not make the queue unopenable");
+    let expected: Vec<u64> = (0..48).chain(49..200).collect();
+    assert_eq!(waiting(&queue), expected);
+    assert_eq!(queue.purge().unwrap(), 199);
+    // Withdrawn consent deletes everything: no file under the queue directory holds an event.
+    let left: Vec<PathBuf> = all_files(dir.path());
+    assert_eq!(left, [dir.path().join("head")], "files left: {left:?}");
+}
+
+/// A sealed segment whose second half was destroyed (a block of zeros): no frame after the damage
+/// can be found, and the next segment starts later. The events in between are lost, the queue
+/// still opens, and nothing is handed out twice.
+#[test]
+fn a_sealed_segment_with_a_destroyed_end_does_not_stop_the_queue() {
+    let dir = tempfile::tempdir().unwrap();
+    fill(dir.path(), small_segments(), 200);
+    let segs = segments(dir.path());
+    let mut data = std::fs::read(&segs[1]).unwrap();
+    data[(16 * FRAME) as usize..].fill(0);
+    std::fs::write(&segs[1], &data).unwrap();
+
+    let mut queue = EventQueue::open(DiskIo, dir.path(), small_segments()).unwrap();
+    let expected: Vec<u64> = (0..48).chain(64..200).collect();
+    assert_eq!(waiting(&queue), expected);
+    assert_eq!(queue.len(), 200 - 16);
+    assert_eq!(queue.append(&payload(200)).unwrap().seq, 200);
+    queue.purge().unwrap();
+    assert_eq!(all_files(dir.path()), [dir.path().join("head")]);
+}
