@@ -339,17 +339,6 @@ async fn the_server_decides_general_as_the_engine_does_postgres() {
     the_server_decides_general_as_the_engine_does(Db::Postgres).await;
 }
 
-async fn metrics(h: &Harness) -> String {
-    h.client
-        .get(h.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
-}
-
 async fn events_of_a_pending_profile_are_counted_not_stored(h: &Harness) {
     let consent = format!("/ee/v1/privacy/set-consent?configId={DS_A}");
     let interact = format!("/ee/v1/interact?configId={DS_A}");
@@ -388,7 +377,7 @@ async fn events_of_a_pending_profile_are_counted_not_stored(h: &Harness) {
     let marketing = json!({"consent": [v2(json!({"marketing": {"email": {"val": "y"}}}))]});
     let (_, answer) = h.post_json(&consent, &with_ecid(marketing, &ecid)).await;
     assert_eq!(answered(&answer), Some(Decision::Pending), "{answer}");
-    let text = metrics(h).await;
+    let text = h.metrics().await;
     assert!(
         text.contains("consent_events_total{outcome=\"refused_consent_pending\"} 2"),
         "{text}"

@@ -274,15 +274,7 @@ async fn events_are_deduplicated_and_refused_when_out(h: &Harness) {
     );
     assert_eq!(body["warnings"][0]["report"]["count"], 2);
     assert_eq!(db.count_events(&key(&ecid)).await.unwrap(), 2);
-    let metrics = h
-        .client
-        .get(h.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = h.metrics().await;
     assert!(
         metrics.contains("consent_events_total{outcome=\"refused_consent_out\"} 2"),
         "{metrics}"

@@ -101,6 +101,18 @@ impl Harness {
         format!("{}{path}", self.base)
     }
 
+    /// The text of `/metrics`.
+    pub(crate) async fn metrics(&self) -> String {
+        self.client
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
     /// POSTs JSON and returns the status and the body as JSON (`Null` when empty or not JSON).
     pub(crate) async fn post_json(&self, path: &str, body: &Value) -> (u16, Value) {
         send_json(self.client.post(self.url(path)), body).await

@@ -200,15 +200,7 @@ async fn tampered_expired_and_unknown_key_links_change_nothing(h: &Harness) {
     let db = h.server().db();
     assert!(db.profile(&profile_key("p-1")).await.unwrap().is_none());
     assert_eq!(db.verify_chain(ORG_A, "prod").await.unwrap(), Ok(0));
-    let metrics = h
-        .client
-        .get(h.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = h.metrics().await;
     assert!(
         metrics.contains("consent_links_refused_total 24"),
         "{metrics}"
