@@ -983,6 +983,13 @@ impl Engine {
         let cookie = stored
             .consent_cookie
             .filter(|c| c.expires.is_none_or(|at| at > now));
+        if expired {
+            // Removed, so that a later start does not take it for an expiry again (and drop the
+            // purposes decided since).
+            self.actions.push_back(Action::RemoveCookie {
+                name: self.names.consent().to_owned(),
+            });
+        }
         let general = cookie
             .as_ref()
             .and_then(|c| general_value(&c.value))
@@ -1263,6 +1270,24 @@ impl Engine {
                     self.apply_cookie_state(now);
                 }
             }
+        }
+
+        // A cookie this response wrote may be looser than a call still to settle asked for:
+        // that call's wish goes back into the cookie.
+        let unsettled: Vec<Option<Decision>> = self
+            .chain
+            .iter()
+            .flat_map(|chain| {
+                chain
+                    .in_flight
+                    .iter()
+                    .map(|(_, job)| job)
+                    .chain(chain.waiting.iter())
+            })
+            .map(|job| job.decision.general)
+            .collect();
+        for asked in unsettled {
+            self.write_stricter_cookie(now, asked);
         }
 
         // Subscribers (and the action stream) hear the new state before any cookie it allows.

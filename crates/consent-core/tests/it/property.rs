@@ -1,7 +1,8 @@
 //! Model-based property test: random sequences of start-ups over random jars, commands,
-//! `setConsent` calls (valid or not), server answers, failures, restarts that lose cookies or the
-//! state file, other defaults, and time up to and past the consent cookie's expiry. After every
-//! step the engine is compared with the independent model in `model.rs`.
+//! `setConsent` calls (valid or not, with id-level values), server answers, failures, restarts
+//! that lose cookies or the state file, crashes between two actions of one input, other
+//! defaults, and time up to and past the consent cookie's expiry. After every step the engine is
+//! compared with the independent model in `model.rs`.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fmt::Debug;
@@ -11,7 +12,7 @@ use proptest::prelude::*;
 use serde_json::{Value, json};
 
 use crate::harness::{Answer, Harness, adobe1, iab};
-use crate::model::{Call, Cause, ChainEvent, Model, ModelCookie, StateFile};
+use crate::model::{Call, Cause, ChainEvent, Model, ModelCookie, Record, StateFile, strictest};
 
 /// Sequences per run; `PROPTEST_CASES` replaces it (proptest reads it over an explicit config).
 const CASES: u32 = 3_000;
@@ -62,6 +63,16 @@ struct Restart {
     queue_first: bool,
 }
 
+impl Restart {
+    /// Whether the restart loses or changes anything the person's choices rest on.
+    fn changes_anything(&self, default: &str) -> bool {
+        self.default.is_some_and(|d| d != default)
+            || self.forget_identity
+            || self.forget_consent
+            || self.file != StateFile::Kept
+    }
+}
+
 #[derive(Debug, Clone)]
 enum Op {
     Submit {
@@ -85,9 +96,21 @@ enum Op {
     SetPurposes(Vec<(usize, Decision)>),
     Restart(Restart),
     Advance(u64),
-    /// To the jar's consent cookie expiry, plus this many milliseconds.
-    AdvanceToExpiry(i64),
+    /// To the consent cookie's expiry, plus this many milliseconds: the decided one (the
+    /// engine's `poll_timeout`) or the one in the jar (perhaps a provisional value).
+    AdvanceToExpiry {
+        offset: i64,
+        decided: bool,
+    },
     Tick,
+    /// The input of `op` is handled, but the process dies right after the driver carried out
+    /// the `k`-th (modulo their number) of its writes to the jar or the state file; then a new
+    /// engine starts over what they left.
+    Crash {
+        op: Box<Op>,
+        k: usize,
+        queue_first: bool,
+    },
 }
 
 fn decision() -> impl Strategy<Value = Decision> {
@@ -113,17 +136,80 @@ fn field() -> impl Strategy<Value = Option<Value>> {
     proptest::option::weighted(0.4, xdm_val().prop_map(|v| json!({"val": v})))
 }
 
-/// Adobe 2.0 with any of `collect`, `share`, `personalize.content`, `adID` and `marketing`
-/// (`any` and `email`, possibly neither), never empty.
+/// `marketing` with `any` and `email`, possibly neither.
+fn marketing() -> impl Strategy<Value = Option<Value>> {
+    proptest::option::weighted(0.3, (field(), field())).prop_map(|marketing| {
+        marketing.map(|(any, email)| {
+            let mut m = serde_json::Map::new();
+            if let Some(any) = any {
+                m.insert("any".into(), any);
+            }
+            if let Some(email) = email {
+                m.insert("email".into(), email);
+            }
+            Value::Object(m)
+        })
+    })
+}
+
+/// The consent fields of one id in `idSpecific`: any of `collect`, `share`,
+/// `personalize.content` and `marketing` (possibly none).
+fn id_consents() -> impl Strategy<Value = Value> {
+    (
+        proptest::option::weighted(0.3, xdm_val()),
+        field(),
+        field(),
+        marketing(),
+    )
+        .prop_map(|(collect, share, content, marketing)| {
+            let mut value = serde_json::Map::new();
+            if let Some(collect) = collect {
+                value.insert("collect".into(), json!({"val": collect}));
+            }
+            if let Some(share) = share {
+                value.insert("share".into(), share);
+            }
+            if let Some(content) = content {
+                value.insert("personalize".into(), json!({"content": content}));
+            }
+            if let Some(marketing) = marketing {
+                value.insert("marketing".into(), marketing);
+            }
+            Value::Object(value)
+        })
+}
+
+/// `idSpecific`: one or two ids, in one or two namespaces.
+fn id_specific() -> impl Strategy<Value = Value> {
+    proptest::collection::vec(
+        (
+            prop_oneof![Just("email"), Just("ECID")],
+            prop_oneof![Just("a@example.com"), Just("b@example.com")],
+            id_consents(),
+        ),
+        1..=2,
+    )
+    .prop_map(|entries| {
+        let mut namespaces = json!({});
+        for (namespace, id, consents) in entries {
+            namespaces[namespace][id] = consents;
+        }
+        namespaces
+    })
+}
+
+/// Adobe 2.0 with any of `collect`, `share`, `personalize.content`, `adID`, `marketing`
+/// (`any` and `email`, possibly neither) and `idSpecific`, never empty.
 fn adobe2_object() -> impl Strategy<Value = Value> {
     (
         proptest::option::weighted(0.7, xdm_val()),
         field(),
         field(),
         proptest::option::weighted(0.1, xdm_val()),
-        proptest::option::weighted(0.3, (field(), field())),
+        marketing(),
+        proptest::option::weighted(0.25, id_specific()),
     )
-        .prop_map(|(collect, share, content, ad_id, marketing)| {
+        .prop_map(|(collect, share, content, ad_id, marketing, ids)| {
             let mut value = serde_json::Map::new();
             if let Some(share) = share {
                 value.insert("share".into(), share);
@@ -134,15 +220,11 @@ fn adobe2_object() -> impl Strategy<Value = Value> {
             if let Some(ad_id) = ad_id {
                 value.insert("adID".into(), json!({"val": ad_id, "idType": "IDFA"}));
             }
-            if let Some((any, email)) = marketing {
-                let mut m = serde_json::Map::new();
-                if let Some(any) = any {
-                    m.insert("any".into(), any);
-                }
-                if let Some(email) = email {
-                    m.insert("email".into(), email);
-                }
-                value.insert("marketing".into(), Value::Object(m));
+            if let Some(marketing) = marketing {
+                value.insert("marketing".into(), marketing);
+            }
+            if let Some(ids) = ids {
+                value.insert("idSpecific".into(), ids);
             }
             if let Some(collect) = collect.or(value.is_empty().then_some("y")) {
                 value.insert("collect".into(), json!({"val": collect}));
@@ -207,31 +289,67 @@ fn setup() -> impl Strategy<Value = Setup> {
         })
 }
 
+fn set_consent_op() -> impl Strategy<Value = Op> {
+    (
+        proptest::collection::vec(consent_object(), 1..=4),
+        proptest::option::weighted(0.15, prop_oneof![Just("1234"), Just("5678")]),
+    )
+        .prop_map(|(objects, id)| Op::SetConsent {
+            objects,
+            identity_map: id.map(|id| json!({"ECID": [{"id": id}]})),
+        })
+}
+
+fn interact_op() -> impl Strategy<Value = Op> {
+    (
+        proptest::option::of((
+            proptest::sample::select(&CONSENT_VALUES[..]),
+            proptest::sample::select(&MAX_AGES[..]),
+        )),
+        proptest::option::weighted(0.6, proptest::bool::weighted(0.8)),
+        proptest::bool::weighted(0.2),
+    )
+        .prop_map(|(consent, identity, failed)| Op::Interact {
+            consent,
+            identity,
+            failed,
+        })
+}
+
+fn set_purposes_op() -> impl Strategy<Value = Op> {
+    proptest::collection::vec((0..SET_PURPOSES.len(), decision()), 1..3).prop_map(Op::SetPurposes)
+}
+
+/// The inputs a crash may interrupt.
+fn crash_op() -> impl Strategy<Value = Op> {
+    (
+        prop_oneof![
+            3 => set_consent_op(),
+            1 => Just(Op::SetConsentAgain),
+            3 => answer().prop_map(Op::Answer),
+            1 => interact_op(),
+            2 => set_purposes_op(),
+            1 => Just(Op::Tick),
+        ],
+        0usize..8,
+        any::<bool>(),
+    )
+        .prop_map(|(op, k, queue_first)| Op::Crash {
+            op: Box::new(op),
+            k,
+            queue_first,
+        })
+}
+
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         4 => (0u8..16, proptest::bool::weighted(0.2))
             .prop_map(|(purposes, fail_fast)| Op::Submit { purposes, fail_fast }),
-        3 => (
-            proptest::collection::vec(consent_object(), 1..=4),
-            proptest::option::weighted(0.15, prop_oneof![Just("1234"), Just("5678")]),
-        )
-            .prop_map(|(objects, id)| Op::SetConsent {
-                objects,
-                identity_map: id.map(|id| json!({"ECID": [{"id": id}]})),
-            }),
+        3 => set_consent_op(),
         1 => Just(Op::SetConsentAgain),
         4 => answer().prop_map(Op::Answer),
-        1 => (
-            proptest::option::of((
-                proptest::sample::select(&CONSENT_VALUES[..]),
-                proptest::sample::select(&MAX_AGES[..]),
-            )),
-            proptest::option::weighted(0.6, proptest::bool::weighted(0.8)),
-            proptest::bool::weighted(0.2),
-        )
-            .prop_map(|(consent, identity, failed)| Op::Interact { consent, identity, failed }),
-        1 => proptest::collection::vec((0..SET_PURPOSES.len(), decision()), 1..3)
-            .prop_map(Op::SetPurposes),
+        1 => interact_op(),
+        1 => set_purposes_op(),
         1 => (
             proptest::option::weighted(0.3, default_consent()),
             proptest::bool::weighted(0.2),
@@ -251,8 +369,10 @@ fn op() -> impl Strategy<Value = Op> {
             1 => (1u64..200).prop_map(|days| days * DAY_MS),
         ]
         .prop_map(Op::Advance),
-        1 => (-1i64..=1).prop_map(Op::AdvanceToExpiry),
+        1 => ((-1i64..=1), any::<bool>())
+            .prop_map(|(offset, decided)| Op::AdvanceToExpiry { offset, decided }),
         1 => Just(Op::Tick),
+        1 => crash_op(),
     ]
 }
 
@@ -277,6 +397,127 @@ struct Mark {
     trace: usize,
     released: usize,
     rejected: usize,
+    records: usize,
+}
+
+/// The one input an op hands the engine, and what the model makes of it.
+enum Step {
+    SetConsent(Call),
+    Answer { success: bool, cookies: Vec<Cookie> },
+    Other(Vec<Cookie>),
+    SetPurposes(Vec<(Purpose, Decision)>),
+    Tick,
+}
+
+impl Step {
+    fn feed(
+        &self,
+        model: &mut Model,
+        now: u64,
+        consent_name: &str,
+        events: &mut VecDeque<ChainEvent>,
+    ) {
+        match self {
+            Step::SetConsent(call) => model.set_consent(now, call.clone(), events),
+            Step::Answer { success, cookies } => {
+                model.answer(now, *success, cookies, consent_name, events);
+            }
+            Step::Other(cookies) => model.other_response(now, cookies, consent_name),
+            Step::SetPurposes(decisions) => model.set_purposes(now, decisions),
+            Step::Tick => model.tick(now),
+        }
+    }
+
+    /// Whether the input is the person's newer word on `purpose` (`general` included).
+    fn decides(&self, purpose: Purpose) -> bool {
+        match self {
+            Step::SetConsent(call) if purpose == Purpose::GENERAL => call.general.is_some(),
+            Step::SetConsent(call) => call.all.is_some() || call.purposes.contains_key(&purpose),
+            Step::SetPurposes(decisions) => decisions.iter().any(|(p, _)| *p == purpose),
+            _ => false,
+        }
+    }
+}
+
+/// After a crash, until the state is decided anew: for `general` and each purpose the tests
+/// use, the loosest decision the person's latest choices allow.
+type Ceiling = BTreeMap<Purpose, Decision>;
+
+fn ceiling_allows(ceiling: &Ceiling, purposes: &[Purpose]) -> bool {
+    ceiling[&Purpose::GENERAL] == Decision::In
+        && purposes.iter().all(|p| ceiling[p] == Decision::In)
+}
+
+/// Carries out one action as `Harness::drain` does.
+fn carry_out(h: &mut Harness, action: Action) {
+    h.trace.push(action.clone());
+    let ended = |h: &Harness, command: CommandId| {
+        h.released.contains(&command) || h.rejected.iter().any(|(c, _)| *c == command)
+    };
+    match action {
+        Action::Release { command, .. } => {
+            assert!(!ended(h, command), "{command:?} ended twice");
+            h.released.push(command);
+        }
+        Action::Reject { command, reason } => {
+            assert!(!ended(h, command), "{command:?} ended twice");
+            h.rejected.push((command, reason));
+        }
+        Action::SendSetConsent {
+            request,
+            consent,
+            identity_map,
+            ..
+        } => {
+            h.sent.push((request, consent, identity_map));
+            h.outstanding.push_back(request);
+        }
+        Action::SetConsentDone { id, outcome } => h.done.push((id, outcome)),
+        Action::StoreCookie(cookie) => {
+            if cookie.name != h.names.consent() {
+                let reported = h.reported.clone().expect("a state was reported");
+                h.other_cookie_writes.push((cookie.name.clone(), reported));
+            }
+            let expires = cookie.max_age.map(|s| h.now.plus_secs(s));
+            h.jar.insert(cookie.name, (cookie.value, expires));
+        }
+        Action::RemoveCookie { name } => {
+            h.jar.remove(&name);
+        }
+        Action::PersistState(snapshot) => h.snapshot = Some(snapshot),
+        Action::Record(record) => h.records.push(record),
+        Action::ConsentChanged(view) => {
+            h.reported = Some(view.clone());
+            h.changes.push(view);
+        }
+        Action::CookieRefused { name } => h.refused.push(name),
+        Action::Log { level, message } => h.logs.push((level, message.into_owned())),
+        other => panic!("unexpected action {other:?}"),
+    }
+}
+
+fn events_of(actions: &[Action]) -> VecDeque<ChainEvent> {
+    actions
+        .iter()
+        .filter_map(|action| match action {
+            Action::SendSetConsent { .. } => Some(ChainEvent::Sent),
+            Action::SetConsentDone { id, outcome } => Some(ChainEvent::Done(*id, *outcome)),
+            _ => None,
+        })
+        .collect()
+}
+
+fn model_records(records: &[ConsentRecord]) -> Vec<Record> {
+    records
+        .iter()
+        .map(|r| Record {
+            source: r.source,
+            general: r.general,
+            purposes: r.purposes.clone(),
+            requested: r.requested,
+            standards: r.standards.clone(),
+        })
+        .collect()
 }
 
 struct Run {
@@ -288,8 +529,12 @@ struct Run {
     next_call: u64,
     /// The body of the last valid `setConsent`.
     last_call: Option<(Vec<Value>, Option<Value>)>,
+    /// The body of every valid `setConsent`, for the fingerprint a crash leaves in the state file.
+    bodies: Vec<(Vec<Value>, Option<Value>)>,
     /// The engine's state the last time no chain ran, for the out-to-in rule.
     last_settled: Option<Decision>,
+    /// After a crash, until the state is decided anew: what the person's latest choices allow.
+    ceiling: Option<Ceiling>,
 }
 
 impl Run {
@@ -303,7 +548,9 @@ impl Run {
             commands: BTreeMap::new(),
             next_call: 1,
             last_call: None,
+            bodies: Vec::new(),
             last_settled: None,
+            ceiling: None,
         };
         let h = &mut run.h;
         let start = h.now;
@@ -327,9 +574,9 @@ impl Run {
         }
         run.settle(VecDeque::new(), &setup.early, &mark);
         let mark = run.mark();
+        let (jar, identity) = run.jar();
         run.h.start();
         let mut events = run.events(&mark);
-        let (jar, identity) = run.jar();
         let now = run.h.now.as_millis();
         run.model.start(now, jar, identity, &mut events);
         run.settle(events, setup, &mark);
@@ -341,6 +588,7 @@ impl Run {
             trace: self.h.trace.len(),
             released: self.h.released.len(),
             rejected: self.h.rejected.len(),
+            records: self.h.records.len(),
         }
     }
 
@@ -359,23 +607,21 @@ impl Run {
 
     /// The engine's choices about the chain in this step, for the model to follow and check.
     fn events(&self, mark: &Mark) -> VecDeque<ChainEvent> {
-        self.h.trace[mark.trace..]
-            .iter()
-            .filter_map(|action| match action {
-                Action::SendSetConsent { .. } => Some(ChainEvent::Sent),
-                Action::SetConsentDone { id, outcome } => Some(ChainEvent::Done(*id, *outcome)),
-                _ => None,
-            })
-            .collect()
+        events_of(&self.h.trace[mark.trace..])
     }
 
-    fn requirement(&self, bits: u8) -> (Requirement, Vec<Purpose>) {
-        let named = [
+    /// The named purposes the tests' commands need.
+    fn test_purposes(&self) -> [Purpose; 4] {
+        [
             Purpose::SHARE,
             Purpose::PERSONALIZE_CONTENT,
             Purpose::MARKETING_EMAIL,
             self.analytics,
-        ];
+        ]
+    }
+
+    fn requirement(&self, bits: u8) -> (Requirement, Vec<Purpose>) {
+        let named = self.test_purposes();
         let purposes: Vec<Purpose> = (0..4)
             .filter(|i| bits & (1 << i) != 0)
             .map(|i| named[i])
@@ -399,8 +645,18 @@ impl Run {
     }
 
     fn apply(&mut self, op: &Op) {
+        if let Op::Crash {
+            op: input,
+            k,
+            queue_first,
+        } = op
+        {
+            self.crash(op, input, *k, *queue_first);
+            return;
+        }
         self.model.begin_step();
         let mark = self.mark();
+        let redecided = self.model.redecided();
         let now = self.h.now.as_millis();
         let consent_name = self.h.names.consent().to_owned();
         let mut events = VecDeque::new();
@@ -420,19 +676,68 @@ impl Run {
                     events = self.set_consent(&objects, identity_map.as_ref(), &mark);
                 }
             }
-            Op::Answer(answer) => {
-                if let Some(request) = self.h.outstanding.pop_front() {
-                    let (outcome, cookies) = self.reply(request, *answer);
-                    self.h.handle(Input::Response(Response {
-                        origin: Origin::SetConsent(request),
-                        outcome,
-                        cookies: cookies.clone(),
-                    }));
+            Op::Answer(_) | Op::Interact { .. } | Op::SetPurposes(_) | Op::Tick => {
+                if let Some((input, step)) = self.prepare(op) {
+                    if let (Step::SetPurposes(decisions), Some(ceiling)) =
+                        (&step, &mut self.ceiling)
+                    {
+                        // The person's newer word on these purposes.
+                        ceiling.extend(decisions.iter().copied());
+                    }
+                    self.h.handle(input);
                     events = self.events(&mark);
-                    let success = outcome == Outcome::Success;
-                    self.model
-                        .answer(now, success, &cookies, &consent_name, &mut events);
+                    step.feed(&mut self.model, now, &consent_name, &mut events);
                 }
+            }
+            Op::Restart(restart) => {
+                if restart.changes_anything(self.h.config.default().as_str()) {
+                    self.ceiling = None;
+                }
+                events = self.restart(restart, &mark);
+            }
+            Op::Advance(ms) => self.h.advance(*ms),
+            Op::AdvanceToExpiry { offset, decided } => {
+                let h = &mut self.h;
+                let at = if *decided {
+                    h.engine.poll_timeout()
+                } else {
+                    h.jar.get(h.names.consent()).and_then(|(_, at)| *at)
+                };
+                if let Some(at) = at {
+                    let target = at.as_millis().saturating_add_signed(*offset);
+                    if target > now {
+                        h.now = Timestamp::from_millis(target);
+                    }
+                }
+            }
+            Op::Crash { .. } => unreachable!(),
+        }
+        self.settle(events, op, &mark);
+        self.check_ceiling(op, &mark, redecided);
+    }
+
+    /// The input `op` hands the engine, with what the model makes of it: `None` when there is
+    /// none (no request in flight, no earlier call, a call the engine refuses).
+    fn prepare(&mut self, op: &Op) -> Option<(Input, Step)> {
+        match op {
+            Op::SetConsent {
+                objects,
+                identity_map,
+            } => self.prepare_set_consent(objects, identity_map.as_ref()),
+            Op::SetConsentAgain => {
+                let (objects, identity_map) = self.last_call.clone()?;
+                self.prepare_set_consent(&objects, identity_map.as_ref())
+            }
+            Op::Answer(answer) => {
+                let request = self.h.outstanding.pop_front()?;
+                let (outcome, cookies) = self.reply(request, *answer);
+                let input = Input::Response(Response {
+                    origin: Origin::SetConsent(request),
+                    outcome,
+                    cookies: cookies.clone(),
+                });
+                let success = outcome == Outcome::Success;
+                Some((input, Step::Answer { success, cookies }))
             }
             Op::Interact {
                 consent,
@@ -454,34 +759,46 @@ impl Run {
                 } else {
                     Outcome::Success
                 };
-                self.h.interact_response(outcome, cookies.clone());
-                self.model.other_response(now, &cookies, &consent_name);
+                let input = Input::Response(Response {
+                    origin: Origin::Other,
+                    outcome,
+                    cookies: cookies.clone(),
+                });
+                Some((input, Step::Other(cookies)))
             }
             Op::SetPurposes(choices) => {
                 let decisions: Vec<(Purpose, Decision)> = choices
                     .iter()
                     .map(|&(i, d)| (SET_PURPOSES[i].unwrap_or(self.analytics), d))
                     .collect();
-                self.h.handle(Input::SetPurposes(decisions.clone()));
-                self.model.set_purposes(now, &decisions);
+                Some((
+                    Input::SetPurposes(decisions.clone()),
+                    Step::SetPurposes(decisions),
+                ))
             }
-            Op::Restart(restart) => events = self.restart(restart, &mark),
-            Op::Advance(ms) => self.h.advance(*ms),
-            Op::AdvanceToExpiry(offset) => {
-                let h = &mut self.h;
-                if let Some((_, Some(at))) = h.jar.get(h.names.consent()) {
-                    let target = at.as_millis().saturating_add_signed(*offset);
-                    if target > now {
-                        h.now = Timestamp::from_millis(target);
-                    }
-                }
-            }
-            Op::Tick => {
-                self.h.handle(Input::Tick);
-                self.model.tick(now);
-            }
+            Op::Tick => Some((Input::Tick, Step::Tick)),
+            _ => None,
         }
-        self.settle(events, op, &mark);
+    }
+
+    /// A valid `setConsent` call: its input and the model's call. `None` for one the engine
+    /// refuses (see [`Run::set_consent`]).
+    fn prepare_set_consent(
+        &mut self,
+        objects: &[Value],
+        identity_map: Option<&Value>,
+    ) -> Option<(Input, Step)> {
+        let id = SetConsentId(self.next_call);
+        let call = Call::decode(id, objects, identity_map).ok()?;
+        self.next_call += 1;
+        let mut body = json!({ "consent": objects });
+        if let Some(map) = identity_map {
+            body["identityMap"] = map.clone();
+        }
+        let options = SetConsentOptions::from_json(&body).unwrap();
+        self.last_call = Some((objects.to_vec(), identity_map.cloned()));
+        self.bodies.push((objects.to_vec(), identity_map.cloned()));
+        Some((Input::SetConsent { id, options }, Step::SetConsent(call)))
     }
 
     /// A `setConsent` straight into the engine, so that a refused one can be seen to change
@@ -511,6 +828,7 @@ impl Run {
             Ok(call) => {
                 result.unwrap();
                 self.last_call = Some((objects.to_vec(), identity_map.cloned()));
+                self.bodies.push((objects.to_vec(), identity_map.cloned()));
                 h.drain();
                 let mut events = self.events(mark);
                 self.model.set_consent(now, call, &mut events);
@@ -564,6 +882,28 @@ impl Run {
         }
     }
 
+    /// A new engine with `config` over the jar and state file as they are; the durable queue
+    /// hands back `queued`, before or after `Start`.
+    fn relaunch(&mut self, config: Config, queued: &[CommandId], queue_first: bool) {
+        let h = &mut self.h;
+        h.engine = Engine::new(config.clone());
+        h.config = config;
+        h.outstanding.clear();
+        h.reported = None;
+        let resubmit = |h: &mut Harness| {
+            for id in queued {
+                h.submit_id(*id, self.commands[id].0, Mode::Queue);
+            }
+        };
+        if queue_first {
+            resubmit(h);
+            h.start();
+        } else {
+            h.start();
+            resubmit(h);
+        }
+    }
+
     /// A new engine over the jar and state file as `restart` leaves them; the durable queue
     /// hands back the commands that were still waiting.
     fn restart(&mut self, restart: &Restart, mark: &Mark) -> VecDeque<ChainEvent> {
@@ -585,29 +925,239 @@ impl Run {
         let default = restart
             .default
             .unwrap_or_else(|| h.config.default().as_str());
-        let config = config(default);
-        h.engine = Engine::new(config.clone());
-        h.config = config;
-        h.outstanding.clear();
-        h.reported = None;
-        let resubmit = |h: &mut Harness| {
-            for id in &queued {
-                h.submit_id(*id, self.commands[id].0, Mode::Queue);
-            }
-        };
-        if restart.queue_first {
-            resubmit(h);
-            h.start();
-        } else {
-            h.start();
-            resubmit(h);
-        }
-        let mut events = self.events(mark);
+        // What the start-up reads (it may write the consent cookie itself).
         let (jar, identity) = self.jar();
+        self.relaunch(config(default), &queued, restart.queue_first);
+        let mut events = self.events(mark);
         let now = self.h.now.as_millis();
         self.model
             .restart(now, wire(default), jar, identity, restart.file, &mut events);
         events
+    }
+
+    /// The input of `input` is handled, but the process dies right after the driver carried
+    /// out the `k`-th of its writes to the jar or the state file (actions are carried out in
+    /// order: nothing after it happened, releases before it did); a new engine starts over what
+    /// they left, with the same configuration.
+    ///
+    /// The model follows the whole input, and checks what happened before the crash; then it
+    /// starts again from the jar and state file as they are. Whatever the crash left, from the
+    /// restart until the state is decided anew (a chain settles, a server's cookie applies, the
+    /// cookie expires) nothing may be released, and no cookie but the consent cookie written,
+    /// that the person's latest choices would not allow: for each purpose the stricter of the
+    /// state before the input and after it, except where the input is itself the newer word.
+    fn crash(&mut self, op: &Op, input: &Op, k: usize, queue_first: bool) {
+        let h = &self.h;
+        // An input past the expiry applies it first: that part is a Tick of its own, carried out
+        // in full (a crash inside an expiry is the crash of a Tick).
+        if !matches!(input, Op::Tick) && h.engine.poll_timeout().is_some_and(|at| at <= h.now) {
+            self.apply(&Op::Tick);
+        }
+        // A call the engine refuses changes nothing: no crash to speak of.
+        let refused = match input {
+            Op::SetConsent {
+                objects,
+                identity_map,
+            } => Call::decode(SetConsentId(0), objects, identity_map.as_ref()).is_err(),
+            Op::SetConsentAgain => self.last_call.as_ref().is_some_and(|(objects, map)| {
+                Call::decode(SetConsentId(0), objects, map.as_ref()).is_err()
+            }),
+            _ => false,
+        };
+        if refused {
+            self.apply(input);
+            return;
+        }
+        self.model.begin_step();
+        let mark = self.mark();
+        let redecided = self.model.redecided();
+        let before = self.model.clone();
+        let Some((input, step)) = self.prepare(input) else {
+            self.settle(VecDeque::new(), op, &mark);
+            self.check_ceiling(op, &mark, redecided);
+            return;
+        };
+        let now = self.h.now;
+        let consent_name = self.h.names.consent().to_owned();
+        self.h.engine.handle(now, input).unwrap();
+        let actions: Vec<Action> = std::iter::from_fn(|| self.h.engine.poll_action()).collect();
+        let mut events = events_of(&actions);
+        let mut after = self.model.clone();
+        if let (Step::SetPurposes(decisions), Some(ceiling)) = (&step, &mut self.ceiling) {
+            ceiling.extend(decisions.iter().copied());
+        }
+        step.feed(&mut after, now.as_millis(), &consent_name, &mut events);
+        assert!(
+            events.is_empty(),
+            "after {op:?} the engine did {events:?}, which the model does not expect"
+        );
+
+        // The crash.
+        let writes: Vec<usize> = actions
+            .iter()
+            .enumerate()
+            .filter(|(_, a)| {
+                matches!(
+                    a,
+                    Action::StoreCookie(_) | Action::RemoveCookie { .. } | Action::PersistState(_)
+                )
+            })
+            .map(|(i, _)| i)
+            .collect();
+        let cut = match writes.len() {
+            0 => actions.len(),
+            n => writes[k % n] + 1,
+        };
+        for action in &actions[..cut] {
+            carry_out(&mut self.h, action.clone());
+        }
+        let input_redecided = after.redecided() != redecided;
+        self.check_before_crash(op, &after, &mark, input_redecided);
+
+        // What the person's latest choices allow from the restart on.
+        let purposes = self.test_purposes();
+        let (was, now_is) = (before.effective(&purposes), after.effective(&purposes));
+        let ceiling: Ceiling = now_is
+            .iter()
+            .map(|(&p, &d)| {
+                if input_redecided || step.decides(p) {
+                    return (p, d);
+                }
+                let mut strict = strictest(was[&p], d);
+                if let Some(ceiling) = &self.ceiling {
+                    strict = strictest(strict, ceiling[&p]);
+                }
+                (p, strict)
+            })
+            .collect();
+
+        // The restart: the durable queue still holds what was queued after the input and what
+        // the input would have released or rejected after the crash.
+        let mut queued: Vec<CommandId> = self.h.engine.queued().collect();
+        queued.extend(actions[cut..].iter().filter_map(|a| match a {
+            Action::Release { command, .. } | Action::Reject { command, .. } => Some(*command),
+            _ => None,
+        }));
+        queued.sort();
+        let mark = self.mark();
+        let config = self.h.config.clone();
+        let (jar, identity) = self.jar();
+        let snapshot = self.h.snapshot.clone();
+        self.relaunch(config, &queued, queue_first);
+        let mut events = self.events(&mark);
+        self.model = after;
+        self.model.begin_step();
+        let redecided = self.model.redecided();
+        self.model.resync(
+            now.as_millis(),
+            jar,
+            identity,
+            snapshot.as_ref(),
+            &self.bodies,
+            &mut events,
+        );
+        self.ceiling = Some(ceiling);
+        self.settle(events, op, &mark);
+        self.check_ceiling(op, &mark, redecided);
+    }
+
+    /// What happened before a crash (releases, rejections, other cookies, records) is what the
+    /// whole input, as the model follows it, allows; and it respects the ceiling of an earlier
+    /// crash unless the input decided the state anew.
+    fn check_before_crash(&self, op: &Op, after: &Model, mark: &Mark, redecided: bool) {
+        let h = &self.h;
+        let context = || format!("before the crash of {op:?}\nmodel after the input {after:?}");
+        for id in &h.released[mark.released..] {
+            let (_, purposes, _) = &self.commands[id];
+            assert!(
+                after.step_verdicts(purposes).contains(&Verdict::Allowed),
+                "{id:?} released {}",
+                context()
+            );
+            if let Some(ceiling) = self.ceiling.as_ref().filter(|_| !redecided) {
+                assert!(
+                    ceiling_allows(ceiling, purposes),
+                    "{id:?} released against {ceiling:?} {}",
+                    context()
+                );
+            }
+        }
+        for (id, reason) in &h.rejected[mark.rejected..] {
+            let (_, purposes, mode) = &self.commands[id];
+            if *reason == RejectReason::Pending {
+                assert_eq!(*mode, Mode::FailFast, "{id:?} {}", context());
+                assert_eq!(after.verdict(purposes), Verdict::Pending, "{}", context());
+            } else {
+                assert!(
+                    after
+                        .step_verdicts(purposes)
+                        .contains(&Verdict::Declined(*reason)),
+                    "{id:?} {reason:?} {}",
+                    context()
+                );
+            }
+        }
+        for action in &h.trace[mark.trace..] {
+            if let Action::StoreCookie(cookie) = action
+                && cookie.name != h.names.consent()
+            {
+                assert_eq!(
+                    after.settled().map(|c| c.general),
+                    Some(Decision::In),
+                    "{} written {}",
+                    cookie.name,
+                    context()
+                );
+            }
+        }
+        let records = model_records(&h.records[mark.records..]);
+        assert!(
+            after.records().starts_with(&records),
+            "records {records:?}, expected a beginning of {:?} {}",
+            after.records(),
+            context()
+        );
+    }
+
+    /// After a crash and until the state is decided anew, nothing released and no cookie but
+    /// the consent cookie written in this step goes beyond what the person's latest choices
+    /// allow. A step that decides the state anew ends the check.
+    fn check_ceiling(&mut self, op: &Op, mark: &Mark, redecided: u64) {
+        let Some(ceiling) = &self.ceiling else {
+            return;
+        };
+        if self.model.redecided() != redecided {
+            self.ceiling = None;
+            return;
+        }
+        let h = &self.h;
+        let context = || {
+            format!(
+                "after {op:?}, since a crash: {ceiling:?}\nmodel {:?}",
+                self.model
+            )
+        };
+        for id in &h.released[mark.released..] {
+            let (_, purposes, _) = &self.commands[id];
+            assert!(
+                ceiling_allows(ceiling, purposes),
+                "{id:?} released {}",
+                context()
+            );
+        }
+        for action in &h.trace[mark.trace..] {
+            if let Action::StoreCookie(cookie) = action
+                && cookie.name != h.names.consent()
+            {
+                assert_eq!(
+                    ceiling[&Purpose::GENERAL],
+                    Decision::In,
+                    "{} written {}",
+                    cookie.name,
+                    context()
+                );
+            }
+        }
     }
 
     /// After every step: the engine did nothing about the chain the model did not follow, and
@@ -653,16 +1203,12 @@ impl Run {
             None => assert_eq!(view.state, Decision::Pending, "{}", context()),
         }
 
-        // What may run now, for every requirement: exactly the model's answer when no chain
-        // runs, and never "allowed" while one does.
+        // What may run now, for every requirement: exactly the model's answer (while a chain
+        // runs nothing runs, and only a purpose out that no call of it may change declines).
         for bits in 0..16 {
             let (requirement, purposes) = self.requirement(bits);
             let verdict = h.engine.check(requirement);
-            if settled.is_some() {
-                assert_eq!(verdict, m.verdict(&purposes), "{purposes:?} {}", context());
-            } else {
-                assert_ne!(verdict, Verdict::Allowed, "{purposes:?} {}", context());
-            }
+            assert_eq!(verdict, m.verdict(&purposes), "{purposes:?} {}", context());
         }
 
         // Every release in this step is allowed by the person's latest choices (as they were
@@ -677,14 +1223,18 @@ impl Run {
         }
 
         // Every rejection is one the model gives: "pending" only to a fail-fast command that
-        // would wait; a decline, outside a chain, for the model's reason.
+        // would wait; a decline for the model's reason.
         for (id, reason) in &h.rejected[mark.rejected..] {
             let (_, purposes, mode) = &self.commands[id];
-            let verdict = m.verdict(purposes);
             if *reason == RejectReason::Pending {
                 assert_eq!(*mode, Mode::FailFast, "{id:?} {}", context());
-                assert_eq!(verdict, Verdict::Pending, "{id:?} {}", context());
-            } else if settled.is_some() {
+                assert_eq!(
+                    m.verdict(purposes),
+                    Verdict::Pending,
+                    "{id:?} {}",
+                    context()
+                );
+            } else {
                 assert!(
                     m.step_verdicts(purposes)
                         .contains(&Verdict::Declined(*reason)),
@@ -709,8 +1259,16 @@ impl Run {
             }
         }
 
+        // The records of this step are the ones the model owes, in order.
+        assert_eq!(
+            model_records(&h.records[mark.records..]),
+            m.records(),
+            "records {}",
+            context()
+        );
+
         // The jar's consent cookie is the model's (an expired one may stay in the jar unread)
-        // once the engine has read it.
+        // once the engine has read it, and the consent expires when the decided cookie does.
         let jar = h.jar.get(h.names.consent());
         match m.cookie() {
             _ if !m.started() => {}
@@ -726,19 +1284,25 @@ impl Run {
                 context()
             ),
         }
+        if m.started() {
+            assert_eq!(
+                h.engine.poll_timeout().map(Timestamp::as_millis),
+                m.decided().and_then(|c| c.expires),
+                "poll_timeout {}",
+                context()
+            );
+        }
 
-        // Outside a chain nothing waits that the model would release or decline.
+        // Nothing waits that the model would release or decline.
         let queued: Vec<CommandId> = h.engine.queued().collect();
-        if settled.is_some() {
-            for id in &queued {
-                let (_, purposes, _) = &self.commands[id];
-                assert_eq!(
-                    m.verdict(purposes),
-                    Verdict::Pending,
-                    "{id:?} still queued {}",
-                    context()
-                );
-            }
+        for id in &queued {
+            let (_, purposes, _) = &self.commands[id];
+            assert_eq!(
+                m.verdict(purposes),
+                Verdict::Pending,
+                "{id:?} still queued {}",
+                context()
+            );
         }
 
         // An "out" becomes "in" only through an accepted call, a server cookie, a stored cookie

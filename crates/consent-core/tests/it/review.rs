@@ -721,3 +721,36 @@ fn second_an_expiry_during_a_failed_chain_is_recorded_as_the_expiry() {
         (RecordSource::Expiry, Decision::Pending)
     );
 }
+
+#[test]
+fn model_d4_a_cookie_found_expired_at_start_is_removed_and_does_not_drop_later_purposes() {
+    let mut h = Harness::unstarted(Harness::config("in"));
+    let past = Timestamp::from_millis(h.now.as_millis() - 1);
+    h.jar.insert(
+        h.names.consent().to_owned(),
+        ("general=in".to_owned(), Some(past)),
+    );
+    h.start();
+    assert_eq!(h.consent_cookie(), None, "the expired cookie is removed");
+    h.handle(Input::SetPurposes(vec![(Purpose::SHARE, Decision::Out)]));
+    h.restart();
+    let s = h.submit_with(Requirement::general().and(Purpose::SHARE), Mode::Queue);
+    assert_eq!(h.reason_of(s), Some(RejectReason::UserDeclined));
+}
+
+#[test]
+fn model_d5_an_earlier_calls_answer_does_not_overwrite_a_later_calls_opt_out_wish() {
+    let mut h = Harness::with_cookies("in", Some("general=in"), true);
+    h.set_consent_json(json!({"consent": [adobe2("y")]}));
+    h.set_consent("out");
+    assert_eq!(h.consent_cookie(), Some("general=out"));
+    // The first call's answer writes the server's "in"; the opt-out still to come keeps its wish.
+    h.answer(Answer::Edge);
+    assert_eq!(h.consent_cookie(), Some("general=out"));
+    let c = h.submit();
+    h.snapshot = None;
+    h.restart();
+    h.submit_id(c, Requirement::general(), Mode::Queue);
+    assert!(h.released.is_empty());
+    assert_eq!(h.reason_of(c), Some(RejectReason::UserDeclined));
+}
