@@ -1067,45 +1067,13 @@ impl Run {
     fn check_before_crash(&self, op: &Op, after: &Model, mark: &Mark, redecided: bool) {
         let h = &self.h;
         let context = || format!("before the crash of {op:?}\nmodel after the input {after:?}");
-        for id in &h.released[mark.released..] {
-            let (_, purposes, _) = &self.commands[id];
-            assert!(
-                after.step_verdicts(purposes).contains(&Verdict::Allowed),
-                "{id:?} released {}",
-                context()
-            );
-            if let Some(ceiling) = self.ceiling.as_ref().filter(|_| !redecided) {
+        self.check_endings_and_writes(after, mark, &context);
+        if let Some(ceiling) = self.ceiling.as_ref().filter(|_| !redecided) {
+            for id in &h.released[mark.released..] {
+                let (_, purposes, _) = &self.commands[id];
                 assert!(
                     ceiling_allows(ceiling, purposes),
                     "{id:?} released against {ceiling:?} {}",
-                    context()
-                );
-            }
-        }
-        for (id, reason) in &h.rejected[mark.rejected..] {
-            let (_, purposes, mode) = &self.commands[id];
-            if *reason == RejectReason::Pending {
-                assert_eq!(*mode, Mode::FailFast, "{id:?} {}", context());
-                assert_eq!(after.verdict(purposes), Verdict::Pending, "{}", context());
-            } else {
-                assert!(
-                    after
-                        .step_verdicts(purposes)
-                        .contains(&Verdict::Declined(*reason)),
-                    "{id:?} {reason:?} {}",
-                    context()
-                );
-            }
-        }
-        for action in &h.trace[mark.trace..] {
-            if let Action::StoreCookie(cookie) = action
-                && cookie.name != h.names.consent()
-            {
-                assert_eq!(
-                    after.settled().map(|c| c.general),
-                    Some(Decision::In),
-                    "{} written {}",
-                    cookie.name,
                     context()
                 );
             }
@@ -1117,6 +1085,55 @@ impl Run {
             after.records(),
             context()
         );
+    }
+
+    /// Every release of the step is allowed by the person's latest choices (as they were after
+    /// the expiry the input applied first, or after the input); every rejection is one the model
+    /// gives ("pending" only to a fail-fast command that would wait, a decline for the model's
+    /// reason); no cookie but the consent cookie is written unless the model says in and no chain
+    /// runs.
+    fn check_endings_and_writes(&self, m: &Model, mark: &Mark, context: &dyn Fn() -> String) {
+        let h = &self.h;
+        for id in &h.released[mark.released..] {
+            let (_, purposes, _) = &self.commands[id];
+            assert!(
+                m.step_verdicts(purposes).contains(&Verdict::Allowed),
+                "{id:?} released {}",
+                context()
+            );
+        }
+        for (id, reason) in &h.rejected[mark.rejected..] {
+            let (_, purposes, mode) = &self.commands[id];
+            if *reason == RejectReason::Pending {
+                assert_eq!(*mode, Mode::FailFast, "{id:?} {}", context());
+                assert_eq!(
+                    m.verdict(purposes),
+                    Verdict::Pending,
+                    "{id:?} {}",
+                    context()
+                );
+            } else {
+                assert!(
+                    m.step_verdicts(purposes)
+                        .contains(&Verdict::Declined(*reason)),
+                    "{id:?} {reason:?} {}",
+                    context()
+                );
+            }
+        }
+        for action in &h.trace[mark.trace..] {
+            if let Action::StoreCookie(cookie) = action
+                && cookie.name != h.names.consent()
+            {
+                assert_eq!(
+                    m.settled().map(|c| c.general),
+                    Some(Decision::In),
+                    "{} written {}",
+                    cookie.name,
+                    context()
+                );
+            }
+        }
     }
 
     /// After a crash and until the state is decided anew, nothing released and no cookie but
@@ -1211,53 +1228,7 @@ impl Run {
             assert_eq!(verdict, m.verdict(&purposes), "{purposes:?} {}", context());
         }
 
-        // Every release in this step is allowed by the person's latest choices (as they were
-        // after the expiry this input applied first, or after the input).
-        for id in &h.released[mark.released..] {
-            let (_, purposes, _) = &self.commands[id];
-            assert!(
-                m.step_verdicts(purposes).contains(&Verdict::Allowed),
-                "{id:?} released {}",
-                context()
-            );
-        }
-
-        // Every rejection is one the model gives: "pending" only to a fail-fast command that
-        // would wait; a decline for the model's reason.
-        for (id, reason) in &h.rejected[mark.rejected..] {
-            let (_, purposes, mode) = &self.commands[id];
-            if *reason == RejectReason::Pending {
-                assert_eq!(*mode, Mode::FailFast, "{id:?} {}", context());
-                assert_eq!(
-                    m.verdict(purposes),
-                    Verdict::Pending,
-                    "{id:?} {}",
-                    context()
-                );
-            } else {
-                assert!(
-                    m.step_verdicts(purposes)
-                        .contains(&Verdict::Declined(*reason)),
-                    "{id:?} {reason:?} {}",
-                    context()
-                );
-            }
-        }
-
-        // No cookie but the consent cookie unless the model says in and no chain runs.
-        for action in &h.trace[mark.trace..] {
-            if let Action::StoreCookie(cookie) = action
-                && cookie.name != h.names.consent()
-            {
-                assert_eq!(
-                    settled.map(|c| c.general),
-                    Some(Decision::In),
-                    "{} written {}",
-                    cookie.name,
-                    context()
-                );
-            }
-        }
+        self.check_endings_and_writes(m, mark, &context);
 
         // The records of this step are the ones the model owes, in order.
         assert_eq!(
