@@ -624,16 +624,12 @@ fn is_rfc3339_date_time(s: &str) -> bool {
     }
 }
 
-/// The XDM consent fields an Adobe 2.0 value may hold at the top level.
-const ADOBE_V2_FIELDS: [&str; 7] = [
-    "collect",
-    "share",
-    "personalize",
-    "marketing",
-    "adID",
-    "metadata",
-    "idSpecific",
-];
+/// The XDM consent fields of an Adobe 2.0 value, at the top level and for each id in
+/// `idSpecific`.
+const CONSENT_FIELDS: [&str; 5] = ["collect", "share", "personalize", "marketing", "adID"];
+
+/// The fields an Adobe 2.0 value may hold at the top level besides the consent fields.
+const TOP_LEVEL_FIELDS: [&str; 2] = ["metadata", "idSpecific"];
 
 fn parse_adobe_v2(value: &Value, path: &str) -> Result<Body, PayloadError> {
     let map = object_at(value, path)?;
@@ -643,7 +639,11 @@ fn parse_adobe_v2(value: &Value, path: &str) -> Result<Body, PayloadError> {
             got: "{}".to_owned(),
         });
     }
-    reject_unknown(map, &ADOBE_V2_FIELDS, path)?;
+    reject_unknown(
+        map,
+        &[&CONSENT_FIELDS[..], &TOP_LEVEL_FIELDS].concat(),
+        path,
+    )?;
     let mut decision = parse_consents(map, path)?;
     if let Some(metadata) = map.get("metadata") {
         let mpath = format!("{path}.metadata");
@@ -712,7 +712,7 @@ fn parse_id_specific(
         for (id, consents) in object_at(ids, &npath)? {
             let ipath = format!("{npath}.{id}");
             let imap = object_at(consents, &ipath)?;
-            reject_unknown(imap, &ADOBE_V2_FIELDS[..5], &ipath)?;
+            reject_unknown(imap, &CONSENT_FIELDS, &ipath)?;
             let own = parse_consents(imap, &ipath)?;
             let general = own.general.map(|d| (Purpose::GENERAL, d));
             for (purpose, d) in general.into_iter().chain(own.purposes) {
@@ -725,24 +725,16 @@ fn parse_id_specific(
     Ok(())
 }
 
-/// The values of `marketing.preferred`, exactly.
-const MARKETING_PREFERRED: [&str; 14] = [
-    "email",
-    "push",
-    "inApp",
-    "sms",
-    "whatsApp",
-    "phone",
-    "phyMail",
-    "inVehicle",
-    "inHome",
-    "iot",
-    "social",
-    "other",
-    "none",
-    "unknown",
-];
-const MARKETING_PREFERRED_JSON: &str = r#"["email","push","inApp","sms","whatsApp","phone","phyMail","inVehicle","inHome","iot","social","other","none","unknown"]"#;
+/// The values of `marketing.preferred`, as the error message lists them.
+const MARKETING_PREFERRED: &str = r#"["email","push","inApp","sms","whatsApp","phone","phyMail","inVehicle","inHome","iot","social","other","none","unknown"]"#;
+
+/// Whether `value` is exactly one of [`MARKETING_PREFERRED`].
+fn is_marketing_preferred(value: &str) -> bool {
+    MARKETING_PREFERRED
+        .trim_matches(['[', ']'])
+        .split(',')
+        .any(|allowed| allowed.trim_matches('"') == value)
+}
 
 /// Reads `marketing`, applying `marketing.any` to every channel it is not overridden for, as the
 /// XDM reference says: `n` ignores every finer setting; `y` makes every channel `y` unless it is
@@ -758,13 +750,11 @@ fn parse_marketing(
     allowed.extend(Purpose::MARKETING_CHANNELS.iter().map(|(name, _)| *name));
     reject_unknown(map, &allowed, path)?;
     if let Some(preferred) = map.get("preferred")
-        && !preferred
-            .as_str()
-            .is_some_and(|p| MARKETING_PREFERRED.contains(&p))
+        && !preferred.as_str().is_some_and(is_marketing_preferred)
     {
         return Err(PayloadError::NotOneOf {
             path: format!("{path}.preferred"),
-            allowed: MARKETING_PREFERRED_JSON,
+            allowed: MARKETING_PREFERRED,
             got: json_of(preferred),
         });
     }

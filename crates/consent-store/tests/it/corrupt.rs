@@ -70,6 +70,18 @@ pub(crate) fn big_segments() -> QueueConfig {
     QueueConfig::default()
 }
 
+/// 200 events in small segments, the second of which (events 32..64) lost everything after its
+/// 16th frame to a block of zeros. Returns the directory and the segment files.
+pub(crate) fn with_a_destroyed_end() -> (tempfile::TempDir, Vec<PathBuf>) {
+    let dir = tempfile::tempdir().unwrap();
+    fill(dir.path(), small_segments(), 200);
+    let segs = segments(dir.path());
+    let mut data = std::fs::read(&segs[1]).unwrap();
+    data[(16 * FRAME) as usize..].fill(0);
+    std::fs::write(&segs[1], &data).unwrap();
+    (dir, segs)
+}
+
 pub(crate) fn small_segments() -> QueueConfig {
     QueueConfig::default()
         .with_sync(SyncPolicy::EveryWrite)
@@ -170,12 +182,7 @@ fn a_corrupt_sealed_segment_does_not_stop_the_queue_and_purge_removes_it() {
 /// still opens, and nothing is handed out twice.
 #[test]
 fn a_sealed_segment_with_a_destroyed_end_does_not_stop_the_queue() {
-    let dir = tempfile::tempdir().unwrap();
-    fill(dir.path(), small_segments(), 200);
-    let segs = segments(dir.path());
-    let mut data = std::fs::read(&segs[1]).unwrap();
-    data[(16 * FRAME) as usize..].fill(0);
-    std::fs::write(&segs[1], &data).unwrap();
+    let (dir, _) = with_a_destroyed_end();
 
     let mut queue = EventQueue::open(DiskIo, dir.path(), small_segments()).unwrap();
     let expected: Vec<u64> = (0..48).chain(64..200).collect();

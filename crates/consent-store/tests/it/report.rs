@@ -10,7 +10,9 @@ use consent_store::{
 };
 use serde_json::json;
 
-use crate::corrupt::{FRAME, all_files, big_segments, fill, flip, segments, small_segments};
+use crate::corrupt::{
+    FRAME, all_files, big_segments, fill, flip, segments, small_segments, with_a_destroyed_end,
+};
 
 /// Ranges of sequence numbers as pairs, to compare with literals.
 fn spans(ranges: &[std::ops::Range<u64>]) -> Vec<(u64, u64)> {
@@ -92,12 +94,7 @@ fn the_report_names_the_damaged_sealed_segment_not_the_next_one() {
 
     // A destroyed end: the events up to the next segment were in this file.
     drop(queue);
-    let dir = tempfile::tempdir().unwrap();
-    fill(dir.path(), small_segments(), 200);
-    let segs = segments(dir.path());
-    let mut data = std::fs::read(&segs[1]).unwrap();
-    data[(16 * FRAME) as usize..].fill(0);
-    std::fs::write(&segs[1], &data).unwrap();
+    let (dir, segs) = with_a_destroyed_end();
     let mut queue = EventQueue::open(DiskIo, dir.path(), small_segments()).unwrap();
     assert!(matches!(
         queue.recovery().damage.as_slice(),
