@@ -285,6 +285,15 @@ mod tests {
     }
 
     #[test]
+    fn the_default_policy_bounds_a_send_to_one_minute() {
+        let policy = RetryPolicy::default();
+        assert_eq!(policy.deadline, Duration::from_secs(60));
+        assert_eq!(policy.retry_after_cap, Duration::from_secs(86_400));
+        assert_eq!(policy.max_retry_after, Duration::from_secs(60));
+        assert_eq!(RetryPolicy::no_retry().deadline, policy.deadline);
+    }
+
+    #[test]
     fn ceilings_double_and_are_capped() {
         let policy = RetryPolicy::default()
             .with_max_attempts(10)
