@@ -29,6 +29,13 @@ pub enum RecordSource {
     Server,
     /// Restored from persisted state at startup.
     Restore,
+    /// The consent expired and the default applied again.
+    Expiry,
+    /// A consent change the server did not confirm (a failed request): the stricter state applied
+    /// locally.
+    Unconfirmed,
+    /// A decision the app made itself, never sent (for example a custom purpose).
+    Local,
 }
 
 /// What a record keeps of the consent payload.

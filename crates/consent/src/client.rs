@@ -1,0 +1,748 @@
+//! The client apps hold: a cheap handle around the driver's channel.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::Sender;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use consent_core::{ConsentView, Decision, DefaultConsent, Engine};
+use consent_optin::{OptIn, OptInConfigBuilder};
+use consent_store::{Io, Store};
+use consent_transport::{CookieJar, RetryPolicy, Transport};
+use tokio::sync::{oneshot, watch};
+
+use crate::driver::{self, Driver, Msg, Parts, RecordSlot, Settings, SharedRecords};
+use crate::error::{Error, ErrorKind};
+use crate::event::{ConsentRequest, Event, EventId, Receipt};
+use crate::jar::{OptInJar, SharedJar};
+
+/// The consent client: gates, queues, delivers and proves. Cheap to clone (all clones share one
+/// driver); every future it returns is `Send`.
+///
+/// See the [crate documentation](crate) for an example.
+#[derive(Clone, Debug)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    tx: Sender<Msg>,
+    consent: watch::Receiver<ConsentView>,
+    records: SharedRecords,
+    stats: Arc<StatsInner>,
+    optin: OptIn,
+}
+
+impl Drop for Inner {
+    /// The last handle is gone: the driver delivers what it can within the shutdown timeout and
+    /// closes, leaving the rest on disk.
+    fn drop(&mut self) {
+        let _ = self.tx.send(Msg::Shutdown { reply: None });
+    }
+}
+
+impl std::fmt::Debug for RecordSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            RecordSlot::Open(_) => "Open",
+            RecordSlot::Broken(_) => "Broken",
+            RecordSlot::Closed => "Closed",
+        })
+    }
+}
+
+/// Counters of what the client did since it was built. Read them with [`Client::stats`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Stats {
+    /// Events waiting in the queues now (for consent or for the server).
+    pub queued: u64,
+    /// Events written to the queue.
+    pub enqueued: u64,
+    /// Events the server accepted.
+    pub delivered: u64,
+    /// Events refused at `enqueue` or `send_event` because consent said no (nothing was written).
+    pub declined: u64,
+    /// Queued events deleted from disk because consent was withdrawn.
+    pub purged: u64,
+    /// Event deliveries attempted again (per event, per retry).
+    pub retried: u64,
+    /// Events the server refused for good (a 4xx other than 408 and 429): not delivered.
+    pub dropped_rejected: u64,
+    /// Events lost to damage found on disk at start-up, or that no longer decode.
+    pub dropped_damaged: u64,
+    /// Requests sent (events and `setConsent`).
+    pub requests: u64,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct StatsInner {
+    pub(crate) queued: AtomicU64,
+    pub(crate) enqueued: AtomicU64,
+    pub(crate) delivered: AtomicU64,
+    pub(crate) declined: AtomicU64,
+    pub(crate) purged: AtomicU64,
+    pub(crate) retried: AtomicU64,
+    pub(crate) dropped_rejected: AtomicU64,
+    pub(crate) dropped_damaged: AtomicU64,
+    pub(crate) requests: AtomicU64,
+}
+
+impl StatsInner {
+    fn read(&self) -> Stats {
+        let r = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        Stats {
+            queued: r(&self.queued),
+            enqueued: r(&self.enqueued),
+            delivered: r(&self.delivered),
+            declined: r(&self.declined),
+            purged: r(&self.purged),
+            retried: r(&self.retried),
+            dropped_rejected: r(&self.dropped_rejected),
+            dropped_damaged: r(&self.dropped_damaged),
+            requests: r(&self.requests),
+        }
+    }
+}
+
+/// The proof of consent: the hash-chained log of every consent change, in the data directory
+/// (`records.jsonl`, anchored in `state.bin`).
+///
+/// Its methods read the file on the calling thread.
+#[derive(Debug, Clone)]
+pub struct Records {
+    slot: SharedRecords,
+}
+
+impl Records {
+    fn with<T>(
+        &self,
+        f: impl FnOnce(&dyn driver::RecordOps) -> Result<T, Error>,
+    ) -> Result<T, Error> {
+        let slot = self.slot.lock().unwrap_or_else(PoisonError::into_inner);
+        match &*slot {
+            RecordSlot::Open(log) => f(log.as_ref()),
+            RecordSlot::Broken(why) => Err(Error::new(ErrorKind::Storage, why.clone())),
+            RecordSlot::Closed => Err(Error::shutdown()),
+        }
+    }
+
+    /// Checks the whole chain (every record's hash, the links, the sequence, and the head
+    /// anchored in the state file) and returns how many records it holds. A tampered file fails,
+    /// naming the first bad record.
+    pub fn verify(&self) -> Result<usize, Error> {
+        self.with(|log| {
+            let head = log
+                .verify()
+                .map_err(|e| Error::from_cause(ErrorKind::Storage, e))?;
+            Ok(usize::try_from(head.count).unwrap_or(usize::MAX))
+        })
+    }
+
+    /// Every record, oldest first, once the chain verifies.
+    pub fn list(&self) -> Result<Vec<consent_store::ConsentRecord>, Error> {
+        self.with(|log| {
+            log.list()
+                .map_err(|e| Error::from_cause(ErrorKind::Storage, e))
+        })
+    }
+
+    /// Writes the records as JSON lines (the file's own format) once the chain verifies; returns
+    /// how many were written.
+    pub fn export_jsonl(&self, out: &mut impl std::io::Write) -> Result<usize, Error> {
+        self.with(|log| {
+            let head = log
+                .export(out)
+                .map_err(|e| Error::from_cause(ErrorKind::Storage, e))?;
+            Ok(usize::try_from(head.count).unwrap_or(usize::MAX))
+        })
+    }
+}
+
+impl Client {
+    /// A builder with the defaults: `defaultConsent` "in" (the Web SDK's), the HTTP transport,
+    /// and a data directory you name with [`Builder::data_dir`].
+    pub fn builder() -> Builder {
+        Builder::default()
+    }
+
+    async fn call<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<Result<T, Error>>) -> Msg,
+    ) -> Result<T, Error> {
+        let (tx, rx) = oneshot::channel();
+        self.inner
+            .tx
+            .send(make(tx))
+            .map_err(|_| Error::shutdown())?;
+        rx.await.map_err(|_| Error::shutdown())?
+    }
+
+    /// Queues an event. Returns once it is durable on disk (consent "in" or "pending"), or at once
+    /// with [`Error::is_consent_declined`] while consent is "out" — then nothing of the event was
+    /// written or sent. It is delivered when consent allows.
+    pub async fn enqueue(&self, event: Event) -> Result<EventId, Error> {
+        let payload = event.to_payload()?;
+        let id = event.id();
+        let purposes = event.purposes;
+        self.call(|reply| Msg::Enqueue {
+            payload,
+            purposes,
+            id,
+            reply,
+            delivered: None,
+        })
+        .await
+    }
+
+    /// Queues an event and waits until the server accepted it: while consent is pending, this
+    /// waits too. Fails with [`Error::is_consent_declined`] when consent is (or becomes) "out",
+    /// with [`ErrorKind::Rejected`] when the server refuses it for good, and with
+    /// [`Error::is_shutdown`] when the client shuts down first (the event then stays queued).
+    pub async fn send_event(&self, event: Event) -> Result<Receipt, Error> {
+        let payload = event.to_payload()?;
+        let id = event.id();
+        let purposes = event.purposes;
+        let (delivered_tx, delivered_rx) = oneshot::channel();
+        self.call(|reply| Msg::Enqueue {
+            payload,
+            purposes,
+            id,
+            reply,
+            delivered: Some(delivered_tx),
+        })
+        .await?;
+        delivered_rx.await.map_err(|_| Error::shutdown())?
+    }
+
+    /// Sets consent (`setConsent`). Validated first with the engine's rules and messages: bad
+    /// input fails with [`Error::is_invalid_input`], sending and changing nothing. Returns once
+    /// the server confirmed it (or it was skipped as unchanged). On "out", every queued event
+    /// that needs what was refused is deleted from disk before this returns.
+    ///
+    /// When the server cannot be reached, this fails with [`ErrorKind::Transport`]; the stricter of
+    /// the old and the new consent applies meanwhile, so a failed opt-out still stops collection.
+    pub async fn set_consent(&self, request: ConsentRequest) -> Result<(), Error> {
+        let options = request.to_options()?;
+        self.call(|reply| Msg::SetConsent { options, reply }).await
+    }
+
+    /// Decides named purposes in the app itself (custom purposes, or a choice made in the app's
+    /// own interface). They apply at once, are recorded, and are never sent.
+    pub async fn set_purposes<'a>(
+        &self,
+        purposes: impl IntoIterator<Item = (&'a str, Decision)>,
+    ) -> Result<(), Error> {
+        let purposes: Vec<(String, Decision)> = purposes
+            .into_iter()
+            .map(|(name, decision)| (name.to_owned(), decision))
+            .collect();
+        self.call(|reply| Msg::SetPurposes { purposes, reply })
+            .await
+    }
+
+    /// The current consent: state ("in", "out", "pending"), whether the person set it, and the
+    /// purposes with a decision of their own.
+    pub fn consent(&self) -> ConsentView {
+        self.inner.consent.borrow().clone()
+    }
+
+    /// A receiver that sees every change of consent.
+    pub fn subscribe(&self) -> watch::Receiver<ConsentView> {
+        self.inner.consent.clone()
+    }
+
+    /// The proof of consent.
+    pub fn records(&self) -> Records {
+        Records {
+            slot: Arc::clone(&self.inner.records),
+        }
+    }
+
+    /// Counters since the client was built.
+    pub fn stats(&self) -> Stats {
+        self.inner.stats.read()
+    }
+
+    /// The Opt-in Service of this client (per-category approvals after `adobe.optIn`), its
+    /// permissions kept in the client's cookie jar (`adobeujs-optin`), so they survive restarts.
+    pub fn optin(&self) -> OptIn {
+        self.inner.optin.clone()
+    }
+
+    /// Delivers everything consent allows now (trying a failed delivery again at once). Fails
+    /// with [`Error::is_timeout`] after the flush timeout (default 30 s), the events staying
+    /// queued. Events consent does not allow yet stay queued and do not hold it up.
+    pub async fn flush(&self) -> Result<(), Error> {
+        self.call(|reply| Msg::Flush { reply }).await
+    }
+
+    /// Shuts the client down: delivers what consent allows within the shutdown timeout (default
+    /// 5 s), then stops. Futures still waiting resolve with [`Error::is_shutdown`]; their events
+    /// stay on disk for the next client. Once this returns, the data directory is free for
+    /// another client. Calling it again, or from another clone, is harmless.
+    pub async fn shutdown(&self) -> Result<(), Error> {
+        match self
+            .call(|reply| Msg::Shutdown { reply: Some(reply) })
+            .await
+        {
+            Err(e) if e.is_shutdown() => Ok(()),
+            other => other,
+        }
+    }
+}
+
+/// Where the client keeps its files.
+#[derive(Debug, Clone)]
+enum Storage {
+    #[cfg(feature = "fs")]
+    Dir(PathBuf),
+    Memory,
+    Unset,
+}
+
+/// Configures and builds a [`Client`]. Every setting has a default but the organisation and,
+/// with the HTTP transport, the server and the datastream.
+#[derive(Debug)]
+pub struct Builder {
+    edge_base_url: Option<String>,
+    datastream_id: Option<String>,
+    org_id: Option<String>,
+    default_consent: String,
+    storage: Storage,
+    transport: Option<Arc<dyn Transport>>,
+    purposes: Vec<String>,
+    iab_vendor_id: Option<u16>,
+    retry: RetryPolicy,
+    batch_size: usize,
+    max_request_bytes: usize,
+    max_queued_events: u64,
+    max_queued_bytes: u64,
+    flush_timeout: Duration,
+    shutdown_timeout: Duration,
+    optin: Option<OptInConfigBuilder>,
+}
+
+impl Default for Builder {
+    fn default() -> Self {
+        Self {
+            edge_base_url: None,
+            datastream_id: None,
+            org_id: None,
+            default_consent: "in".to_owned(),
+            storage: Storage::Unset,
+            transport: None,
+            purposes: Vec::new(),
+            iab_vendor_id: None,
+            retry: RetryPolicy::default(),
+            batch_size: 256,
+            max_request_bytes: 60 * 1024,
+            max_queued_events: 2_000_000,
+            max_queued_bytes: 1 << 30,
+            flush_timeout: Duration::from_secs(30),
+            shutdown_timeout: Duration::from_secs(5),
+            optin: None,
+        }
+    }
+}
+
+impl Builder {
+    /// The Edge-compatible server, e.g. `https://edge.adobedc.net` or a `consent-server`.
+    #[must_use]
+    pub fn edge_base_url(mut self, url: &str) -> Self {
+        self.edge_base_url = Some(url.to_owned());
+        self
+    }
+
+    /// The datastream (`configId`).
+    #[must_use]
+    pub fn datastream_id(mut self, id: &str) -> Self {
+        self.datastream_id = Some(id.to_owned());
+        self
+    }
+
+    /// The organisation (`…@AdobeOrg`); it names the cookies.
+    #[must_use]
+    pub fn org_id(mut self, org: &str) -> Self {
+        self.org_id = Some(org.to_owned());
+        self
+    }
+
+    /// `defaultConsent`: `"in"` (the default), `"out"` or `"pending"`, case-sensitive. Another
+    /// value fails [`build`](Self::build) with the Web SDK's message.
+    #[must_use]
+    pub fn default_consent(mut self, value: &str) -> Self {
+        self.default_consent = value.to_owned();
+        self
+    }
+
+    /// The data directory: state, cookie jar, event queue and consent records live there. One
+    /// client at a time may use it.
+    #[cfg(feature = "fs")]
+    #[must_use]
+    pub fn data_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.storage = Storage::Dir(dir.into());
+        self
+    }
+
+    /// Keeps everything in memory: nothing survives the process. The default without the `fs`
+    /// feature.
+    #[must_use]
+    pub fn in_memory(mut self) -> Self {
+        self.storage = Storage::Memory;
+        self
+    }
+
+    /// Sends through this transport instead of the HTTP one. The client still keeps its own
+    /// cookie jar (persisted in the data directory) and applies the engine's cookie decisions to
+    /// both.
+    #[must_use]
+    pub fn transport(mut self, transport: Arc<dyn Transport>) -> Self {
+        self.transport = Some(transport);
+        self
+    }
+
+    /// Registers a custom purpose that events can [require](Event::requires) and
+    /// [`Client::set_purposes`] can decide.
+    #[must_use]
+    pub fn purpose(mut self, name: &str) -> Self {
+        self.purposes.push(name.to_owned());
+        self
+    }
+
+    /// The IAB vendor whose consent an IAB TCF string must grant (default 565, Adobe).
+    #[must_use]
+    pub fn iab_vendor_id(mut self, vendor: u16) -> Self {
+        self.iab_vendor_id = Some(vendor);
+        self
+    }
+
+    /// Retries of one request (the transport's; default: a few attempts within one minute).
+    /// Beyond them, queued events are tried again with a backoff of up to a minute.
+    #[must_use]
+    pub fn retry_policy(mut self, policy: RetryPolicy) -> Self {
+        self.retry = policy;
+        self
+    }
+
+    /// The most events in one request (default 256).
+    #[must_use]
+    pub fn batch_size(mut self, events: usize) -> Self {
+        self.batch_size = events.max(1);
+        self
+    }
+
+    /// The most bytes of events in one request (default 60 KiB, under `consent-server`'s default
+    /// body limit of 64 KiB). A single larger event still goes alone.
+    #[must_use]
+    pub fn max_request_bytes(mut self, bytes: usize) -> Self {
+        self.max_request_bytes = bytes.max(1);
+        self
+    }
+
+    /// The most events waiting in one queue (default 2,000,000); one more fails with
+    /// [`ErrorKind::QueueFull`].
+    #[must_use]
+    pub fn max_queued_events(mut self, events: u64) -> Self {
+        self.max_queued_events = events;
+        self
+    }
+
+    /// The most bytes waiting in one queue (default 1 GiB).
+    #[must_use]
+    pub fn max_queued_bytes(mut self, bytes: u64) -> Self {
+        self.max_queued_bytes = bytes;
+        self
+    }
+
+    /// How long [`Client::flush`] may take (default 30 s).
+    #[must_use]
+    pub fn flush_timeout(mut self, timeout: Duration) -> Self {
+        self.flush_timeout = timeout;
+        self
+    }
+
+    /// How long [`Client::shutdown`] may deliver before it stops (default 5 s).
+    #[must_use]
+    pub fn shutdown_timeout(mut self, timeout: Duration) -> Self {
+        self.shutdown_timeout = timeout;
+        self
+    }
+
+    /// The Opt-in Service's configuration; its storage is the client's cookie jar.
+    #[must_use]
+    pub fn optin_config(mut self, config: OptInConfigBuilder) -> Self {
+        self.optin = Some(config);
+        self
+    }
+
+    /// Opens the data directory (locking it), restores consent from the persisted consent cookie
+    /// and engine state, and starts the client. Queued events from an earlier run are delivered
+    /// once consent allows. Must be called inside a tokio runtime.
+    pub async fn build(self) -> Result<Client, Error> {
+        let default: DefaultConsent = self
+            .default_consent
+            .parse()
+            .map_err(|e| Error::from_cause(ErrorKind::InvalidInput, e))?;
+        let org = self
+            .org_id
+            .clone()
+            .ok_or_else(|| Error::new(ErrorKind::Config, "org_id is required"))?;
+        let runtime = tokio::runtime::Handle::try_current().map_err(|e| {
+            Error::with_source(
+                ErrorKind::Config,
+                "build() must run inside a tokio runtime",
+                e,
+            )
+        })?;
+        let mut config = consent_core::Config::new(&org).default_consent(default);
+        for name in &self.purposes {
+            config = config
+                .purpose(name.clone())
+                .map_err(|e| Error::from_cause(ErrorKind::Config, e))?;
+        }
+        if let Some(vendor) = self.iab_vendor_id {
+            config = config.iab_vendor_id(vendor);
+        }
+        let names = consent_core::CookieNames::new(&org);
+        let (jar_url, edge) = match (&self.edge_base_url, &self.datastream_id) {
+            (Some(base), Some(datastream)) => {
+                let edge = consent_transport::EdgeConfig::new(base, datastream.clone(), &org)
+                    .map_err(|e| Error::from_cause(ErrorKind::Config, e))?
+                    .retry(self.retry.clone());
+                (edge.cookie_url(), Some(edge))
+            }
+            (Some(_), None) => {
+                return Err(Error::new(
+                    ErrorKind::Config,
+                    "datastream_id is required with edge_base_url",
+                ));
+            }
+            _ => {
+                let url = url::Url::parse("https://localhost/")
+                    .map_err(|e| Error::from_cause(ErrorKind::Config, e))?;
+                (url, None)
+            }
+        };
+        if self.transport.is_none() && edge.is_none() {
+            return Err(Error::new(
+                ErrorKind::Config,
+                if cfg!(feature = "http") {
+                    "edge_base_url and datastream_id are required (or a transport)"
+                } else {
+                    "a transport is required (the `http` feature is off)"
+                },
+            ));
+        }
+        let storage = match self.storage {
+            #[cfg(feature = "fs")]
+            Storage::Unset => {
+                return Err(Error::new(
+                    ErrorKind::Config,
+                    "data_dir is required (or in_memory())",
+                ));
+            }
+            #[cfg(not(feature = "fs"))]
+            Storage::Unset => Storage::Memory,
+            other => other,
+        };
+        let settings = Settings {
+            batch_size: self.batch_size,
+            max_request_bytes: self.max_request_bytes,
+            queue: driver::queue_config(self.max_queued_events, self.max_queued_bytes),
+            flush_timeout: self.flush_timeout,
+            shutdown_timeout: self.shutdown_timeout,
+            min_backoff: Duration::from_millis(500),
+            max_backoff: Duration::from_secs(60),
+        };
+        let setup = Setup {
+            config,
+            names,
+            jar_url,
+            edge,
+            transport: self.transport,
+            settings,
+            runtime,
+        };
+        let (ready_tx, ready_rx) = oneshot::channel();
+        let thread = std::thread::Builder::new()
+            .name("consent-driver".to_owned())
+            .spawn(move || match storage {
+                #[cfg(feature = "fs")]
+                Storage::Dir(dir) => match Store::open(&dir) {
+                    Ok(store) => run_driver(store, true, setup, ready_tx),
+                    Err(e @ consent_store::OpenStoreError::Locked { .. }) => {
+                        let _ = ready_tx.send(Err(Error::from_cause(ErrorKind::Locked, e)));
+                    }
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(Error::with_source(
+                            ErrorKind::Storage,
+                            format!("cannot open the data directory {}: {e}", dir.display()),
+                            e,
+                        )));
+                    }
+                },
+                _ => run_driver(
+                    consent_store::MemoryStore::in_memory(),
+                    false,
+                    setup,
+                    ready_tx,
+                ),
+            });
+        if let Err(e) = thread {
+            return Err(Error::with_source(
+                ErrorKind::Storage,
+                "cannot start the client's thread",
+                e,
+            ));
+        }
+        let ready = ready_rx.await.map_err(|_| Error::shutdown())??;
+        let optin_config = self
+            .optin
+            .unwrap_or_else(consent_optin::OptInConfig::builder)
+            .is_opt_in_storage_enabled(true)
+            .opt_in_storage(Arc::new(OptInJar {
+                jar: ready.jar,
+                persistent: ready.persistent,
+            }))
+            .build()
+            .map_err(|e| Error::from_cause(ErrorKind::Config, e))?;
+        let optin = OptIn::new(optin_config);
+        Ok(Client {
+            inner: Arc::new(Inner {
+                tx: ready.tx,
+                consent: ready.consent,
+                records: ready.records,
+                stats: ready.stats,
+                optin,
+            }),
+        })
+    }
+}
+
+/// What the builder hands to the driver thread.
+struct Setup {
+    config: consent_core::Config,
+    names: consent_core::CookieNames,
+    jar_url: url::Url,
+    edge: Option<consent_transport::EdgeConfig>,
+    transport: Option<Arc<dyn Transport>>,
+    settings: Settings,
+    runtime: tokio::runtime::Handle,
+}
+
+/// What the driver thread hands back once it started.
+struct Ready {
+    tx: Sender<Msg>,
+    consent: watch::Receiver<ConsentView>,
+    records: SharedRecords,
+    stats: Arc<StatsInner>,
+    jar: SharedJar,
+    persistent: bool,
+}
+
+/// The driver thread: opens the store's parts, starts the engine, reports, then runs.
+fn run_driver<I: Io>(
+    store: Store<I>,
+    persistent: bool,
+    setup: Setup,
+    ready: oneshot::Sender<Result<Ready, Error>>,
+) {
+    let Setup {
+        mut config,
+        names,
+        jar_url,
+        edge,
+        transport,
+        settings,
+        runtime,
+    } = setup;
+    // The cookie jar: a jar that cannot be read leaves the stored consent unknown, so the default
+    // becomes at least "pending": a lost file must never turn an opt-out back into "in".
+    let jar_file = store.cookie_jar();
+    let (cookies, jar_lost) = match jar_file.load() {
+        Ok(cookies) => (cookies, false),
+        Err(e) => {
+            tracing::error!("{e}");
+            let aside = jar_file.path().with_extension("json.corrupt");
+            let _ = store.io().rename(jar_file.path(), &aside);
+            (consent_store::cookie_store::CookieStore::default(), true)
+        }
+    };
+    if jar_lost && config.default() == DefaultConsent::In {
+        config = config.default_consent(DefaultConsent::Pending);
+    }
+    let memory_jar = CookieJar::new(cookies);
+    let saver: Option<crate::jar::Saver> = persistent.then(move || {
+        // The jar file holds the data directory's lock: it lives in the saver only, which the
+        // driver drops before it answers a shutdown.
+        Box::new(move |cookies: &consent_store::cookie_store::CookieStore| {
+            jar_file.save(cookies).map_err(|e| e.to_string())
+        }) as Box<_>
+    });
+    let jar = SharedJar::new(memory_jar.clone(), jar_url, names, saver);
+    let (transport, transport_uses_jar): (Arc<dyn Transport>, bool) = match (transport, edge) {
+        (Some(t), _) => (t, false),
+        #[cfg(feature = "http")]
+        (None, Some(edge)) => match consent_transport::HttpTransport::new(edge, memory_jar) {
+            Ok(t) => (Arc::new(t), true),
+            Err(e) => {
+                let _ = ready.send(Err(Error::from_cause(ErrorKind::Config, e)));
+                return;
+            }
+        },
+        _ => {
+            let _ = ready.send(Err(Error::new(
+                ErrorKind::Config,
+                "a transport is required",
+            )));
+            return;
+        }
+    };
+    let records: SharedRecords = Arc::new(Mutex::new(match store.records() {
+        Ok(log) => RecordSlot::Open(Box::new(log)),
+        Err(e) => {
+            tracing::error!("the consent record log cannot be opened: {e}");
+            RecordSlot::Broken(format!("the consent record log cannot be opened: {e}"))
+        }
+    }));
+    let snapshot = driver::load_snapshot(&store);
+    let engine = Engine::new(config);
+    let (watch_tx, watch_rx) = watch::channel(engine.consent());
+    let stats = Arc::new(StatsInner::default());
+    let (tx, rx) = std::sync::mpsc::channel();
+    let parts = Parts {
+        store,
+        engine,
+        transport,
+        transport_uses_jar,
+        jar: jar.clone(),
+        records: Arc::clone(&records),
+        settings,
+        runtime,
+        stats: Arc::clone(&stats),
+        watch: watch_tx,
+        tx: tx.clone(),
+        rx,
+        snapshot,
+        jar_lost,
+    };
+    match Driver::start(parts) {
+        Ok(driver) => {
+            let _ = ready.send(Ok(Ready {
+                tx,
+                consent: watch_rx,
+                records,
+                stats,
+                jar,
+                persistent,
+            }));
+            driver.run();
+        }
+        Err(e) => {
+            let _ = ready.send(Err(e));
+        }
+    }
+}

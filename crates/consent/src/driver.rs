@@ -1,0 +1,1151 @@
+//! The driver: one thread that owns the engine, the queues, the record log and the state file, and
+//! is the only code that feeds the engine.
+//!
+//! `Client` methods send it a [`Msg`] with a oneshot for the answer. It works in rounds: it takes
+//! every message waiting (so a thousand concurrent `enqueue`s share one `fsync`), syncs the queues
+//! it appended to and answers the appends that became durable, then asks the engine what each
+//! queue may do (deliver, wait, or purge), starts a delivery, and answers what finished. File work
+//! happens on this thread only, never on a runtime worker; requests run on the runtime as tasks
+//! that report back through the same channel.
+//!
+//! Events are kept in one queue per set of purposes they need ("lanes": `queue/` for `general`
+//! alone, `queues/<hex of the names>/` for the others), so an "out" for one purpose purges exactly
+//! the lanes that need it, bytes and all, with the queue's own durable `purge`.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use consent_core::{
+    Action, ConsentRecord as CoreRecord, Decision, Engine, HandleError, Input, LogLevel, Origin,
+    RecordSource as CoreSource, Requirement, Response, SetConsentId, SetConsentOptions,
+    SetConsentOutcome, Snapshot, Stored, Timestamp, Verdict,
+};
+use consent_store::{
+    ChainHead, EventQueue, ExportError, Io, NewRecord, QueueConfig, RecordLog, RecordPayload,
+    RecordSource, StateFile, Store, SyncPolicy, VerifyError,
+};
+use consent_transport::{
+    DataRequest, EdgeReply, Request, SendError, SetConsentRequest, Transport, engine_response,
+};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{oneshot, watch};
+
+use crate::client::StatsInner;
+use crate::error::{Error, ErrorKind};
+use crate::event::{EventId, ORDER_BYTES, Receipt};
+use crate::jar::SharedJar;
+
+/// Where an answer goes.
+pub(crate) type Reply<T> = oneshot::Sender<Result<T, Error>>;
+
+/// A message to the driver.
+pub(crate) enum Msg {
+    Enqueue {
+        payload: Vec<u8>,
+        purposes: Vec<String>,
+        id: EventId,
+        reply: oneshot::Sender<Result<EventId, Error>>,
+        delivered: Option<oneshot::Sender<Result<Receipt, Error>>>,
+    },
+    SetConsent {
+        options: SetConsentOptions,
+        reply: oneshot::Sender<Result<(), Error>>,
+    },
+    SetPurposes {
+        purposes: Vec<(String, Decision)>,
+        reply: oneshot::Sender<Result<(), Error>>,
+    },
+    Flush {
+        reply: oneshot::Sender<Result<(), Error>>,
+    },
+    Shutdown {
+        reply: Option<oneshot::Sender<Result<(), Error>>>,
+    },
+    /// The answer to a batch of events.
+    Delivered {
+        batch: u64,
+        result: Result<EdgeReply, SendError>,
+    },
+    /// The answer to a `privacy/set-consent` request.
+    ConsentAnswer {
+        request: consent_core::RequestId,
+        result: Result<EdgeReply, SendError>,
+    },
+}
+
+/// What the driver persists in the state file (next to the record log's anchor).
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub(crate) struct Persisted {
+    /// The engine's snapshot.
+    pub(crate) snapshot: Snapshot,
+}
+
+/// The state file's schema version.
+pub(crate) const STATE_VERSION: u32 = 1;
+/// Where the queues of events that need named purposes live.
+pub(crate) const LANES_DIR: &str = "queues";
+
+/// The driver's settings, from the builder.
+#[derive(Debug, Clone)]
+pub(crate) struct Settings {
+    pub(crate) batch_size: usize,
+    pub(crate) max_request_bytes: usize,
+    pub(crate) queue: QueueConfig,
+    pub(crate) flush_timeout: Duration,
+    pub(crate) shutdown_timeout: Duration,
+    /// The first wait before a failed delivery is tried again; it doubles up to `max_backoff`.
+    pub(crate) min_backoff: Duration,
+    pub(crate) max_backoff: Duration,
+}
+
+/// The record log, shared with [`crate::Records`] (which reads it on the caller's thread).
+pub(crate) type SharedRecords = Arc<Mutex<RecordSlot>>;
+
+/// The record log, or why there is none.
+pub(crate) enum RecordSlot {
+    Open(Box<dyn RecordOps>),
+    Broken(String),
+    Closed,
+}
+
+/// What [`crate::Records`] and the driver do with the log, whatever its `Io`.
+pub(crate) trait RecordOps: Send {
+    fn append(&mut self, record: NewRecord) -> Result<(), String>;
+    fn verify(&self) -> Result<ChainHead, VerifyError>;
+    fn list(&self) -> Result<Vec<consent_store::ConsentRecord>, VerifyError>;
+    fn export(&self, out: &mut dyn std::io::Write) -> Result<ChainHead, ExportError>;
+}
+
+impl<I: Io> RecordOps for RecordLog<I> {
+    fn append(&mut self, record: NewRecord) -> Result<(), String> {
+        RecordLog::append(self, record)
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+    fn verify(&self) -> Result<ChainHead, VerifyError> {
+        RecordLog::verify(self)
+    }
+    fn list(&self) -> Result<Vec<consent_store::ConsentRecord>, VerifyError> {
+        RecordLog::records(self)
+    }
+    fn export(&self, mut out: &mut dyn std::io::Write) -> Result<ChainHead, ExportError> {
+        self.export_jsonl(&mut out)
+    }
+}
+
+/// One queue of events that need the same purposes.
+struct Lane<I: Io> {
+    /// The named purposes, sorted; empty for `general` alone.
+    names: Vec<String>,
+    /// The engine's requirement; `None` when a name is not configured any more (the events
+    /// then stay on disk, undelivered).
+    requirement: Option<Requirement>,
+    queue: EventQueue<I>,
+    /// The first event not handed to a request yet.
+    next_unsent: u64,
+    /// Appended or acknowledged since the last sync.
+    dirty: bool,
+    /// `enqueue` calls waiting for their event to be durable, in order.
+    durable_waiters: Vec<(u64, EventId, Reply<EventId>)>,
+    /// `send_event` calls waiting for their event to be delivered, by sequence number.
+    delivery_waiters: HashMap<u64, (EventId, oneshot::Sender<Result<Receipt, Error>>)>,
+}
+
+/// A request of events on its way.
+struct Batch {
+    id: u64,
+    /// Per lane: the first and last sequence number in the request.
+    parts: Vec<(usize, u64, u64)>,
+    /// The events, for the receipts: lane, sequence number, id.
+    events: Vec<(usize, u64, EventId)>,
+    /// The consent epoch it was sent in.
+    epoch: u64,
+}
+
+/// What the builder opened, handed to the driver thread.
+pub(crate) struct Parts<I: Io> {
+    pub(crate) store: Store<I>,
+    pub(crate) engine: Engine,
+    pub(crate) transport: Arc<dyn Transport>,
+    /// Whether the transport keeps its cookies in `jar` (the HTTP transport does); otherwise
+    /// cookie actions are applied to both.
+    pub(crate) transport_uses_jar: bool,
+    pub(crate) jar: SharedJar,
+    pub(crate) records: SharedRecords,
+    pub(crate) settings: Settings,
+    pub(crate) runtime: tokio::runtime::Handle,
+    pub(crate) stats: Arc<StatsInner>,
+    pub(crate) watch: watch::Sender<consent_core::ConsentView>,
+    pub(crate) tx: Sender<Msg>,
+    pub(crate) rx: Receiver<Msg>,
+    /// The snapshot read from the state file (`None` when missing or unreadable).
+    pub(crate) snapshot: Option<Snapshot>,
+    /// Whether the cookie jar could not be read (its consent cookie is then unknown).
+    pub(crate) jar_lost: bool,
+}
+
+pub(crate) struct Driver<I: Io> {
+    store: Store<I>,
+    state: StateFile<Persisted, I>,
+    engine: Engine,
+    transport: Arc<dyn Transport>,
+    transport_uses_jar: bool,
+    jar: SharedJar,
+    jar_dirty: bool,
+    records: SharedRecords,
+    settings: Settings,
+    runtime: tokio::runtime::Handle,
+    stats: Arc<StatsInner>,
+    watch: watch::Sender<consent_core::ConsentView>,
+    tx: Sender<Msg>,
+    rx: Receiver<Msg>,
+    lanes: Vec<Lane<I>>,
+    /// The last order key given to an event.
+    order: u64,
+    next_set_consent: u64,
+    consent_waiters: HashMap<SetConsentId, oneshot::Sender<Result<(), Error>>>,
+    /// `setConsent` calls that ended in this round, answered once the queues were evaluated.
+    consent_done: Vec<(SetConsentId, SetConsentOutcome)>,
+    /// `setConsent` requests on their way.
+    consent_in_flight: usize,
+    /// Bumped by every `setConsent`: an event answer from an earlier epoch may not decide consent.
+    epoch: u64,
+    in_flight: Option<Batch>,
+    next_batch: u64,
+    /// When a failed delivery is tried again.
+    retry_at: Option<Instant>,
+    backoff: Duration,
+    /// Events per request after a 413 (halved each time), until a request succeeds.
+    batch_cap: usize,
+    flush_waiters: Vec<(Instant, oneshot::Sender<Result<(), Error>>)>,
+    shutdown: Option<(Instant, Vec<Reply<()>>)>,
+}
+
+fn now_ms() -> Timestamp {
+    let millis = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    Timestamp::from_millis(millis)
+}
+
+fn now_nanos() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+}
+
+fn order_of(payload: &[u8]) -> u64 {
+    payload
+        .get(..ORDER_BYTES)
+        .and_then(|b| <[u8; ORDER_BYTES]>::try_from(b).ok())
+        .map_or(0, u64::from_be_bytes)
+}
+
+/// The directory name of a lane: the hex of its purpose names joined by newlines.
+pub(crate) fn lane_dir_name(names: &[String]) -> String {
+    names
+        .join("\n")
+        .bytes()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn lane_names_of(dir_name: &str) -> Option<Vec<String>> {
+    if dir_name.is_empty() || !dir_name.len().is_multiple_of(2) {
+        return None;
+    }
+    let bytes: Option<Vec<u8>> = (0..dir_name.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(dir_name.get(i..i + 2)?, 16).ok())
+        .collect();
+    let text = String::from_utf8(bytes?).ok()?;
+    Some(text.split('\n').map(str::to_owned).collect())
+}
+
+fn declined_error(reason: consent_core::RejectReason) -> Error {
+    Error::new(ErrorKind::ConsentDeclined, reason.message())
+}
+
+fn storage(context: &str, e: impl std::error::Error + Send + Sync + 'static) -> Error {
+    Error::with_source(ErrorKind::Storage, format!("{context}: {e}"), e)
+}
+
+/// A consent record of the engine as a line of the record log: the whole engine record is the
+/// payload, so the log says what applied, what was asked, when and how.
+fn new_record(record: &CoreRecord) -> NewRecord {
+    let (standard, version) = match record.standards.as_slice() {
+        [] => ("none".to_owned(), String::new()),
+        [first, rest @ ..] if rest.iter().all(|s| s == first) => match first.split_once('.') {
+            Some((name, version)) => (name.to_owned(), version.to_owned()),
+            None => (first.clone(), String::new()),
+        },
+        all => (all.join(", "), String::new()),
+    };
+    let source = match record.source {
+        CoreSource::Default => RecordSource::Default,
+        CoreSource::Restore => RecordSource::Restore,
+        CoreSource::User => RecordSource::User,
+        CoreSource::Server => RecordSource::Server,
+        CoreSource::Expiry => RecordSource::Expiry,
+        CoreSource::Unconfirmed => RecordSource::Unconfirmed,
+        _ => RecordSource::Local,
+    };
+    let payload = serde_json::to_value(record).unwrap_or(serde_json::Value::Null);
+    NewRecord::new(
+        record.at.as_millis(),
+        standard,
+        version,
+        source,
+        RecordPayload::Full(payload),
+    )
+}
+
+impl<I: Io> Driver<I> {
+    /// Opens the queues, starts the engine, and carries out what it asks at start-up.
+    pub(crate) fn start(parts: Parts<I>) -> Result<Self, Error> {
+        let Parts {
+            store,
+            engine,
+            transport,
+            transport_uses_jar,
+            jar,
+            records,
+            settings,
+            runtime,
+            stats,
+            watch,
+            tx,
+            rx,
+            snapshot,
+            jar_lost,
+        } = parts;
+        let state = store.state::<Persisted>(STATE_VERSION);
+        let next_set_consent = snapshot
+            .as_ref()
+            .and_then(|s| s.pending.iter().map(|c| c.id.0).max())
+            .map_or(1, |m| m + 1);
+        let batch_cap = settings.batch_size.max(1);
+        let mut driver = Self {
+            state,
+            engine,
+            transport,
+            transport_uses_jar,
+            jar,
+            jar_dirty: false,
+            records,
+            runtime,
+            stats,
+            watch,
+            tx,
+            rx,
+            lanes: Vec::new(),
+            order: 0,
+            next_set_consent,
+            consent_waiters: HashMap::new(),
+            consent_done: Vec::new(),
+            consent_in_flight: 0,
+            epoch: 0,
+            in_flight: None,
+            next_batch: 1,
+            retry_at: None,
+            backoff: settings.min_backoff,
+            batch_cap,
+            flush_waiters: Vec::new(),
+            shutdown: None,
+            settings,
+            store,
+        };
+        driver.open_lanes()?;
+        if jar_lost {
+            tracing::warn!(
+                "the cookie jar could not be read: the stored consent is unknown, so consent is pending until it is set again"
+            );
+        }
+        let (consent_cookie, identity_cookie) = driver.jar.stored();
+        driver.handle(Input::Start(Stored {
+            consent_cookie,
+            identity_cookie,
+            snapshot,
+        }))?;
+        driver.settle_round();
+        Ok(driver)
+    }
+
+    /// Opens the lane of `general` alone and every lane found on disk.
+    fn open_lanes(&mut self) -> Result<(), Error> {
+        let queue = self
+            .store
+            .queue(self.settings.queue)
+            .map_err(|e| storage("cannot open the event queue", e))?;
+        self.add_lane(Vec::new(), queue);
+        let dir = self.store.dir().join(LANES_DIR);
+        let mut names = match self.store.io().list(&dir) {
+            Ok(names) => names,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(storage("cannot list the purpose queues", e)),
+        };
+        names.sort();
+        for name in names {
+            let Some(purposes) = lane_names_of(&name) else {
+                continue;
+            };
+            let queue = EventQueue::open(
+                self.store.io().clone(),
+                dir.join(&name),
+                self.settings.queue,
+            )
+            .map_err(|e| storage("cannot open a purpose queue", e))?;
+            self.add_lane(purposes, queue);
+        }
+        Ok(())
+    }
+
+    fn add_lane(&mut self, names: Vec<String>, queue: EventQueue<I>) -> usize {
+        let requirement = self.requirement_of(&names).ok();
+        if requirement.is_none() {
+            tracing::warn!(
+                purposes = ?names,
+                events = queue.len(),
+                "queued events need a purpose that is not configured: they stay on disk and are not delivered"
+            );
+        }
+        let report = queue.recovery();
+        if !report.is_clean() {
+            let lost = report.lost_events;
+            self.stats
+                .dropped_damaged
+                .fetch_add(lost, Ordering::Relaxed);
+            tracing::error!(queue = %queue.dir().display(), lost, "the event queue was damaged: {report:?}");
+        }
+        // Events keep their submission order across restarts: new ones sort after every one kept.
+        if queue.next_seq() > queue.head()
+            && let Ok(last) = queue.read_from(queue.next_seq() - 1, 1)
+            && let Some(event) = last.first()
+        {
+            self.order = self.order.max(order_of(&event.payload));
+        }
+        let next_unsent = queue.head();
+        self.lanes.push(Lane {
+            names,
+            requirement,
+            queue,
+            next_unsent,
+            dirty: false,
+            durable_waiters: Vec::new(),
+            delivery_waiters: HashMap::new(),
+        });
+        self.lanes.len() - 1
+    }
+
+    fn requirement_of(&self, names: &[String]) -> Result<Requirement, Error> {
+        let mut requirement = Requirement::general();
+        for name in names {
+            let purpose = self.engine.purpose(name).ok_or_else(|| {
+                Error::new(
+                    ErrorKind::InvalidInput,
+                    format!("unknown purpose {name:?}: register it with Builder::purpose"),
+                )
+            })?;
+            requirement = requirement.and(purpose);
+        }
+        Ok(requirement)
+    }
+
+    fn lane_for(&mut self, purposes: &[String]) -> Result<usize, Error> {
+        let mut names = purposes.to_vec();
+        names.sort();
+        names.dedup();
+        if let Some(i) = self.lanes.iter().position(|l| l.names == names) {
+            return Ok(i);
+        }
+        self.requirement_of(&names)?;
+        let dir = self.store.dir().join(LANES_DIR).join(lane_dir_name(&names));
+        let queue = EventQueue::open(self.store.io().clone(), dir, self.settings.queue)
+            .map_err(|e| storage("cannot open a purpose queue", e))?;
+        Ok(self.add_lane(names, queue))
+    }
+
+    /// The driver's loop, until shutdown.
+    pub(crate) fn run(mut self) {
+        loop {
+            let first = match self.next_wakeup() {
+                Some(at) => {
+                    let wait = at.saturating_duration_since(Instant::now());
+                    match self.rx.recv_timeout(wait) {
+                        Ok(msg) => Some(msg),
+                        Err(RecvTimeoutError::Timeout) => None,
+                        Err(RecvTimeoutError::Disconnected) => break,
+                    }
+                }
+                None => match self.rx.recv() {
+                    Ok(msg) => Some(msg),
+                    Err(_) => break,
+                },
+            };
+            if let Some(msg) = first {
+                self.on_msg(msg);
+                // Everything else that is waiting joins this round (and its fsync).
+                for _ in 0..16_384 {
+                    match self.rx.try_recv() {
+                        Ok(msg) => self.on_msg(msg),
+                        Err(_) => break,
+                    }
+                }
+            }
+            self.on_timers();
+            self.settle_round();
+            if self.finished() {
+                break;
+            }
+        }
+        self.close();
+    }
+
+    /// When the loop must wake up without a message.
+    fn next_wakeup(&self) -> Option<Instant> {
+        let mut at: Option<Instant> = None;
+        let mut consider = |t: Instant| at = Some(at.map_or(t, |a| a.min(t)));
+        if let Some(expiry) = self.engine.poll_timeout() {
+            let now = now_ms();
+            let wait = Duration::from_millis(expiry.as_millis().saturating_sub(now.as_millis()));
+            consider(Instant::now() + wait);
+        }
+        if let Some(retry) = self.retry_at {
+            consider(retry);
+        }
+        for (deadline, _) in &self.flush_waiters {
+            consider(*deadline);
+        }
+        if let Some((deadline, _)) = &self.shutdown {
+            consider(*deadline);
+        }
+        at
+    }
+
+    fn on_timers(&mut self) {
+        if let Some(expiry) = self.engine.poll_timeout()
+            && expiry <= now_ms()
+        {
+            let _ = self.handle(Input::Tick);
+        }
+        if self.retry_at.is_some_and(|t| t <= Instant::now()) {
+            self.retry_at = None;
+        }
+    }
+
+    fn on_msg(&mut self, msg: Msg) {
+        match msg {
+            Msg::Enqueue {
+                payload,
+                purposes,
+                id,
+                reply,
+                delivered,
+            } => {
+                if self.shutdown.is_some() {
+                    let _ = reply.send(Err(Error::shutdown()));
+                    return;
+                }
+                match self.append(payload, &purposes) {
+                    Ok((lane, seq)) => {
+                        let lane = &mut self.lanes[lane];
+                        if let Some(tx) = delivered {
+                            lane.delivery_waiters.insert(seq, (id.clone(), tx));
+                        }
+                        lane.durable_waiters.push((seq, id, reply));
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Err(e));
+                    }
+                }
+            }
+            Msg::SetConsent { options, reply } => {
+                if self.shutdown.is_some() {
+                    let _ = reply.send(Err(Error::shutdown()));
+                    return;
+                }
+                let id = SetConsentId(self.next_set_consent);
+                match self.handle(Input::SetConsent { id, options }) {
+                    Ok(()) => {
+                        self.next_set_consent += 1;
+                        self.epoch += 1;
+                        self.consent_waiters.insert(id, reply);
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Err(e));
+                    }
+                }
+            }
+            Msg::SetPurposes { purposes, reply } => {
+                if self.shutdown.is_some() {
+                    let _ = reply.send(Err(Error::shutdown()));
+                    return;
+                }
+                let mut decided = Vec::with_capacity(purposes.len());
+                for (name, decision) in purposes {
+                    match self.engine.purpose(&name) {
+                        Some(p) => decided.push((p, decision)),
+                        None => {
+                            let _ = reply.send(Err(Error::new(
+                                ErrorKind::InvalidInput,
+                                format!(
+                                    "unknown purpose {name:?}: register it with Builder::purpose"
+                                ),
+                            )));
+                            return;
+                        }
+                    }
+                }
+                let result = self.handle(Input::SetPurposes(decided));
+                let _ = reply.send(result);
+            }
+            Msg::Flush { reply } => {
+                if self.shutdown.is_some() {
+                    let _ = reply.send(Err(Error::shutdown()));
+                    return;
+                }
+                // A delivery waiting out a backoff is tried again now.
+                self.retry_at = None;
+                self.backoff = self.settings.min_backoff;
+                let deadline = Instant::now() + self.settings.flush_timeout;
+                self.flush_waiters.push((deadline, reply));
+            }
+            Msg::Shutdown { reply } => {
+                let deadline = Instant::now() + self.settings.shutdown_timeout;
+                let (_, replies) = self.shutdown.get_or_insert_with(|| (deadline, Vec::new()));
+                replies.extend(reply);
+                self.retry_at = None;
+            }
+            Msg::Delivered { batch, result } => self.on_delivered(batch, result),
+            Msg::ConsentAnswer { request, result } => {
+                self.consent_in_flight = self.consent_in_flight.saturating_sub(1);
+                let response = engine_response(&result, Origin::SetConsent(request));
+                if let Err(e) = &result {
+                    tracing::warn!("setConsent request failed: {e}");
+                }
+                let _ = self.handle(Input::Response(response));
+            }
+        }
+    }
+
+    /// The gate, then a durable append: declined events are refused before anything is written.
+    fn append(&mut self, mut payload: Vec<u8>, purposes: &[String]) -> Result<(usize, u64), Error> {
+        let requirement = {
+            let mut names = purposes.to_vec();
+            names.sort();
+            names.dedup();
+            self.requirement_of(&names)?
+        };
+        if let Verdict::Declined(reason) = self.engine.check(requirement) {
+            self.stats.declined.fetch_add(1, Ordering::Relaxed);
+            return Err(declined_error(reason));
+        }
+        let lane = self.lane_for(purposes)?;
+        self.order = (self.order + 1).max(now_nanos());
+        if let Some(prefix) = payload.get_mut(..ORDER_BYTES) {
+            prefix.copy_from_slice(&self.order.to_be_bytes());
+        }
+        let appended = self.lanes[lane]
+            .queue
+            .append(&payload)
+            .map_err(|e| match e {
+                consent_store::AppendError::Full { .. } => {
+                    Error::from_cause(ErrorKind::QueueFull, e)
+                }
+                other => storage("cannot write the event", other),
+            })?;
+        self.lanes[lane].dirty = true;
+        self.stats.enqueued.fetch_add(1, Ordering::Relaxed);
+        Ok((lane, appended.seq))
+    }
+
+    /// Feeds the engine and carries out what it asks, in order.
+    fn handle(&mut self, input: Input) -> Result<(), Error> {
+        self.engine.handle(now_ms(), input).map_err(|e| match e {
+            HandleError::Payload(_)
+            | HandleError::GeneralIsNotANamedPurpose
+            | HandleError::UnknownPurpose(_) => Error::from_cause(ErrorKind::InvalidInput, e),
+            other => Error::from_cause(ErrorKind::InvalidInput, other),
+        })?;
+        self.carry_out();
+        Ok(())
+    }
+
+    fn carry_out(&mut self) {
+        while let Some(action) = self.engine.poll_action() {
+            match &action {
+                Action::PersistState(snapshot) => {
+                    let doc = Persisted {
+                        snapshot: snapshot.clone(),
+                    };
+                    if let Err(e) = self.state.save(&doc) {
+                        tracing::error!("cannot persist the consent state: {e}");
+                    }
+                }
+                Action::Record(record) => {
+                    let mut slot = self.records.lock().unwrap_or_else(PoisonError::into_inner);
+                    if let RecordSlot::Open(log) = &mut *slot
+                        && let Err(e) = log.append(new_record(record))
+                    {
+                        tracing::error!("cannot append the consent record: {e}");
+                    }
+                }
+                Action::SendSetConsent { .. } => {
+                    if let Some((request, body)) = SetConsentRequest::from_action(&action) {
+                        self.consent_in_flight += 1;
+                        let transport = Arc::clone(&self.transport);
+                        let tx = self.tx.clone();
+                        self.stats.requests.fetch_add(1, Ordering::Relaxed);
+                        self.runtime.spawn(async move {
+                            let result = transport.send(Request::SetConsent(body)).await;
+                            let _ = tx.send(Msg::ConsentAnswer { request, result });
+                        });
+                    }
+                }
+                Action::SetConsentDone { id, outcome } => self.consent_done.push((*id, *outcome)),
+                Action::StoreCookie(_) | Action::RemoveCookie { .. } => {
+                    if let Err(e) = self.jar.apply(&action) {
+                        tracing::warn!("cannot write a cookie: {e}");
+                    }
+                    if !self.transport_uses_jar
+                        && let Err(e) = self.transport.apply(&action)
+                    {
+                        tracing::warn!("the transport cannot write a cookie: {e}");
+                    }
+                    self.jar_dirty = true;
+                }
+                Action::CookieRefused { name } => {
+                    tracing::debug!(cookie = %name, "cookie refused: consent does not allow it");
+                }
+                Action::ConsentChanged(view) => {
+                    self.watch.send_replace(view.clone());
+                }
+                Action::Log { level, message } => match level {
+                    LogLevel::Info => tracing::info!("{message}"),
+                    _ => tracing::warn!("{message}"),
+                },
+                _ => {}
+            }
+        }
+    }
+
+    /// The end of a round: durability, the gate on every queue, deliveries, answers.
+    fn settle_round(&mut self) {
+        self.update_queued();
+        self.sync_lanes();
+        self.evaluate();
+        self.save_jar();
+        self.answer_consent_calls();
+        self.start_delivery();
+        self.update_queued();
+        self.answer_flushes();
+    }
+
+    fn update_queued(&self) {
+        let queued: u64 = self.lanes.iter().map(|l| l.queue.len()).sum();
+        self.stats.queued.store(queued, Ordering::Relaxed);
+    }
+
+    fn sync_lanes(&mut self) {
+        for lane in &mut self.lanes {
+            if !lane.dirty {
+                continue;
+            }
+            lane.dirty = false;
+            match lane.queue.sync() {
+                Ok(durable) => {
+                    let (ready, waiting): (Vec<_>, Vec<_>) =
+                        std::mem::take(&mut lane.durable_waiters)
+                            .into_iter()
+                            .partition(|(seq, _, _)| *seq < durable);
+                    lane.durable_waiters = waiting;
+                    for (_, id, reply) in ready {
+                        let _ = reply.send(Ok(id));
+                    }
+                }
+                Err(e) => {
+                    tracing::error!("cannot sync the event queue: {e}");
+                    let message = format!("the event could not be made durable: {e}");
+                    for (seq, _, reply) in lane.durable_waiters.drain(..) {
+                        let _ = reply.send(Err(Error::new(ErrorKind::Storage, message.clone())));
+                        lane.delivery_waiters.remove(&seq);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Asks the engine about every queue: declined ones are purged from disk.
+    fn evaluate(&mut self) {
+        let in_flight: Vec<(usize, u64, u64)> = self
+            .in_flight
+            .as_ref()
+            .map(|b| b.parts.clone())
+            .unwrap_or_default();
+        for (i, lane) in self.lanes.iter_mut().enumerate() {
+            let Some(requirement) = lane.requirement else {
+                continue;
+            };
+            let Verdict::Declined(reason) = self.engine.check(requirement) else {
+                continue;
+            };
+            if lane.queue.is_empty() && lane.delivery_waiters.is_empty() {
+                continue;
+            }
+            match lane.queue.purge() {
+                Ok(n) => {
+                    self.stats.purged.fetch_add(n, Ordering::Relaxed);
+                    if n > 0 {
+                        tracing::info!(events = n, purposes = ?lane.names, "consent declined: queued events purged");
+                    }
+                }
+                Err(e) => tracing::error!("cannot purge the event queue: {e}"),
+            }
+            lane.next_unsent = lane.queue.next_seq();
+            // Events already on their way are answered by their request; the others are declined.
+            let sent = |seq: u64| {
+                in_flight
+                    .iter()
+                    .any(|&(l, first, last)| l == i && (first..=last).contains(&seq))
+            };
+            let declined: Vec<u64> = lane
+                .delivery_waiters
+                .keys()
+                .copied()
+                .filter(|&s| !sent(s))
+                .collect();
+            for seq in declined {
+                if let Some((_, tx)) = lane.delivery_waiters.remove(&seq) {
+                    let _ = tx.send(Err(declined_error(reason)));
+                }
+            }
+        }
+    }
+
+    fn save_jar(&mut self) {
+        if !self.jar_dirty {
+            return;
+        }
+        self.jar_dirty = false;
+        if let Err(e) = self.jar.save() {
+            tracing::error!("cannot save the cookie jar: {e}");
+        }
+    }
+
+    fn answer_consent_calls(&mut self) {
+        for (id, outcome) in std::mem::take(&mut self.consent_done) {
+            let Some(reply) = self.consent_waiters.remove(&id) else {
+                continue;
+            };
+            let result = match outcome {
+                SetConsentOutcome::Sent | SetConsentOutcome::Skipped => Ok(()),
+                _ => Err(Error::new(
+                    ErrorKind::Transport,
+                    "the server did not confirm the consent change; until it does, the stricter of the old and the new consent applies here",
+                )),
+            };
+            let _ = reply.send(result);
+        }
+    }
+
+    /// Whether a lane has events consent allows now that are not on their way yet.
+    fn deliverable(&self, lane: &Lane<I>) -> bool {
+        lane.requirement
+            .is_some_and(|r| self.engine.check(r) == Verdict::Allowed)
+            && lane.next_unsent.max(lane.queue.head()) < lane.queue.next_seq()
+    }
+
+    fn start_delivery(&mut self) {
+        if self.in_flight.is_some() || self.retry_at.is_some() {
+            return;
+        }
+        if self
+            .shutdown
+            .as_ref()
+            .is_some_and(|(d, _)| *d <= Instant::now())
+        {
+            return;
+        }
+        let cap = self.batch_cap.min(self.settings.batch_size).max(1);
+        // The next events of every queue consent allows, merged in submission order.
+        let mut heads: Vec<(usize, VecDeque<consent_store::Event>)> = Vec::new();
+        for (i, lane) in self.lanes.iter().enumerate() {
+            if !self.deliverable(lane) {
+                continue;
+            }
+            match lane.queue.read_from(lane.next_unsent, cap) {
+                Ok(events) if !events.is_empty() => heads.push((i, events.into())),
+                Ok(_) => {}
+                Err(e) => tracing::error!("cannot read the event queue: {e}"),
+            }
+        }
+        if heads.is_empty() {
+            return;
+        }
+        let mut events = Vec::new();
+        let mut ids = Vec::new();
+        let mut parts: Vec<(usize, u64, u64)> = Vec::new();
+        let mut bytes = 0usize;
+        let next_pick = |heads: &[(usize, VecDeque<consent_store::Event>)]| {
+            heads
+                .iter()
+                .enumerate()
+                .filter_map(|(k, (_, q))| q.front().map(|e| (k, order_of(&e.payload))))
+                .min_by_key(|&(_, order)| order)
+                .map(|(k, _)| k)
+        };
+        while let Some(pick) = next_pick(&heads) {
+            let lane = heads[pick].0;
+            let Some(event) = heads[pick].1.front() else {
+                break;
+            };
+            let size = event.payload.len();
+            if !events.is_empty()
+                && (events.len() >= cap || bytes + size > self.settings.max_request_bytes)
+            {
+                break;
+            }
+            let Some(event) = heads[pick].1.pop_front() else {
+                break;
+            };
+            bytes += size;
+            match parts.iter_mut().find(|p| p.0 == lane) {
+                Some(part) => part.2 = event.seq,
+                None => parts.push((lane, event.seq, event.seq)),
+            }
+            let body = event.payload.get(ORDER_BYTES..).unwrap_or_default();
+            match serde_json::from_slice::<consent_transport::Event>(body) {
+                Ok(edge) => {
+                    ids.push((
+                        lane,
+                        event.seq,
+                        EventId(edge.id().unwrap_or_default().to_owned()),
+                    ));
+                    events.push(edge);
+                }
+                Err(e) => {
+                    // A frame that verified but does not decode: counted, and acknowledged with
+                    // the request so it does not block the queue.
+                    self.stats.dropped_damaged.fetch_add(1, Ordering::Relaxed);
+                    tracing::error!(seq = event.seq, "a queued event does not decode: {e}");
+                }
+            }
+        }
+        for &(lane, _, last) in &parts {
+            self.lanes[lane].next_unsent = last + 1;
+        }
+        let id = self.next_batch;
+        self.next_batch += 1;
+        self.in_flight = Some(Batch {
+            id,
+            parts,
+            events: ids,
+            epoch: self.epoch,
+        });
+        let transport = Arc::clone(&self.transport);
+        let tx = self.tx.clone();
+        self.stats.requests.fetch_add(1, Ordering::Relaxed);
+        if events.is_empty() {
+            // Only undecodable events: nothing to send.
+            let _ = self.tx.send(Msg::Delivered {
+                batch: id,
+                result: Err(SendError::TooLarge { status: 0 }),
+            });
+            return;
+        }
+        self.runtime.spawn(async move {
+            let result = transport
+                .send(Request::Interact(DataRequest::events(events)))
+                .await;
+            let _ = tx.send(Msg::Delivered { batch: id, result });
+        });
+    }
+
+    fn on_delivered(&mut self, batch_id: u64, result: Result<EdgeReply, SendError>) {
+        let Some(batch) = self.in_flight.take_if(|b| b.id == batch_id) else {
+            return;
+        };
+        // An answer to a request sent before the latest setConsent may not decide consent: the
+        // server's consent cookie in it is older than the person's latest choice.
+        let stale = batch.epoch != self.epoch;
+        let mut response = engine_response(&result, Origin::Other);
+        if stale {
+            let consent = self.engine.cookie_names().consent().to_owned();
+            response.cookies.retain(|c| c.name != consent);
+        }
+        let _ = self.handle(Input::Response(Response {
+            origin: response.origin,
+            outcome: response.outcome,
+            cookies: response.cookies,
+        }));
+        let n = batch.events.len() as u64;
+        match result {
+            Ok(reply) => {
+                self.ack(&batch);
+                self.backoff = self.settings.min_backoff;
+                self.batch_cap = self.settings.batch_size.max(1);
+                self.stats.delivered.fetch_add(n, Ordering::Relaxed);
+                self.stats.retried.fetch_add(
+                    n * u64::from(reply.attempts.saturating_sub(1)),
+                    Ordering::Relaxed,
+                );
+                for (lane, seq, id) in batch.events {
+                    if let Some((_, tx)) = self.lanes[lane].delivery_waiters.remove(&seq) {
+                        let _ = tx.send(Ok(Receipt::new(
+                            id,
+                            reply.request_id.clone(),
+                            reply.status,
+                            reply.attempts,
+                        )));
+                    }
+                }
+            }
+            Err(SendError::Status(status)) if status.status == 413 && batch.events.len() > 1 => {
+                // Too large for this server: the same events again, in smaller requests.
+                self.batch_cap = (batch.events.len() / 2).max(1);
+                self.rewind(&batch);
+                tracing::warn!(
+                    events = n,
+                    "the server refused the request as too large: sending smaller ones"
+                );
+            }
+            Err(e) if e.delivery() == consent_transport::Delivery::Recoverable => {
+                self.rewind(&batch);
+                self.stats.retried.fetch_add(n, Ordering::Relaxed);
+                self.retry_at = Some(Instant::now() + self.backoff);
+                tracing::warn!(events = n, retry_in = ?self.backoff, "delivery failed, will retry: {e}");
+                self.backoff = (self.backoff * 2).min(self.settings.max_backoff);
+            }
+            Err(e) => {
+                // Refused for good: these events end here, reported, never silently dropped.
+                self.ack(&batch);
+                self.stats.dropped_rejected.fetch_add(n, Ordering::Relaxed);
+                tracing::error!(events = n, "the server refused the events for good: {e}");
+                let message = format!("the server refused the event: {e}");
+                for (lane, seq, _) in batch.events {
+                    if let Some((_, tx)) = self.lanes[lane].delivery_waiters.remove(&seq) {
+                        let _ = tx.send(Err(Error::new(ErrorKind::Rejected, message.clone())));
+                    }
+                }
+            }
+        }
+    }
+
+    fn ack(&mut self, batch: &Batch) {
+        for &(lane, _, last) in &batch.parts {
+            let lane = &mut self.lanes[lane];
+            match lane.queue.ack(last) {
+                Ok(()) => lane.dirty = true,
+                Err(e) => tracing::error!("cannot acknowledge delivered events: {e}"),
+            }
+        }
+        self.update_queued();
+    }
+
+    fn rewind(&mut self, batch: &Batch) {
+        for &(lane, first, _) in &batch.parts {
+            let lane = &mut self.lanes[lane];
+            lane.next_unsent = lane.next_unsent.min(first).max(lane.queue.head());
+        }
+    }
+
+    /// Whether nothing consent allows is waiting or on its way.
+    fn idle(&self) -> bool {
+        self.in_flight.is_none()
+            && self.consent_in_flight == 0
+            && !self.lanes.iter().any(|l| self.deliverable(l))
+    }
+
+    fn answer_flushes(&mut self) {
+        if self.flush_waiters.is_empty() {
+            return;
+        }
+        let idle = self.idle();
+        let now = Instant::now();
+        for (deadline, reply) in std::mem::take(&mut self.flush_waiters) {
+            if idle {
+                let _ = reply.send(Ok(()));
+            } else if deadline <= now {
+                let _ = reply.send(Err(Error::new(
+                    ErrorKind::Timeout,
+                    format!(
+                        "flush did not finish within {:?}: events consent allows are still waiting (the server may be unreachable); they stay queued",
+                        self.settings.flush_timeout
+                    ),
+                )));
+            } else {
+                self.flush_waiters.push((deadline, reply));
+            }
+        }
+    }
+
+    fn finished(&self) -> bool {
+        match &self.shutdown {
+            None => false,
+            Some((deadline, _)) => self.idle() || *deadline <= Instant::now(),
+        }
+    }
+
+    /// Answers everything still waiting, makes what is on disk durable, and lets go of the data
+    /// directory before the shutdown is answered.
+    fn close(mut self) {
+        self.sync_lanes();
+        self.save_jar();
+        let replies = self.shutdown.take().map(|(_, r)| r).unwrap_or_default();
+        for lane in &mut self.lanes {
+            for (_, _, reply) in lane.durable_waiters.drain(..) {
+                let _ = reply.send(Err(Error::shutdown()));
+            }
+            for (_, (_, tx)) in lane.delivery_waiters.drain() {
+                let _ = tx.send(Err(Error::shutdown()));
+            }
+        }
+        for (_, reply) in self.consent_waiters.drain() {
+            let _ = reply.send(Err(Error::shutdown()));
+        }
+        for (_, reply) in self.flush_waiters.drain(..) {
+            let _ = reply.send(Err(Error::shutdown()));
+        }
+        *self.records.lock().unwrap_or_else(PoisonError::into_inner) = RecordSlot::Closed;
+        self.jar.close();
+        // Late answers of abandoned requests find the channel closed.
+        let Self {
+            rx,
+            lanes,
+            store,
+            state,
+            ..
+        } = self;
+        drop(rx);
+        drop(lanes);
+        drop(state);
+        drop(store);
+        for reply in replies {
+            let _ = reply.send(Ok(()));
+        }
+    }
+}
+
+/// The state file's snapshot, or `None` when it is missing or unreadable (the engine then treats
+/// the named purposes of a restored consent as undecided).
+pub(crate) fn load_snapshot<I: Io>(store: &Store<I>) -> Option<Snapshot> {
+    match store.state::<Persisted>(STATE_VERSION).load() {
+        Ok(doc) => doc.map(|d| d.snapshot),
+        Err(e) => {
+            tracing::warn!("the consent state file cannot be read, starting without it: {e}");
+            None
+        }
+    }
+}
+
+/// The default queue configuration of the client: group commit driven by the driver's rounds.
+pub(crate) fn queue_config(max_events: u64, max_bytes: u64) -> QueueConfig {
+    // The driver syncs after every round itself; the queue's own timer never fires first.
+    QueueConfig::default()
+        .with_sync(SyncPolicy::GroupCommit(Duration::from_secs(3600)))
+        .with_max_events(max_events)
+        .with_max_bytes(max_bytes)
+}

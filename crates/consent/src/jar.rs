@@ -1,0 +1,123 @@
+//! The client's cookie jar: shared by the engine's driver, the HTTP transport and the Opt-in
+//! Service, saved to the data directory after every change.
+
+use std::sync::{Arc, Mutex, PoisonError};
+
+use consent_core::{Action, CookieNames, StoredCookie};
+use consent_optin::{CookieExpiry, CookieWrite, OptInStorage, StorageError};
+use consent_store::cookie_store::CookieStore;
+use consent_transport::{CookieJar, JarError};
+use url::Url;
+
+pub(crate) type Saver = Box<dyn Fn(&CookieStore) -> Result<(), String> + Send>;
+
+/// The jar in memory, the URL its cookies belong to, and how it is saved. Saves are serialized by
+/// one lock, so the driver and the Opt-in Service never write the file at the same time.
+#[derive(Clone)]
+pub(crate) struct SharedJar {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    jar: CookieJar,
+    url: Url,
+    names: CookieNames,
+    saver: Mutex<Option<Saver>>,
+}
+
+impl std::fmt::Debug for SharedJar {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SharedJar")
+            .field("url", &self.inner.url.as_str())
+            .finish_non_exhaustive()
+    }
+}
+
+impl SharedJar {
+    pub(crate) fn new(jar: CookieJar, url: Url, names: CookieNames, saver: Option<Saver>) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                jar,
+                url,
+                names,
+                saver: Mutex::new(saver),
+            }),
+        }
+    }
+
+    /// The consent cookie and whether the identity cookie is there, for the engine's start.
+    pub(crate) fn stored(&self) -> (Option<StoredCookie>, bool) {
+        self.inner.jar.stored(&self.inner.url, &self.inner.names)
+    }
+
+    /// Carries out a cookie action of the engine.
+    pub(crate) fn apply(&self, action: &Action) -> Result<bool, JarError> {
+        self.inner.jar.apply(action, &self.inner.url)
+    }
+
+    /// The value of a cookie.
+    pub(crate) fn value(&self, name: &str) -> Option<String> {
+        self.inner.jar.value(&self.inner.url, name)
+    }
+
+    /// Writes the jar to the data directory (nothing for an in-memory client, or once closed).
+    pub(crate) fn save(&self) -> Result<(), String> {
+        let saver = self
+            .inner
+            .saver
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        match saver.as_ref() {
+            Some(save) => save(&self.inner.jar.lock()),
+            None => Ok(()),
+        }
+    }
+
+    /// Stops saving, and lets go of the data directory's files.
+    pub(crate) fn close(&self) {
+        *self
+            .inner
+            .saver
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = None;
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        self.inner
+            .saver
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_none()
+    }
+}
+
+/// The Opt-in Service's storage: the `adobeujs-optin` cookies in the client's jar, saved with it.
+pub(crate) struct OptInJar {
+    pub(crate) jar: SharedJar,
+    /// Whether the jar is saved to disk (an in-memory client has nothing to save).
+    pub(crate) persistent: bool,
+}
+
+impl OptInStorage for OptInJar {
+    fn get(&self, name: &str) -> Option<String> {
+        self.jar.value(name)
+    }
+
+    fn set(&self, cookie: &CookieWrite<'_>) -> Result<(), StorageError> {
+        if self.persistent && self.jar.is_closed() {
+            return Err(StorageError::Backend(
+                "the consent client is shut down".to_owned(),
+            ));
+        }
+        let max_age = match cookie.expires {
+            CookieExpiry::After(d) => Some(d.as_secs()),
+            _ => None,
+        };
+        let mut write = consent_core::Cookie::new(cookie.name, cookie.value, max_age);
+        write.secure = cookie.secure;
+        self.jar
+            .apply(&Action::StoreCookie(write))
+            .map_err(|e| StorageError::Rejected(e.to_string()))?;
+        self.jar.save().map_err(StorageError::Backend)
+    }
+}

@@ -1,0 +1,224 @@
+//! Delivery: at least once with stable ids (exactly once at the server), retries, refusals.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use consent::{ConsentRequest, Decision, ErrorKind};
+use consent_core::{Action, Cookie, CookieNames};
+use consent_transport::{EdgeReply, EdgeResponse, Request, SendError, Transport};
+use tokio::sync::Notify;
+
+use crate::harness::{Edge, Fault, Faulty, ORG, page_view};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_answer_is_retried_with_the_same_ids_and_stored_once() {
+    let edge = Edge::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let transport = Faulty::new(&edge, [Fault::LoseAnswer, Fault::Status(502)]);
+    let client = edge
+        .builder(dir.path())
+        .default_consent("in")
+        .transport(transport.clone())
+        .build()
+        .await
+        .unwrap();
+    let mut ids = Vec::new();
+    for i in 0..20 {
+        ids.push(
+            client
+                .enqueue(page_view(&format!("r{i}")))
+                .await
+                .unwrap()
+                .to_string(),
+        );
+    }
+    client.flush().await.unwrap();
+    let stored = edge.stored_ids();
+    assert_eq!(stored.len(), 20, "each event stored exactly once");
+    let mut sorted = stored.clone();
+    sorted.sort();
+    ids.sort();
+    assert_eq!(sorted, ids);
+    assert!(transport.interacts.load(Ordering::SeqCst) >= 3);
+    assert!(client.stats().retried >= 20, "{:?}", client.stats());
+    assert_eq!(client.stats().delivered, 20);
+    client.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_final_refusal_is_reported_not_dropped_silently() {
+    let edge = Edge::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let transport = Faulty::new(&edge, [Fault::Status(400)]);
+    let client = edge
+        .builder(dir.path())
+        .default_consent("in")
+        .transport(transport)
+        .build()
+        .await
+        .unwrap();
+    let e = client.send_event(page_view("refused")).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Rejected, "{e:?}");
+    assert!(e.to_string().contains("400"), "{e}");
+    assert_eq!(client.stats().dropped_rejected, 1);
+    assert_eq!(client.stats().queued, 0);
+    // The next one goes through.
+    let receipt = client.send_event(page_view("accepted")).await.unwrap();
+    assert_eq!(receipt.status, 200);
+    assert_eq!(edge.stored_ids(), vec![receipt.event_id.to_string()]);
+    client.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn too_large_requests_are_split_not_dropped() {
+    let edge = Edge::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let transport = Faulty::new(&edge, [Fault::Status(413), Fault::Status(413)]);
+    let client = edge
+        .builder(dir.path())
+        .default_consent("pending")
+        .transport(transport)
+        .build()
+        .await
+        .unwrap();
+    for i in 0..8 {
+        client.enqueue(page_view(&format!("s{i}"))).await.unwrap();
+    }
+    client
+        .set_consent(ConsentRequest::adobe_v1("in"))
+        .await
+        .unwrap();
+    client.flush().await.unwrap();
+    assert_eq!(edge.stored_ids().len(), 8);
+    assert_eq!(client.stats().dropped_rejected, 0);
+    client.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_events_go_in_few_requests() {
+    let edge = Edge::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let transport = Faulty::new(&edge, []);
+    let client = edge
+        .builder(dir.path())
+        .default_consent("pending")
+        .transport(transport.clone())
+        .build()
+        .await
+        .unwrap();
+    let mut set = tokio::task::JoinSet::new();
+    for i in 0..500 {
+        let client = client.clone();
+        set.spawn(async move { client.enqueue(page_view(&format!("b{i}"))).await });
+    }
+    while let Some(r) = set.join_next().await {
+        r.unwrap().unwrap();
+    }
+    client
+        .set_consent(ConsentRequest::adobe_v1("in"))
+        .await
+        .unwrap();
+    client.flush().await.unwrap();
+    assert_eq!(edge.stored_ids().len(), 500);
+    let requests = transport.interacts.load(Ordering::SeqCst);
+    assert!(requests <= 10, "500 events in {requests} requests");
+    client.shutdown().await.unwrap();
+}
+
+/// Answers `interact` only when told to, with a consent cookie "in"; answers `setConsent` with
+/// the cookie the call asks for.
+#[derive(Debug)]
+struct SlowEdge {
+    names: CookieNames,
+    release: Notify,
+}
+
+fn reply(cookies: Vec<Cookie>) -> EdgeReply {
+    EdgeReply {
+        status: 200,
+        response: EdgeResponse {
+            request_id: None,
+            handle: Vec::new(),
+            warnings: Vec::new(),
+            errors: Vec::new(),
+        },
+        cookies,
+        request_id: "r".to_owned(),
+        attempts: 1,
+    }
+}
+
+#[async_trait]
+impl Transport for SlowEdge {
+    async fn send(&self, request: Request) -> Result<EdgeReply, SendError> {
+        match request {
+            Request::Interact(_) => {
+                self.release.notified().await;
+                // The server's view when it took the request: consent was "in" then.
+                let cookie = Cookie::new(self.names.consent(), "general=in", Some(3600));
+                Ok(reply(vec![cookie]))
+            }
+            Request::SetConsent(body) => {
+                let general = body.consent[0]["value"]["general"]
+                    .as_str()
+                    .unwrap_or("in")
+                    .to_owned();
+                let cookie = Cookie::new(
+                    self.names.consent(),
+                    format!("general={general}"),
+                    Some(3600),
+                );
+                Ok(reply(vec![cookie]))
+            }
+            _ => Ok(reply(Vec::new())),
+        }
+    }
+
+    fn apply(&self, _: &Action) -> Result<bool, consent_transport::JarError> {
+        Ok(true)
+    }
+
+    fn stored_cookies(&self) -> (Option<consent_core::StoredCookie>, bool) {
+        (None, false)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_answer_older_than_an_opt_out_cannot_turn_consent_back_in() {
+    let dir = tempfile::tempdir().unwrap();
+    let transport = Arc::new(SlowEdge {
+        names: CookieNames::new(ORG),
+        release: Notify::new(),
+    });
+    let client = consent::Client::builder()
+        .org_id(ORG)
+        .default_consent("in")
+        .data_dir(dir.path())
+        .transport(transport.clone())
+        .build()
+        .await
+        .unwrap();
+    let sent = {
+        let client = client.clone();
+        tokio::spawn(async move { client.send_event(page_view("in-flight")).await })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    client
+        .set_consent(ConsentRequest::adobe_v1("out"))
+        .await
+        .unwrap();
+    assert_eq!(client.consent().state, Decision::Out);
+    transport.release.notify_one();
+    sent.await.unwrap().unwrap();
+    client.flush().await.unwrap();
+    assert_eq!(
+        client.consent().state,
+        Decision::Out,
+        "the answer to a request sent before the opt-out brought back 'in'"
+    );
+    let e = client.enqueue(page_view("after")).await.unwrap_err();
+    assert!(e.is_consent_declined());
+    client.shutdown().await.unwrap();
+}

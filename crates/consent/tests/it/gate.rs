@@ -1,0 +1,289 @@
+//! The gate: nothing written or sent before consent allows it, and an opt-out purges the bytes.
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use consent::{ConsentRequest, Decision, Event};
+use serde_json::json;
+
+use crate::harness::{Edge, Faulty, dir_contains, jar_cookies, page_view};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn out_by_default_writes_and_sends_nothing() {
+    let edge = Edge::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let transport = Faulty::new(&edge, []);
+    let client = edge
+        .builder(dir.path())
+        .default_consent("out")
+        .transport(transport.clone())
+        .build()
+        .await
+        .unwrap();
+    let e = client.enqueue(page_view("MARKER-OUT-1")).await.unwrap_err();
+    assert!(e.is_consent_declined(), "{e:?}");
+    assert_eq!(e.to_string(), "No consent preferences have been set.");
+    let e = client
+        .send_event(page_view("MARKER-OUT-2"))
+        .await
+        .unwrap_err();
+    assert!(e.is_consent_declined(), "{e:?}");
+    client.flush().await.unwrap();
+    assert_eq!(client.stats().declined, 2);
+    assert_eq!(client.stats().enqueued, 0);
+    assert!(!dir_contains(dir.path(), b"MARKER-OUT"));
+    assert_eq!(transport.interacts.load(Ordering::SeqCst), 0);
+    assert_eq!(transport.consents.load(Ordering::SeqCst), 0);
+    assert!(jar_cookies(dir.path()).is_empty());
+    client.shutdown().await.unwrap();
+    assert!(edge.stored_ids().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pending_then_in_delivers_everything_in_submission_order() {
+    let edge = Edge::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let client = edge
+        .builder(dir.path())
+        .default_consent("pending")
+        .build()
+        .await
+        .unwrap();
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        let event = if i == 2 {
+            // One needs a named purpose too: it lives in another queue and still keeps its place.
+            page_view(&format!("p{i}")).requires("personalize.content")
+        } else {
+            page_view(&format!("p{i}"))
+        };
+        ids.push(client.enqueue(event).await.unwrap().to_string());
+    }
+    let waiting = {
+        let client = client.clone();
+        tokio::spawn(async move { client.send_event(page_view("p5")).await })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        !waiting.is_finished(),
+        "send_event waits while consent is pending"
+    );
+    assert!(
+        edge.stored_ids().is_empty(),
+        "nothing is sent while pending"
+    );
+    assert!(
+        jar_cookies(dir.path()).is_empty(),
+        "no cookie while pending"
+    );
+
+    client
+        .set_consent(ConsentRequest::adobe_v1("in"))
+        .await
+        .unwrap();
+    let receipt = waiting.await.unwrap().unwrap();
+    ids.push(receipt.event_id.to_string());
+    client.flush().await.unwrap();
+    assert_eq!(edge.stored_ids(), ids);
+    assert_eq!(client.stats().delivered, 6);
+    assert_eq!(client.stats().queued, 0);
+    let cookies = jar_cookies(dir.path());
+    assert!(
+        cookies.iter().any(|c| c.ends_with("_identity")),
+        "{cookies:?}"
+    );
+    client.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pending_then_out_purges_the_bytes_and_a_later_in_never_brings_them_back() {
+    let edge = Edge::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let client = edge
+        .builder(dir.path())
+        .default_consent("pending")
+        .build()
+        .await
+        .unwrap();
+    for i in 0..3 {
+        client
+            .enqueue(page_view(&format!("SECRET-{i}")))
+            .await
+            .unwrap();
+    }
+    let waiting = {
+        let client = client.clone();
+        tokio::spawn(async move { client.send_event(page_view("SECRET-waiting")).await })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(
+        dir_contains(dir.path(), b"SECRET-"),
+        "queued events are on disk"
+    );
+
+    client
+        .set_consent(ConsentRequest::adobe_v1("out"))
+        .await
+        .unwrap();
+    assert!(
+        !dir_contains(dir.path(), b"SECRET-"),
+        "the bytes are gone from every file"
+    );
+    let e = waiting.await.unwrap().unwrap_err();
+    assert!(e.is_consent_declined(), "{e:?}");
+    assert_eq!(e.to_string(), "The user declined consent.");
+    assert_eq!(client.stats().purged, 4);
+
+    client
+        .set_consent(ConsentRequest::adobe_v1("in"))
+        .await
+        .unwrap();
+    client.flush().await.unwrap();
+    assert!(
+        edge.stored_ids().is_empty(),
+        "a later in never brings purged events back"
+    );
+    client.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_out_for_one_purpose_purges_only_the_events_that_need_it() {
+    let edge = Edge::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let client = edge
+        .builder(dir.path())
+        .default_consent("pending")
+        .build()
+        .await
+        .unwrap();
+    let plain = client.enqueue(page_view("PLAIN")).await.unwrap();
+    client
+        .enqueue(page_view("PERSONAL").requires("personalize.content"))
+        .await
+        .unwrap();
+    client
+        .set_consent(ConsentRequest::adobe_v2(json!({
+            "collect": {"val": "y"},
+            "personalize": {"content": {"val": "n"}}
+        })))
+        .await
+        .unwrap();
+    client.flush().await.unwrap();
+    assert_eq!(edge.stored_ids(), vec![plain.to_string()]);
+    assert!(!dir_contains(dir.path(), b"PERSONAL"));
+    let e = client
+        .enqueue(page_view("LATER").requires("personalize.content"))
+        .await
+        .unwrap_err();
+    assert!(e.is_consent_declined());
+    client.enqueue(page_view("LATER-PLAIN")).await.unwrap();
+    client.flush().await.unwrap();
+    assert_eq!(edge.stored_ids().len(), 2);
+    assert_eq!(client.consent().state, Decision::In);
+    client.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn app_decided_purposes_gate_their_events() {
+    let edge = Edge::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let client = edge
+        .builder(dir.path())
+        .purpose("crash-reports")
+        .default_consent("in")
+        .build()
+        .await
+        .unwrap();
+    client
+        .set_purposes([("crash-reports", Decision::Out)])
+        .await
+        .unwrap();
+    let e = client
+        .enqueue(Event::new(json!({"eventType": "crash"})).requires("crash-reports"))
+        .await
+        .unwrap_err();
+    assert!(e.is_consent_declined());
+    let e = client
+        .enqueue(Event::new(json!({"eventType": "x"})).requires("no-such-purpose"))
+        .await
+        .unwrap_err();
+    assert!(e.is_invalid_input(), "{e:?}");
+    let e = client
+        .set_purposes([("general", Decision::In)])
+        .await
+        .unwrap_err();
+    assert!(e.is_invalid_input(), "{e:?}");
+    client.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_consent_is_refused_and_changes_nothing() {
+    let edge = Edge::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let transport = Faulty::new(&edge, []);
+    let client = edge
+        .builder(dir.path())
+        .default_consent("pending")
+        .transport(transport.clone())
+        .build()
+        .await
+        .unwrap();
+    let before = client.records().verify().unwrap();
+    for bad in [
+        ConsentRequest::adobe_v1("maybe"),
+        ConsentRequest::adobe_v2(json!({"collect": "y"})),
+        ConsentRequest::iab_tcf("not a tc string", true),
+        ConsentRequest::from_json(json!({"consent": []})),
+    ] {
+        let e = client.set_consent(bad).await.unwrap_err();
+        assert!(e.is_invalid_input(), "{e:?}");
+    }
+    let e = client
+        .set_consent(ConsentRequest::from_json(json!({"consent": []})))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "'consent': Expected a non-empty array, but got []."
+    );
+    assert_eq!(transport.consents.load(Ordering::SeqCst), 0);
+    assert_eq!(client.consent().state, Decision::Pending);
+    assert_eq!(client.records().verify().unwrap(), before);
+    client.shutdown().await.unwrap();
+
+    let e = edge
+        .builder(dir.path())
+        .default_consent("IN")
+        .build()
+        .await
+        .unwrap_err();
+    assert!(e.is_invalid_input());
+    assert_eq!(
+        e.to_string(),
+        r#"'defaultConsent': Expected one of these values: ["in","out","pending"], but got "IN"."#
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_iab_string_without_consent_is_out() {
+    let edge = Edge::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let client = edge
+        .builder(dir.path())
+        .default_consent("pending")
+        .build()
+        .await
+        .unwrap();
+    client.enqueue(page_view("IAB-QUEUED")).await.unwrap();
+    // A valid TC string that grants neither purpose 1 nor vendor 565.
+    client
+        .set_consent(ConsentRequest::iab_tcf(
+            "COtybn4PA_zT4KjACBENAPCIAEBAAECAAIAAAAAAAAAA",
+            true,
+        ))
+        .await
+        .unwrap();
+    assert_eq!(client.consent().state, Decision::Out);
+    assert!(!dir_contains(dir.path(), b"IAB-QUEUED"));
+    client.shutdown().await.unwrap();
+}

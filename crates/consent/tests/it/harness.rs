@@ -1,0 +1,179 @@
+//! A real `consent-server` in-process on loopback with a fresh SQLite file, a transport that
+//! injects faults in front of the real HTTP one, and helpers to look into the data directory.
+
+use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use consent::Client;
+use consent_core::Action;
+use consent_server::Server;
+use consent_transport::{
+    EdgeConfig, EdgeReply, HttpTransport, Request, SendError, StatusError, Transport,
+};
+
+pub(crate) const ORG: &str = "consent@AdobeOrg";
+pub(crate) const DATASTREAM: &str = "ebebf826-a01f-4458-8cec-ef61de241c93";
+
+pub(crate) struct Edge {
+    _server: Server,
+    pub(crate) base: String,
+    pub(crate) db_path: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Edge {
+    pub(crate) async fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let db_path = dir.path().join("edge.db");
+        let mut config = consent_server::Config::new(
+            "127.0.0.1:0".parse().unwrap(),
+            format!("sqlite://{}", db_path.display()),
+        )
+        .unwrap();
+        config.rate_limit_per_sec = 0;
+        let server = consent_server::serve(config).await.unwrap();
+        let base = format!("http://{}", server.local_addr());
+        Self {
+            _server: server,
+            base,
+            db_path,
+            _dir: dir,
+        }
+    }
+
+    /// The event ids the server stored, in the order it stored them.
+    pub(crate) fn stored_ids(&self) -> Vec<String> {
+        let db = rusqlite::Connection::open(&self.db_path).unwrap();
+        let mut stmt = db
+            .prepare("SELECT event_id FROM events ORDER BY rowid")
+            .unwrap();
+        stmt.query_map([], |row| row.get::<_, String>(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
+    }
+
+    pub(crate) fn builder(&self, dir: &Path) -> consent::Builder {
+        Client::builder()
+            .edge_base_url(&self.base)
+            .datastream_id(DATASTREAM)
+            .org_id(ORG)
+            .data_dir(dir)
+    }
+}
+
+/// A fault the [`Faulty`] transport injects into the next matching request.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Fault {
+    /// The server gets the request and answers; the client sees a 503 instead (a lost answer).
+    LoseAnswer,
+    /// The request never reaches the server; the client sees this status.
+    Status(u16),
+}
+
+/// The real HTTP transport, with faults injected into `interact` requests on a schedule, and a
+/// count of what was sent.
+#[derive(Debug)]
+pub(crate) struct Faulty {
+    inner: HttpTransport,
+    faults: Mutex<VecDeque<Fault>>,
+    pub(crate) interacts: AtomicUsize,
+    pub(crate) consents: AtomicUsize,
+}
+
+impl Faulty {
+    pub(crate) fn new(edge: &Edge, faults: impl IntoIterator<Item = Fault>) -> Arc<Self> {
+        let config = EdgeConfig::new(&edge.base, DATASTREAM, ORG).unwrap();
+        let inner = HttpTransport::new(config, consent_transport::CookieJar::default()).unwrap();
+        Arc::new(Self {
+            inner,
+            faults: Mutex::new(faults.into_iter().collect()),
+            interacts: AtomicUsize::new(0),
+            consents: AtomicUsize::new(0),
+        })
+    }
+}
+
+fn status_error(status: u16) -> SendError {
+    SendError::Status(Box::new(StatusError {
+        status,
+        problems: Vec::new(),
+        body: String::new(),
+        cookies: Vec::new(),
+        retry_after: None,
+        attempts: 1,
+    }))
+}
+
+#[async_trait]
+impl Transport for Faulty {
+    async fn send(&self, request: Request) -> Result<EdgeReply, SendError> {
+        let interact = matches!(request, Request::Interact(_));
+        if interact {
+            self.interacts.fetch_add(1, Ordering::SeqCst);
+            let fault = self.faults.lock().unwrap().pop_front();
+            match fault {
+                Some(Fault::LoseAnswer) => {
+                    self.inner.send(request).await?;
+                    return Err(status_error(503));
+                }
+                Some(Fault::Status(status)) => return Err(status_error(status)),
+                None => {}
+            }
+        } else {
+            self.consents.fetch_add(1, Ordering::SeqCst);
+        }
+        self.inner.send(request).await
+    }
+
+    fn apply(&self, action: &Action) -> Result<bool, consent_transport::JarError> {
+        self.inner.apply(action)
+    }
+
+    fn stored_cookies(&self) -> (Option<consent_core::StoredCookie>, bool) {
+        self.inner.stored_cookies()
+    }
+}
+
+/// Whether any file under `dir` holds `needle`.
+pub(crate) fn dir_contains(dir: &Path, needle: &[u8]) -> bool {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return false;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            if dir_contains(&path, needle) {
+                return true;
+            }
+        } else if let Ok(bytes) = std::fs::read(&path)
+            && bytes.windows(needle.len()).any(|w| w == needle)
+        {
+            return true;
+        }
+    }
+    false
+}
+
+/// The names of the cookies in the data directory's jar.
+pub(crate) fn jar_cookies(dir: &Path) -> Vec<String> {
+    let text = std::fs::read_to_string(dir.join("cookies.json")).unwrap_or_default();
+    let jar: Vec<serde_json::Value> = serde_json::from_str(&text).unwrap_or_default();
+    let mut names: Vec<String> = jar
+        .iter()
+        .filter_map(|c| c["raw_cookie"].as_str())
+        .filter_map(|raw| raw.split('=').next().map(str::to_owned))
+        .collect();
+    names.sort();
+    names
+}
+
+pub(crate) fn page_view(marker: &str) -> consent::Event {
+    consent::Event::new(serde_json::json!({
+        "eventType": "web.webpagedetails.pageViews",
+        "web": {"webPageDetails": {"name": marker}}
+    }))
+}

@@ -1,0 +1,255 @@
+//! Restarts, the data directory's lock, bounded shutdown, records, the Opt-in Service.
+
+use std::time::{Duration, Instant};
+
+use consent::{ConsentRequest, Decision};
+use consent_optin::Category;
+
+use crate::harness::{Edge, dir_contains, page_view};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_restores_consent_and_delivers_what_was_left() {
+    let edge = Edge::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let client = edge
+        .builder(dir.path())
+        .default_consent("pending")
+        .build()
+        .await
+        .unwrap();
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        ids.push(
+            client
+                .enqueue(page_view(&format!("left-{i}")))
+                .await
+                .unwrap()
+                .to_string(),
+        );
+    }
+    client.shutdown().await.unwrap();
+    assert!(edge.stored_ids().is_empty());
+
+    let client = edge
+        .builder(dir.path())
+        .default_consent("pending")
+        .build()
+        .await
+        .unwrap();
+    assert_eq!(client.stats().queued, 3);
+    assert_eq!(client.consent().state, Decision::Pending);
+    client
+        .set_consent(ConsentRequest::adobe_v1("in"))
+        .await
+        .unwrap();
+    client.flush().await.unwrap();
+    assert_eq!(edge.stored_ids(), ids);
+    client.shutdown().await.unwrap();
+
+    // The choice survives a restart, whatever the default says now.
+    let client = edge
+        .builder(dir.path())
+        .default_consent("out")
+        .build()
+        .await
+        .unwrap();
+    assert_eq!(client.consent().state, Decision::In);
+    assert!(client.consent().was_set);
+    client
+        .set_consent(ConsentRequest::adobe_v1("out"))
+        .await
+        .unwrap();
+    client.shutdown().await.unwrap();
+    let client = edge
+        .builder(dir.path())
+        .default_consent("in")
+        .build()
+        .await
+        .unwrap();
+    assert_eq!(
+        client.consent().state,
+        Decision::Out,
+        "an opt-out never turns back into in"
+    );
+    assert!(
+        client
+            .enqueue(page_view("x"))
+            .await
+            .unwrap_err()
+            .is_consent_declined()
+    );
+    client.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_client_per_data_directory() {
+    let edge = Edge::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let first = edge.builder(dir.path()).build().await.unwrap();
+    let e = edge.builder(dir.path()).build().await.unwrap_err();
+    assert!(e.is_locked(), "{e:?}");
+    assert!(e.to_string().contains("already in use"), "{e}");
+    first.shutdown().await.unwrap();
+    let again = edge.builder(dir.path()).build().await.unwrap();
+    // The Opt-in Service of the old client does not hold the directory either.
+    again.shutdown().await.unwrap();
+    let e = first.enqueue(page_view("late")).await.unwrap_err();
+    assert!(e.is_shutdown());
+    assert!(first.records().verify().unwrap_err().is_shutdown());
+}
+
+#[test]
+fn shutdown_is_bounded_on_a_current_thread_runtime_with_the_server_down() {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    runtime.block_on(async {
+        // Nothing listens on this port: every attempt fails.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        drop(listener);
+        let client = consent::Client::builder()
+            .edge_base_url(&base)
+            .datastream_id("ds")
+            .org_id("ORG@AdobeOrg")
+            .default_consent("in")
+            .data_dir(dir.path())
+            .shutdown_timeout(Duration::from_millis(300))
+            .flush_timeout(Duration::from_millis(300))
+            .build()
+            .await
+            .unwrap();
+        let waiting = {
+            let client = client.clone();
+            tokio::spawn(async move { client.send_event(page_view("KEPT")).await })
+        };
+        // Let the spawned call reach the client before the flush.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let e = client.flush().await.unwrap_err();
+        assert!(e.is_timeout(), "{e:?}");
+        let started = Instant::now();
+        client.shutdown().await.unwrap();
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "{:?}",
+            started.elapsed()
+        );
+        let e = waiting.await.unwrap().unwrap_err();
+        assert!(e.is_shutdown(), "{e:?}");
+    });
+    assert!(
+        dir_contains(dir.path(), b"KEPT"),
+        "the event stays queued on disk"
+    );
+    runtime.block_on(async {
+        let client = consent::Client::builder()
+            .edge_base_url("http://127.0.0.1:9")
+            .datastream_id("ds")
+            .org_id("ORG@AdobeOrg")
+            .default_consent("pending")
+            .data_dir(dir.path())
+            .build()
+            .await
+            .unwrap();
+        assert_eq!(client.stats().queued, 1);
+        client.shutdown().await.unwrap();
+    });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_the_last_client_frees_the_directory() {
+    let edge = Edge::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let client = edge.builder(dir.path()).build().await.unwrap();
+    drop(client);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        match edge.builder(dir.path()).build().await {
+            Ok(client) => {
+                client.shutdown().await.unwrap();
+                break;
+            }
+            Err(e) if e.is_locked() && Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(e) => panic!("{e:?}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_prove_every_change_and_a_tampered_log_fails() {
+    let edge = Edge::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let client = edge
+        .builder(dir.path())
+        .default_consent("pending")
+        .build()
+        .await
+        .unwrap();
+    client
+        .set_consent(ConsentRequest::adobe_v1("in"))
+        .await
+        .unwrap();
+    client
+        .set_consent(ConsentRequest::adobe_v1("out"))
+        .await
+        .unwrap();
+    let records = client.records();
+    assert_eq!(records.verify().unwrap(), 3);
+    let list = records.list().unwrap();
+    let generals: Vec<&str> = list
+        .iter()
+        .map(|r| r.payload.as_ref().unwrap()["general"].as_str().unwrap())
+        .collect();
+    assert_eq!(generals, ["pending", "in", "out"]);
+    assert_eq!(list[1].standard, "Adobe");
+    assert_eq!(list[1].version, "1.0");
+    let mut out = Vec::new();
+    assert_eq!(records.export_jsonl(&mut out).unwrap(), 3);
+    assert_eq!(String::from_utf8(out).unwrap().lines().count(), 3);
+
+    let path = dir.path().join("records.jsonl");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let tampered = text.replacen(r#""general":"out""#, r#""general":"in""#, 1);
+    assert_ne!(text, tampered);
+    std::fs::write(&path, tampered).unwrap();
+    let e = records.verify().unwrap_err();
+    assert!(e.to_string().contains("line 3"), "{e}");
+    client.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn opt_in_permissions_survive_a_restart() {
+    let edge = Edge::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = || consent_optin::OptInConfig::builder().does_opt_in_apply(true);
+    let client = edge
+        .builder(dir.path())
+        .optin_config(config())
+        .build()
+        .await
+        .unwrap();
+    let optin = client.optin();
+    assert!(!optin.is_approved(&[Category::Analytics]));
+    optin.approve(&[Category::Analytics], false).unwrap();
+    assert!(optin.is_approved(&[Category::Analytics]));
+    // Writes reach the jar from the Opt-in Service's delivery thread.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !dir_contains(dir.path(), b"adobeujs-optin") && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    client.shutdown().await.unwrap();
+
+    let client = edge
+        .builder(dir.path())
+        .optin_config(config())
+        .build()
+        .await
+        .unwrap();
+    assert!(client.optin().is_approved(&[Category::Analytics]));
+    assert!(!client.optin().is_approved(&[Category::Target]));
+    client.shutdown().await.unwrap();
+}
