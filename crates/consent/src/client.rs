@@ -1,5 +1,6 @@
 //! The client apps hold: a cheap handle around the driver's channel.
 
+#[cfg(feature = "fs")]
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::Sender;

@@ -1015,8 +1015,16 @@ impl<I: Io> Driver<I> {
             Err(e) if e.delivery() == consent_transport::Delivery::Recoverable => {
                 self.rewind(&batch);
                 self.stats.retried.fetch_add(n, Ordering::Relaxed);
-                self.retry_at = Some(Instant::now() + self.backoff);
-                tracing::warn!(events = n, retry_in = ?self.backoff, "delivery failed, will retry: {e}");
+                // The server's `Retry-After` (up to an hour) when it asked for a longer wait.
+                let asked = match &e {
+                    SendError::Status(status) => status.retry_after,
+                    _ => None,
+                };
+                let wait = asked.map_or(self.backoff, |asked| {
+                    asked.min(Duration::from_secs(3600)).max(self.backoff)
+                });
+                self.retry_at = Some(Instant::now() + wait);
+                tracing::warn!(events = n, retry_in = ?wait, "delivery failed, will retry: {e}");
                 self.backoff = (self.backoff * 2).min(self.settings.max_backoff);
             }
             Err(e) => {

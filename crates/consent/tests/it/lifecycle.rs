@@ -253,3 +253,41 @@ async fn opt_in_permissions_survive_a_restart() {
     assert!(!client.optin().is_approved(&[Category::Target]));
     client.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_cookie_jar_never_turns_an_opt_out_back_in() {
+    let edge = Edge::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let client = edge
+        .builder(dir.path())
+        .default_consent("in")
+        .build()
+        .await
+        .unwrap();
+    client
+        .set_consent(ConsentRequest::adobe_v1("out"))
+        .await
+        .unwrap();
+    client.shutdown().await.unwrap();
+    // The jar file is damaged: the stored "out" cannot be read.
+    std::fs::write(dir.path().join("cookies.json"), b"{not json").unwrap();
+    let client = edge
+        .builder(dir.path())
+        .default_consent("in")
+        .build()
+        .await
+        .unwrap();
+    assert_ne!(
+        client.consent().state,
+        Decision::In,
+        "an unreadable jar must not mean 'in'"
+    );
+    client.enqueue(page_view("WAITS")).await.unwrap();
+    client.flush().await.unwrap();
+    assert!(edge.stored_ids().is_empty());
+    assert!(
+        dir.path().join("cookies.json.corrupt").exists(),
+        "the damaged jar is kept aside"
+    );
+    client.shutdown().await.unwrap();
+}
