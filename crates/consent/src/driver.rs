@@ -655,6 +655,9 @@ impl<I: Io> Driver<I> {
                 consent_store::AppendError::Full { .. } => {
                     Error::from_cause(ErrorKind::QueueFull, e)
                 }
+                consent_store::AppendError::TooLarge(_) => {
+                    Error::from_cause(ErrorKind::InvalidInput, e)
+                }
                 other => storage("cannot write the event", other),
             })?;
         self.lanes[lane].dirty = true;

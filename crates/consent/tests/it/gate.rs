@@ -287,3 +287,24 @@ async fn an_iab_string_without_consent_is_out() {
     assert!(!dir_contains(dir.path(), b"IAB-QUEUED"));
     client.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_queue_refuses_with_a_typed_error_and_keeps_what_it_has() {
+    let edge = Edge::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let client = edge
+        .builder(dir.path())
+        .default_consent("pending")
+        .max_queued_events(2)
+        .build()
+        .await
+        .unwrap();
+    client.enqueue(page_view("q1")).await.unwrap();
+    client.enqueue(page_view("q2")).await.unwrap();
+    let e = client.enqueue(page_view("q3")).await.unwrap_err();
+    assert_eq!(e.kind(), consent::ErrorKind::QueueFull, "{e:?}");
+    client.set_consent(ConsentRequest::adobe_v1("in")).await.unwrap();
+    client.flush().await.unwrap();
+    assert_eq!(edge.stored_ids().len(), 2);
+    client.shutdown().await.unwrap();
+}
