@@ -76,6 +76,58 @@ pub(crate) enum Msg {
     },
 }
 
+/// Which request an [`Answer`] answers.
+#[derive(Clone, Copy)]
+enum Answers {
+    Batch(u64),
+    Consent(consent_core::RequestId),
+}
+
+/// Carries a request's result back to the driver, or, when the request's task ends without one (a
+/// panic in a transport, or a runtime shutting down), a failure: the driver never waits for an
+/// answer that cannot come.
+struct Answer {
+    tx: Sender<Msg>,
+    to: Answers,
+    sent: bool,
+}
+
+impl Answer {
+    fn new(tx: &Sender<Msg>, to: Answers) -> Self {
+        Self {
+            tx: tx.clone(),
+            to,
+            sent: false,
+        }
+    }
+
+    fn send(mut self, result: Result<EdgeReply, SendError>) {
+        self.sent = true;
+        let _ = self.tx.send(self.to.msg(result));
+    }
+}
+
+impl Answers {
+    fn msg(self, result: Result<EdgeReply, SendError>) -> Msg {
+        match self {
+            Answers::Batch(batch) => Msg::Delivered { batch, result },
+            Answers::Consent(request) => Msg::ConsentAnswer { request, result },
+        }
+    }
+}
+
+impl Drop for Answer {
+    fn drop(&mut self) {
+        if !self.sent {
+            let failed = SendError::DeadlineExceeded {
+                attempts: 0,
+                deadline: Duration::ZERO,
+            };
+            let _ = self.tx.send(self.to.msg(Err(failed)));
+        }
+    }
+}
+
 /// What the driver persists in the state file (next to the record log's anchor).
 #[derive(Debug, Default, Serialize, Deserialize)]
 pub(crate) struct Persisted {
@@ -700,11 +752,10 @@ impl<I: Io> Driver<I> {
                     if let Some((request, body)) = SetConsentRequest::from_action(&action) {
                         self.consent_in_flight += 1;
                         let transport = Arc::clone(&self.transport);
-                        let tx = self.tx.clone();
+                        let answer = Answer::new(&self.tx, Answers::Consent(request));
                         self.stats.requests.fetch_add(1, Ordering::Relaxed);
                         self.runtime.spawn(async move {
-                            let result = transport.send(Request::SetConsent(body)).await;
-                            let _ = tx.send(Msg::ConsentAnswer { request, result });
+                            answer.send(transport.send(Request::SetConsent(body)).await);
                         });
                     }
                 }
@@ -789,9 +840,8 @@ impl<I: Io> Driver<I> {
             .map(|b| b.parts.clone())
             .unwrap_or_default();
         for (i, lane) in self.lanes.iter_mut().enumerate() {
-            let Some(requirement) = lane.requirement else {
-                continue;
-            };
+            // A queue whose purposes are not configured any more still needs `general`.
+            let requirement = lane.requirement.unwrap_or_else(Requirement::general);
             let Verdict::Declined(reason) = self.engine.check(requirement) else {
                 continue;
             };
@@ -949,21 +999,19 @@ impl<I: Io> Driver<I> {
             epoch: self.epoch,
         });
         let transport = Arc::clone(&self.transport);
-        let tx = self.tx.clone();
+        let answer = Answer::new(&self.tx, Answers::Batch(id));
         self.stats.requests.fetch_add(1, Ordering::Relaxed);
         if events.is_empty() {
             // Only undecodable events: nothing to send.
-            let _ = self.tx.send(Msg::Delivered {
-                batch: id,
-                result: Err(SendError::TooLarge { status: 0 }),
-            });
+            answer.send(Err(SendError::TooLarge { status: 0 }));
             return;
         }
         self.runtime.spawn(async move {
-            let result = transport
-                .send(Request::Interact(DataRequest::events(events)))
-                .await;
-            let _ = tx.send(Msg::Delivered { batch: id, result });
+            answer.send(
+                transport
+                    .send(Request::Interact(DataRequest::events(events)))
+                    .await,
+            );
         });
     }
 

@@ -222,3 +222,22 @@ async fn an_event_answer_older_than_an_opt_out_cannot_turn_consent_back_in() {
     assert!(e.is_consent_declined());
     client.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transport_that_panics_does_not_stall_delivery() {
+    let edge = Edge::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let transport = Faulty::new(&edge, [Fault::Panic]);
+    let client = edge
+        .builder(dir.path())
+        .default_consent("in")
+        .flush_timeout(Duration::from_secs(10))
+        .transport(transport)
+        .build()
+        .await
+        .unwrap();
+    let id = client.enqueue(page_view("after-panic")).await.unwrap();
+    client.flush().await.unwrap();
+    assert_eq!(edge.stored_ids(), vec![id.to_string()]);
+    client.shutdown().await.unwrap();
+}

@@ -303,7 +303,10 @@ async fn a_full_queue_refuses_with_a_typed_error_and_keeps_what_it_has() {
     client.enqueue(page_view("q2")).await.unwrap();
     let e = client.enqueue(page_view("q3")).await.unwrap_err();
     assert_eq!(e.kind(), consent::ErrorKind::QueueFull, "{e:?}");
-    client.set_consent(ConsentRequest::adobe_v1("in")).await.unwrap();
+    client
+        .set_consent(ConsentRequest::adobe_v1("in"))
+        .await
+        .unwrap();
     client.flush().await.unwrap();
     assert_eq!(edge.stored_ids().len(), 2);
     client.shutdown().await.unwrap();

@@ -72,6 +72,8 @@ pub(crate) enum Fault {
     LoseAnswer,
     /// The request never reaches the server; the client sees this status.
     Status(u16),
+    /// The transport panics.
+    Panic,
 }
 
 /// The real HTTP transport, with faults injected into `interact` requests on a schedule, and a
@@ -121,6 +123,7 @@ impl Transport for Faulty {
                     return Err(status_error(503));
                 }
                 Some(Fault::Status(status)) => return Err(status_error(status)),
+                Some(Fault::Panic) => panic!("injected: the transport panicked"),
                 None => {}
             }
         } else {
