@@ -557,6 +557,9 @@ impl Builder {
             shutdown_timeout: self.shutdown_timeout,
             min_backoff: Duration::from_millis(500),
             max_backoff: Duration::from_secs(60),
+            iab_vendor_id: self
+                .iab_vendor_id
+                .unwrap_or(consent_core::DEFAULT_IAB_VENDOR_ID),
         };
         let setup = Setup {
             config,

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use consent_core::{
     Action, ConsentRecord as CoreRecord, Decision, Engine, HandleError, Input, LogLevel, Origin,
-    RecordSource as CoreSource, Requirement, Response, SetConsentId, SetConsentOptions,
+    Purpose, RecordSource as CoreSource, Requirement, Response, SetConsentId, SetConsentOptions,
     SetConsentOutcome, Snapshot, Stored, Timestamp, Verdict,
 };
 use consent_store::{
@@ -128,6 +128,36 @@ impl Drop for Answer {
     }
 }
 
+/// What an unsettled `setConsent` call asks for, so that an event the person has already refused
+/// is declined at once, not written to disk while the call is on its way.
+#[derive(Debug)]
+struct Wish {
+    id: SetConsentId,
+    general: Option<Decision>,
+    purposes: Vec<(Purpose, Decision)>,
+    /// What an Adobe 1.0 object gives every purpose.
+    all_purposes: Option<Decision>,
+    /// Purposes the app decided itself after the call: it no longer speaks for them.
+    superseded: Vec<Purpose>,
+}
+
+impl Wish {
+    /// What the call asks for `purpose`, `None` when it leaves it as it is.
+    fn of(&self, purpose: Purpose) -> Option<Decision> {
+        if purpose == Purpose::GENERAL {
+            return self.general;
+        }
+        if self.superseded.contains(&purpose) {
+            return None;
+        }
+        self.purposes
+            .iter()
+            .find(|(p, _)| *p == purpose)
+            .map(|(_, d)| *d)
+            .or(self.all_purposes)
+    }
+}
+
 /// What the driver persists in the state file (next to the record log's anchor).
 #[derive(Debug, Default, Serialize, Deserialize)]
 pub(crate) struct Persisted {
@@ -151,6 +181,8 @@ pub(crate) struct Settings {
     /// The first wait before a failed delivery is tried again; it doubles up to `max_backoff`.
     pub(crate) min_backoff: Duration,
     pub(crate) max_backoff: Duration,
+    /// The IAB vendor whose consent a TC string must grant.
+    pub(crate) iab_vendor_id: u16,
 }
 
 /// The record log, shared with [`crate::Records`] (which reads it on the caller's thread).
@@ -259,6 +291,8 @@ pub(crate) struct Driver<I: Io> {
     order: u64,
     next_set_consent: u64,
     consent_waiters: HashMap<SetConsentId, oneshot::Sender<Result<(), Error>>>,
+    /// The `setConsent` calls that have not settled, oldest first.
+    wishes: Vec<Wish>,
     /// `setConsent` calls that ended in this round, answered once the queues were evaluated.
     consent_done: Vec<(SetConsentId, SetConsentOutcome)>,
     /// `setConsent` requests on their way.
@@ -270,7 +304,8 @@ pub(crate) struct Driver<I: Io> {
     /// When a failed delivery is tried again.
     retry_at: Option<Instant>,
     backoff: Duration,
-    /// Events per request after a 413 (halved each time), until a request succeeds.
+    /// Events per request after a 400, 413 or 422 (halved each time); it doubles back with every
+    /// request that succeeds.
     batch_cap: usize,
     flush_waiters: Vec<(Instant, oneshot::Sender<Result<(), Error>>)>,
     shutdown: Option<(Instant, Vec<Reply<()>>)>,
@@ -397,6 +432,7 @@ impl<I: Io> Driver<I> {
             order: 0,
             next_set_consent,
             consent_waiters: HashMap::new(),
+            wishes: Vec::new(),
             consent_done: Vec::new(),
             consent_in_flight: 0,
             epoch: 0,
@@ -415,6 +451,26 @@ impl<I: Io> Driver<I> {
             tracing::warn!(
                 "the cookie jar could not be read: the stored consent is unknown, so consent is pending until it is set again"
             );
+        }
+        for call in snapshot.iter().flat_map(|s| &s.pending) {
+            let named = |names: &[(String, Decision)], engine: &Engine| {
+                names
+                    .iter()
+                    .filter_map(|(n, d)| engine.purpose(n).map(|p| (p, *d)))
+                    .collect::<Vec<_>>()
+            };
+            let wish = Wish {
+                id: call.id,
+                general: call.general,
+                purposes: named(&call.purposes, &driver.engine),
+                all_purposes: call.all_purposes,
+                superseded: call
+                    .superseded
+                    .iter()
+                    .filter_map(|n| driver.engine.purpose(n))
+                    .collect(),
+            };
+            driver.wishes.push(wish);
         }
         let (consent_cookie, identity_cookie) = driver.jar.stored();
         driver.handle(Input::Start(Stored {
@@ -620,6 +676,19 @@ impl<I: Io> Driver<I> {
                     return;
                 }
                 let id = SetConsentId(self.next_set_consent);
+                // Registered before the engine sees the call: a skipped call settles at once.
+                let wished = options
+                    .decide(&consent_core::TcfDecoder, self.settings.iab_vendor_id)
+                    .map(|d| Wish {
+                        id,
+                        general: d.general,
+                        purposes: d.purposes.clone(),
+                        all_purposes: d.all_purposes,
+                        superseded: Vec::new(),
+                    });
+                if let Ok(wish) = wished {
+                    self.wishes.push(wish);
+                }
                 match self.handle(Input::SetConsent { id, options }) {
                     Ok(()) => {
                         self.next_set_consent += 1;
@@ -627,6 +696,7 @@ impl<I: Io> Driver<I> {
                         self.consent_waiters.insert(id, reply);
                     }
                     Err(e) => {
+                        self.wishes.retain(|w| w.id != id);
                         let _ = reply.send(Err(e));
                     }
                 }
@@ -651,7 +721,13 @@ impl<I: Io> Driver<I> {
                         }
                     }
                 }
+                let decided_purposes: Vec<Purpose> = decided.iter().map(|(p, _)| *p).collect();
                 let result = self.handle(Input::SetPurposes(decided));
+                if result.is_ok() {
+                    for wish in &mut self.wishes {
+                        wish.superseded.extend(decided_purposes.iter().copied());
+                    }
+                }
                 let _ = reply.send(result);
             }
             Msg::Flush { reply } => {
@@ -695,6 +771,10 @@ impl<I: Io> Driver<I> {
             self.stats.declined.fetch_add(1, Ordering::Relaxed);
             return Err(declined_error(reason));
         }
+        if self.wished_out(purposes) {
+            self.stats.declined.fetch_add(1, Ordering::Relaxed);
+            return Err(declined_error(consent_core::RejectReason::UserDeclined));
+        }
         let lane = self.lane_for(purposes)?;
         self.order = (self.order + 1).max(now_nanos());
         if let Some(prefix) = payload.get_mut(..ORDER_BYTES) {
@@ -715,6 +795,17 @@ impl<I: Io> Driver<I> {
         self.lanes[lane].dirty = true;
         self.stats.enqueued.fetch_add(1, Ordering::Relaxed);
         Ok((lane, appended.seq))
+    }
+
+    /// Whether the person's latest unsettled `setConsent` calls refuse `general` or one of these
+    /// purposes: the latest call that speaks of a purpose decides it.
+    fn wished_out(&self, purposes: &[String]) -> bool {
+        let latest = |purpose: Purpose| self.wishes.iter().rev().find_map(|w| w.of(purpose));
+        latest(Purpose::GENERAL) == Some(Decision::Out)
+            || purposes
+                .iter()
+                .filter_map(|name| self.engine.purpose(name))
+                .any(|p| latest(p) == Some(Decision::Out))
     }
 
     /// Feeds the engine and carries out what it asks, in order.
@@ -759,7 +850,10 @@ impl<I: Io> Driver<I> {
                         });
                     }
                 }
-                Action::SetConsentDone { id, outcome } => self.consent_done.push((*id, *outcome)),
+                Action::SetConsentDone { id, outcome } => {
+                    self.wishes.retain(|w| w.id != *id);
+                    self.consent_done.push((*id, *outcome));
+                }
                 Action::StoreCookie(_) | Action::RemoveCookie { .. } => {
                     if let Err(e) = self.jar.apply(&action) {
                         tracing::warn!("cannot write a cookie: {e}");
@@ -791,10 +885,10 @@ impl<I: Io> Driver<I> {
         self.update_queued();
         self.sync_lanes();
         self.evaluate();
+        self.update_queued();
         self.save_jar();
         self.answer_consent_calls();
         self.start_delivery();
-        self.update_queued();
         self.answer_flushes();
     }
 
@@ -1037,7 +1131,8 @@ impl<I: Io> Driver<I> {
             Ok(reply) => {
                 self.ack(&batch);
                 self.backoff = self.settings.min_backoff;
-                self.batch_cap = self.settings.batch_size.max(1);
+                // After a split, grow back step by step.
+                self.batch_cap = (self.batch_cap * 2).min(self.settings.batch_size.max(1));
                 self.stats.delivered.fetch_add(n, Ordering::Relaxed);
                 self.stats.retried.fetch_add(
                     n * u64::from(reply.attempts.saturating_sub(1)),
@@ -1054,13 +1149,17 @@ impl<I: Io> Driver<I> {
                     }
                 }
             }
-            Err(SendError::Status(status)) if status.status == 413 && batch.events.len() > 1 => {
-                // Too large for this server: the same events again, in smaller requests.
+            Err(SendError::Status(status))
+                if matches!(status.status, 400 | 413 | 422) && batch.events.len() > 1 =>
+            {
+                // Too large, or one event the server cannot take: the same events again in
+                // halves, so only the event at fault ends (alone, with its error).
                 self.batch_cap = (batch.events.len() / 2).max(1);
                 self.rewind(&batch);
                 tracing::warn!(
                     events = n,
-                    "the server refused the request as too large: sending smaller ones"
+                    status = status.status,
+                    "the server refused the request: sending its events in smaller ones"
                 );
             }
             Err(e) if e.delivery() == consent_transport::Delivery::Recoverable => {
@@ -1151,6 +1250,18 @@ impl<I: Io> Driver<I> {
     /// Answers everything still waiting, makes what is on disk durable, and lets go of the data
     /// directory before the shutdown is answered.
     fn close(mut self) {
+        let undelivered: u64 = self
+            .lanes
+            .iter()
+            .filter(|l| self.deliverable(l))
+            .map(|l| l.queue.len())
+            .sum();
+        if undelivered > 0 {
+            tracing::warn!(
+                events = undelivered,
+                "shut down with events consent allows still undelivered: they stay queued for the next client"
+            );
+        }
         self.sync_lanes();
         self.save_jar();
         let replies = self.shutdown.take().map(|(_, r)| r).unwrap_or_default();

@@ -241,3 +241,28 @@ async fn a_transport_that_panics_does_not_stall_delivery() {
     assert_eq!(edge.stored_ids(), vec![id.to_string()]);
     client.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_event_the_server_refuses_ends_alone() {
+    let edge = Edge::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let transport = Faulty::new(&edge, []);
+    *transport.poison.lock().unwrap() = Some("POISON".to_owned());
+    let client = edge
+        .builder(dir.path())
+        .default_consent("pending")
+        .transport(transport.clone())
+        .build()
+        .await
+        .unwrap();
+    for i in 0..16 {
+        let marker = if i == 11 { "POISON".to_owned() } else { format!("fine-{i}") };
+        client.enqueue(page_view(&marker)).await.unwrap();
+    }
+    client.set_consent(ConsentRequest::adobe_v1("in")).await.unwrap();
+    client.flush().await.unwrap();
+    assert_eq!(edge.stored_ids().len(), 15, "only the refused event is missing");
+    assert_eq!(client.stats().dropped_rejected, 1);
+    assert_eq!(client.stats().queued, 0);
+    client.shutdown().await.unwrap();
+}

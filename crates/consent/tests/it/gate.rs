@@ -311,3 +311,98 @@ async fn a_full_queue_refuses_with_a_typed_error_and_keeps_what_it_has() {
     assert_eq!(edge.stored_ids().len(), 2);
     client.shutdown().await.unwrap();
 }
+
+/// Holds every `setConsent` answer until told to, then answers with the cookie the call asks for.
+#[derive(Debug)]
+struct HeldConsent {
+    names: consent_core::CookieNames,
+    release: tokio::sync::Semaphore,
+}
+
+#[async_trait::async_trait]
+impl consent_transport::Transport for HeldConsent {
+    async fn send(
+        &self,
+        request: consent_transport::Request,
+    ) -> Result<consent_transport::EdgeReply, consent_transport::SendError> {
+        let mut cookies = Vec::new();
+        if let consent_transport::Request::SetConsent(body) = &request {
+            self.release.acquire().await.unwrap().forget();
+            let general = body.consent[0]["value"]["general"]
+                .as_str()
+                .unwrap()
+                .to_owned();
+            cookies.push(consent_core::Cookie::new(
+                self.names.consent(),
+                format!("general={general}"),
+                Some(3600),
+            ));
+        }
+        Ok(consent_transport::EdgeReply {
+            status: 200,
+            response: serde_json::from_value(json!({"handle": []})).unwrap(),
+            cookies,
+            request_id: "r".to_owned(),
+            attempts: 1,
+        })
+    }
+
+    fn apply(&self, _: &consent_core::Action) -> Result<bool, consent_transport::JarError> {
+        Ok(true)
+    }
+
+    fn stored_cookies(&self) -> (Option<consent_core::StoredCookie>, bool) {
+        (None, false)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_after_an_opt_out_on_its_way_is_declined_without_touching_the_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let transport = std::sync::Arc::new(HeldConsent {
+        names: consent_core::CookieNames::new(crate::harness::ORG),
+        release: tokio::sync::Semaphore::new(0),
+    });
+    let client = consent::Client::builder()
+        .org_id(crate::harness::ORG)
+        .default_consent("pending")
+        .data_dir(dir.path())
+        .transport(transport.clone())
+        .build()
+        .await
+        .unwrap();
+    let out = {
+        let client = client.clone();
+        tokio::spawn(async move { client.set_consent(ConsentRequest::adobe_v1("out")).await })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(!out.is_finished(), "the server has not answered yet");
+    let e = client.enqueue(page_view("AFTER-OUT")).await.unwrap_err();
+    assert!(e.is_consent_declined(), "{e:?}");
+    assert!(
+        !dir_contains(dir.path(), b"AFTER-OUT"),
+        "the refused event touched the disk"
+    );
+
+    // The person changes their mind before the server answered: the latest call decides.
+    let back_in = {
+        let client = client.clone();
+        tokio::spawn(async move { client.set_consent(ConsentRequest::adobe_v1("in")).await })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let queued = {
+        let client = client.clone();
+        tokio::spawn(async move { client.send_event(page_view("AFTER-IN")).await })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(
+        !queued.is_finished(),
+        "the event waits for the chain, it is not declined"
+    );
+    transport.release.add_permits(2);
+    out.await.unwrap().unwrap();
+    back_in.await.unwrap().unwrap();
+    queued.await.unwrap().unwrap();
+    assert_eq!(client.consent().state, Decision::In);
+    client.shutdown().await.unwrap();
+}

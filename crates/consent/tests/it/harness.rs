@@ -82,6 +82,9 @@ pub(crate) enum Fault {
 pub(crate) struct Faulty {
     inner: HttpTransport,
     faults: Mutex<VecDeque<Fault>>,
+    /// An `interact` request carrying this text is refused with a 400 (an event the server cannot
+    /// take), whatever else it carries.
+    pub(crate) poison: Mutex<Option<String>>,
     pub(crate) interacts: AtomicUsize,
     pub(crate) consents: AtomicUsize,
 }
@@ -93,6 +96,7 @@ impl Faulty {
         Arc::new(Self {
             inner,
             faults: Mutex::new(faults.into_iter().collect()),
+            poison: Mutex::new(None),
             interacts: AtomicUsize::new(0),
             consents: AtomicUsize::new(0),
         })
@@ -116,6 +120,12 @@ impl Transport for Faulty {
         let interact = matches!(request, Request::Interact(_));
         if interact {
             self.interacts.fetch_add(1, Ordering::SeqCst);
+            let poison = self.poison.lock().unwrap().clone();
+            if let Some(poison) = poison
+                && String::from_utf8_lossy(&request.to_json().unwrap()).contains(&poison)
+            {
+                return Err(status_error(400));
+            }
             let fault = self.faults.lock().unwrap().pop_front();
             match fault {
                 Some(Fault::LoseAnswer) => {
