@@ -18,8 +18,9 @@ cargo xtask <task>
 
 Tasks:
   ci          fmt --check, clippy -D warnings, tests, doctests, rustdoc -D warnings, layering
-  demo        start consent-server on its SQLite default and run the quick-start example against it
-  layering    only the layering and crate-overview checks
+  demo        start consent-server on its SQLite default and run the client's quick-start example
+              (crates/consent/examples/quickstart.rs) against it
+  layering    only the layering, crate-overview and ARCHITECTURE.md-table checks
   bench       run the criterion benchmarks of every crate (pass a crate name to narrow)
   fuzz        run a cargo-fuzz target: cargo xtask fuzz <target> [seconds]
 ";
@@ -112,8 +113,9 @@ fn ci() -> Result<()> {
 }
 
 /// Starts `consent-server` (its defaults: SQLite `consent.db` in the workspace root; a free loopback
-/// port instead of 8080 so that the demo never clashes with a running server), runs the quick-start
-/// example against it, and stops the server with SIGTERM.
+/// port instead of 8080 so that the demo never clashes with a running server), runs the facade's
+/// quick-start example (`crates/consent/examples/quickstart.rs`) against it, and stops the server
+/// with SIGTERM.
 fn demo() -> Result<()> {
     use std::io::{BufRead, BufReader};
     use std::process::Stdio;
@@ -129,16 +131,17 @@ fn demo() -> Result<()> {
         "consent-server",
     ]);
     run("cargo build -p consent-server", build)?;
+    // The facade's quick start, started with `cargo run` below (which runs exactly this build).
     let mut build = cargo();
     build.args([
         "build",
         "--locked",
         "-p",
-        "consent-transport",
+        "consent",
         "--example",
         "quickstart",
     ]);
-    run("cargo build --example quickstart", build)?;
+    run("cargo build -p consent --example quickstart", build)?;
 
     let target = env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
@@ -175,10 +178,21 @@ fn demo() -> Result<()> {
         bail!("consent-server printed no address");
     }
     eprintln!("\n==> consent-server listens on {address} (SQLite consent.db)");
-    let status = Command::new(target.join("debug").join("examples").join("quickstart"))
-        .arg(format!("http://{address}"))
-        .status()
-        .context("running the quick-start example");
+    eprintln!("==> cargo run -p consent --example quickstart -- http://{address}\n");
+    let mut example = cargo();
+    example
+        .args([
+            "run",
+            "--quiet",
+            "--locked",
+            "-p",
+            "consent",
+            "--example",
+            "quickstart",
+            "--",
+        ])
+        .arg(format!("http://{address}"));
+    let status = example.status().context("running the quick-start example");
     stop(&mut server)?;
     if !status?.success() {
         bail!("the quick-start example failed");

@@ -1,8 +1,9 @@
-//! Quick start: the consent engine and the HTTP transport against a running `consent-server`.
+//! The lower layers by hand: the consent engine and the HTTP transport against a running
+//! `consent-server` — the loop that the `consent` client runs for you.
 //!
 //! ```sh
 //! cargo run -p consent-server &                                  # 127.0.0.1:8080, SQLite
-//! cargo run -p consent-transport --example quickstart -- http://127.0.0.1:8080
+//! cargo run -p consent-transport --example driver_loop -- http://127.0.0.1:8080
 //! ```
 //!
 //! With `defaultConsent` "pending", a page view is queued and nothing is sent; `setConsent` goes
