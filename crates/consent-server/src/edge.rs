@@ -248,24 +248,32 @@ pub(crate) async fn handle(
                     "report": {"count": events.len()},
                 }));
             } else {
-                for event in events {
-                    let event_id = event
-                        .pointer("/xdm/_id")
-                        .or_else(|| event.pointer("/xdm/eventId"))
-                        .and_then(Value::as_str)
-                        .filter(|id| !id.is_empty() && id.len() <= 256)
-                        .map_or_else(crate::server::unique_id, str::to_owned);
-                    if state
-                        .db
-                        .insert_event(&key, &event_id, event)
-                        .await
-                        .map_err(internal)?
-                    {
-                        inc(&state.metrics.events_stored);
-                    } else {
-                        inc(&state.metrics.events_duplicate);
-                    }
-                }
+                let batch: Vec<(String, &Value)> = events
+                    .iter()
+                    .map(|event| {
+                        let event_id = event
+                            .pointer("/xdm/_id")
+                            .or_else(|| event.pointer("/xdm/eventId"))
+                            .and_then(Value::as_str)
+                            .filter(|id| !id.is_empty() && id.len() <= 256)
+                            .map_or_else(crate::server::unique_id, str::to_owned);
+                        (event_id, event)
+                    })
+                    .collect();
+                let stored = state
+                    .db
+                    .insert_events(&key, &batch)
+                    .await
+                    .map_err(internal)?;
+                let total = batch.len() as u64;
+                state
+                    .metrics
+                    .events_stored
+                    .fetch_add(stored, std::sync::atomic::Ordering::Relaxed);
+                state.metrics.events_duplicate.fetch_add(
+                    total.saturating_sub(stored),
+                    std::sync::atomic::Ordering::Relaxed,
+                );
             }
             general
         }

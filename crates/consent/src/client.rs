@@ -663,6 +663,13 @@ fn run_driver<I: Io>(
         settings,
         runtime,
     } = setup;
+    // Every log line of the client's thread (the engine's messages included) is in this span.
+    let span = tracing::info_span!(
+        "consent",
+        org = config.org_id(),
+        data_dir = %store.dir().display()
+    );
+    let _entered = span.enter();
     // The cookie jar: a jar that cannot be read leaves the stored consent unknown, so the default
     // becomes at least "pending": a lost file must never turn an opt-out back into "in".
     let jar_file = store.cookie_jar();

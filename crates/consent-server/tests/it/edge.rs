@@ -279,6 +279,16 @@ async fn events_are_deduplicated_and_refused_when_out(h: &Harness) {
         metrics.contains("consent_events_total{outcome=\"refused_consent_out\"} 2"),
         "{metrics}"
     );
+    // One request's events are stored together: two new, then one repeat inside the request and
+    // the collect's three.
+    assert!(
+        metrics.contains("consent_events_total{outcome=\"stored\"} 2"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("consent_events_total{outcome=\"duplicate\"} 4"),
+        "{metrics}"
+    );
     let (status, _) = h.post_json(&interact, &json!({"events": []})).await;
     assert_eq!(status, 400);
 }

@@ -256,12 +256,23 @@ async fn one_event_the_server_refuses_ends_alone() {
         .await
         .unwrap();
     for i in 0..16 {
-        let marker = if i == 11 { "POISON".to_owned() } else { format!("fine-{i}") };
+        let marker = if i == 11 {
+            "POISON".to_owned()
+        } else {
+            format!("fine-{i}")
+        };
         client.enqueue(page_view(&marker)).await.unwrap();
     }
-    client.set_consent(ConsentRequest::adobe_v1("in")).await.unwrap();
+    client
+        .set_consent(ConsentRequest::adobe_v1("in"))
+        .await
+        .unwrap();
     client.flush().await.unwrap();
-    assert_eq!(edge.stored_ids().len(), 15, "only the refused event is missing");
+    assert_eq!(
+        edge.stored_ids().len(),
+        15,
+        "only the refused event is missing"
+    );
     assert_eq!(client.stats().dropped_rejected, 1);
     assert_eq!(client.stats().queued, 0);
     client.shutdown().await.unwrap();
