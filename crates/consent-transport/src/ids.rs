@@ -3,10 +3,41 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+/// Random bytes taken from the system 4 KiB at a time: one `getrandom` call serves 256 ids.
+struct Pool {
+    bytes: [u8; 4096],
+    used: usize,
+}
+
+thread_local! {
+    static POOL: std::cell::RefCell<Pool> = const {
+        std::cell::RefCell::new(Pool { bytes: [0; 4096], used: 4096 })
+    };
+}
+
+/// Fills `out` from the thread's pool; `false` when the system's randomness failed.
+fn fill_random(out: &mut [u8; 16]) -> bool {
+    POOL.with(|pool| {
+        let mut pool = pool.borrow_mut();
+        if pool.used + out.len() > pool.bytes.len() {
+            if getrandom::fill(&mut pool.bytes).is_err() {
+                return false;
+            }
+            pool.used = 0;
+        }
+        let start = pool.used;
+        out.copy_from_slice(&pool.bytes[start..start + 16]);
+        // Bytes handed out are never handed out again.
+        pool.bytes[start..start + 16].fill(0);
+        pool.used += 16;
+        true
+    })
+}
+
 /// A random (version 4) UUID, lower-case and hyphenated.
 pub(crate) fn new_uuid() -> String {
     let mut bytes = [0_u8; 16];
-    if getrandom::fill(&mut bytes).is_err() {
+    if !fill_random(&mut bytes) {
         // The system's randomness failed: the id must still be unique in this process, so mix the
         // clock with a counter. It is not secret; only the server's de-duplication relies on it.
         static COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -19,15 +50,16 @@ pub(crate) fn new_uuid() -> String {
     }
     bytes[6] = (bytes[6] & 0x0f) | 0x40;
     bytes[8] = (bytes[8] & 0x3f) | 0x80;
-    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    format!(
-        "{}-{}-{}-{}-{}",
-        &hex[0..8],
-        &hex[8..12],
-        &hex[12..16],
-        &hex[16..20],
-        &hex[20..32]
-    )
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut text = String::with_capacity(36);
+    for (i, b) in bytes.iter().enumerate() {
+        if matches!(i, 4 | 6 | 8 | 10) {
+            text.push('-');
+        }
+        text.push(char::from(HEX[usize::from(b >> 4)]));
+        text.push(char::from(HEX[usize::from(b & 0x0f)]));
+    }
+    text
 }
 
 /// A random number for jitter; `None` when the system's randomness fails.
@@ -46,5 +78,11 @@ mod tests {
         assert_eq!(&id[14..15], "4");
         assert!(matches!(&id[19..20], "8" | "9" | "a" | "b"));
         assert_ne!(id, new_uuid());
+        let parts: Vec<usize> = id.split('-').map(str::len).collect();
+        assert_eq!(parts, [8, 4, 4, 4, 12]);
+        assert!(id.bytes().all(|b| b == b'-' || b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
+        // Ids drawn past one refill of the pool stay distinct.
+        let many: std::collections::HashSet<String> = (0..1000).map(|_| new_uuid()).collect();
+        assert_eq!(many.len(), 1000);
     }
 }
