@@ -682,7 +682,15 @@ fn run_driver<I: Io>(
             (consent_store::cookie_store::CookieStore::default(), true)
         }
     };
-    if jar_lost && config.default() == DefaultConsent::In {
+    let persisted = driver::load_persisted(&store);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    let copy_kept = persisted
+        .as_ref()
+        .and_then(|p| p.consent_cookie.as_ref())
+        .is_some_and(|c| c.expires_ms.is_none_or(|e| e > now));
+    if jar_lost && !copy_kept && config.default() == DefaultConsent::In {
         config = config.default_consent(DefaultConsent::Pending);
     }
     let memory_jar = CookieJar::new(cookies);
@@ -719,7 +727,6 @@ fn run_driver<I: Io>(
             RecordSlot::Broken(format!("the consent record log cannot be opened: {e}"))
         }
     }));
-    let snapshot = driver::load_snapshot(&store);
     let engine = Engine::new(config);
     let (watch_tx, watch_rx) = watch::channel(engine.consent());
     let stats = Arc::new(StatsInner::default());
@@ -737,7 +744,7 @@ fn run_driver<I: Io>(
         watch: watch_tx,
         tx: tx.clone(),
         rx,
-        snapshot,
+        persisted,
         jar_lost,
     };
     match Driver::start(parts) {

@@ -159,11 +159,30 @@ impl Wish {
 }
 
 /// What the driver persists in the state file (next to the record log's anchor).
-#[derive(Debug, Default, Serialize, Deserialize)]
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
 pub(crate) struct Persisted {
     /// The engine's snapshot.
     pub(crate) snapshot: Snapshot,
+    /// A second copy of the consent cookie (the jar's is the first): a jar that is lost, damaged
+    /// or not saved cannot turn an opt-out back into "in". `None` when there is none.
+    #[serde(default)]
+    pub(crate) consent_cookie: Option<MirroredCookie>,
+    /// Queues whose purge failed, with the sequence number below which every event must go:
+    /// done before anything else at the next start.
+    #[serde(default)]
+    pub(crate) purges_owed: Vec<(String, u64)>,
 }
+
+/// The consent cookie as the state file keeps it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct MirroredCookie {
+    pub(crate) value: String,
+    /// Milliseconds since the Unix epoch; `None` for a session cookie.
+    pub(crate) expires_ms: Option<u64>,
+}
+
+/// The longest acknowledgements of delivered events wait for their sync while more is delivered.
+const ACK_SYNC_EVERY: Duration = Duration::from_millis(250);
 
 /// The state file's schema version.
 pub(crate) const STATE_VERSION: u32 = 1;
@@ -230,8 +249,12 @@ struct Lane<I: Io> {
     queue: EventQueue<I>,
     /// The first event not handed to a request yet.
     next_unsent: u64,
-    /// Appended or acknowledged since the last sync.
+    /// Appended since the last sync: synced at the end of the round.
     dirty: bool,
+    /// Acknowledged since the last sync: synced once nothing more is to be delivered, or
+    /// [`ACK_SYNC_EVERY`] after the last sync, so a run of requests is not slowed by a sync each
+    /// (an acknowledgement a crash loses only makes an event go again, with its id).
+    acked: bool,
     /// `enqueue` calls waiting for their event to be durable, in order.
     durable_waiters: Vec<(u64, EventId, Reply<EventId>)>,
     /// `send_event` calls waiting for their event to be delivered, by sequence number.
@@ -265,8 +288,8 @@ pub(crate) struct Parts<I: Io> {
     pub(crate) watch: watch::Sender<consent_core::ConsentView>,
     pub(crate) tx: Sender<Msg>,
     pub(crate) rx: Receiver<Msg>,
-    /// The snapshot read from the state file (`None` when missing or unreadable).
-    pub(crate) snapshot: Option<Snapshot>,
+    /// The state file's document (`None` when missing or unreadable).
+    pub(crate) persisted: Option<Persisted>,
     /// Whether the cookie jar could not be read (its consent cookie is then unknown).
     pub(crate) jar_lost: bool,
 }
@@ -274,6 +297,8 @@ pub(crate) struct Parts<I: Io> {
 pub(crate) struct Driver<I: Io> {
     store: Store<I>,
     state: StateFile<Persisted, I>,
+    /// What the state file holds (kept to rewrite one part of it).
+    persisted: Persisted,
     engine: Engine,
     transport: Arc<dyn Transport>,
     transport_uses_jar: bool,
@@ -303,6 +328,8 @@ pub(crate) struct Driver<I: Io> {
     next_batch: u64,
     /// When a failed delivery is tried again.
     retry_at: Option<Instant>,
+    /// When acknowledgements were last synced.
+    last_ack_sync: Instant,
     backoff: Duration,
     /// Events per request after a 400, 413 or 422 (halved each time); it doubles back with every
     /// request that succeeds.
@@ -406,9 +433,10 @@ impl<I: Io> Driver<I> {
             watch,
             tx,
             rx,
-            snapshot,
+            persisted,
             jar_lost,
         } = parts;
+        let snapshot = persisted.as_ref().map(|p| p.snapshot.clone());
         let state = store.state::<Persisted>(STATE_VERSION);
         let next_set_consent = snapshot
             .as_ref()
@@ -417,6 +445,7 @@ impl<I: Io> Driver<I> {
         let batch_cap = settings.batch_size.max(1);
         let mut driver = Self {
             state,
+            persisted: persisted.clone().unwrap_or_default(),
             engine,
             transport,
             transport_uses_jar,
@@ -439,6 +468,7 @@ impl<I: Io> Driver<I> {
             in_flight: None,
             next_batch: 1,
             retry_at: None,
+            last_ack_sync: Instant::now(),
             backoff: settings.min_backoff,
             batch_cap,
             flush_waiters: Vec::new(),
@@ -472,7 +502,9 @@ impl<I: Io> Driver<I> {
             };
             driver.wishes.push(wish);
         }
-        let (consent_cookie, identity_cookie) = driver.jar.stored();
+        let (jar_cookie, identity_cookie) = driver.jar.stored();
+        let mirror = persisted.and_then(|p| p.consent_cookie);
+        let consent_cookie = driver.restore_consent_cookie(jar_cookie, mirror);
         driver.handle(Input::Start(Stored {
             consent_cookie,
             identity_cookie,
@@ -480,6 +512,74 @@ impl<I: Io> Driver<I> {
         }))?;
         driver.settle_round();
         Ok(driver)
+    }
+
+    /// The consent cookie to start from: the jar's, or the state file's copy when the jar lost it
+    /// (then written back to the jar), or the stricter of the two when they disagree (a crash
+    /// between the two saves), so that no lost or stale file can loosen consent.
+    fn restore_consent_cookie(
+        &mut self,
+        jar: Option<consent_core::StoredCookie>,
+        mirror: Option<MirroredCookie>,
+    ) -> Option<consent_core::StoredCookie> {
+        let now = now_ms().as_millis();
+        let mirror = mirror
+            .filter(|m| m.expires_ms.is_none_or(|e| e > now))
+            .map(|m| consent_core::StoredCookie {
+                value: m.value,
+                expires: m.expires_ms.map(Timestamp::from_millis),
+            });
+        let general = |c: &consent_core::StoredCookie| {
+            consent_core::general_value(&c.value).and_then(Decision::from_wire)
+        };
+        let chosen = match (jar, mirror) {
+            (Some(jar), Some(mirror)) => match (general(&jar), general(&mirror)) {
+                (Some(a), Some(b)) if a.stricter(b) != a => {
+                    tracing::warn!(
+                        "the cookie jar's consent ({a}) is looser than the state file's ({b}): the stricter applies"
+                    );
+                    mirror
+                }
+                (None, Some(_)) => mirror,
+                _ => return Some(jar),
+            },
+            (None, Some(mirror)) => {
+                tracing::warn!(
+                    "the consent cookie is missing from the jar: restored from the state file"
+                );
+                mirror
+            }
+            (jar, None) => return jar,
+        };
+        let max_age = chosen
+            .expires
+            .map(|e| e.as_millis().saturating_sub(now).div_ceil(1000));
+        let cookie =
+            consent_core::Cookie::new(self.engine.cookie_names().consent(), &chosen.value, max_age);
+        if let Err(e) = self.jar.apply(&Action::StoreCookie(cookie)) {
+            tracing::warn!("cannot restore the consent cookie to the jar: {e}");
+        }
+        self.jar_dirty = true;
+        Some(chosen)
+    }
+
+    /// The consent cookie changed: the jar and the state file's copy are saved at once, before
+    /// the engine's next action, so that a crash right after an opt-out cannot lose it.
+    fn consent_cookie_changed(&mut self) {
+        let (cookie, _) = self.jar.stored();
+        self.persisted.consent_cookie = cookie.map(|c| MirroredCookie {
+            value: c.value,
+            expires_ms: c.expires.map(Timestamp::as_millis),
+        });
+        self.jar_dirty = true;
+        self.save_jar();
+        self.save_state();
+    }
+
+    fn save_state(&mut self) {
+        if let Err(e) = self.state.save(&self.persisted) {
+            tracing::error!("cannot persist the consent state: {e}");
+        }
     }
 
     /// Opens the lane of `general` alone and every lane found on disk.
@@ -542,6 +642,7 @@ impl<I: Io> Driver<I> {
             queue,
             next_unsent,
             dirty: false,
+            acked: false,
             durable_waiters: Vec::new(),
             delivery_waiters: HashMap::new(),
         });
@@ -623,6 +724,9 @@ impl<I: Io> Driver<I> {
         }
         if let Some(retry) = self.retry_at {
             consider(retry);
+        }
+        if self.lanes.iter().any(|l| l.acked) {
+            consider(self.last_ack_sync + ACK_SYNC_EVERY);
         }
         for (deadline, _) in &self.flush_waiters {
             consider(*deadline);
@@ -824,12 +928,8 @@ impl<I: Io> Driver<I> {
         while let Some(action) = self.engine.poll_action() {
             match &action {
                 Action::PersistState(snapshot) => {
-                    let doc = Persisted {
-                        snapshot: snapshot.clone(),
-                    };
-                    if let Err(e) = self.state.save(&doc) {
-                        tracing::error!("cannot persist the consent state: {e}");
-                    }
+                    self.persisted.snapshot = snapshot.clone();
+                    self.save_state();
                 }
                 Action::Record(record) => {
                     let mut slot = self.records.lock().unwrap_or_else(PoisonError::into_inner);
@@ -864,6 +964,14 @@ impl<I: Io> Driver<I> {
                         tracing::warn!("the transport cannot write a cookie: {e}");
                     }
                     self.jar_dirty = true;
+                    let name = match &action {
+                        Action::StoreCookie(cookie) => cookie.name.as_str(),
+                        Action::RemoveCookie { name } => name.as_str(),
+                        _ => "",
+                    };
+                    if name == self.engine.cookie_names().consent() {
+                        self.consent_cookie_changed();
+                    }
                 }
                 Action::CookieRefused { name } => {
                     tracing::debug!(cookie = %name, "cookie refused: consent does not allow it");
@@ -898,11 +1006,17 @@ impl<I: Io> Driver<I> {
     }
 
     fn sync_lanes(&mut self) {
+        let acks_due = self.last_ack_sync.elapsed() >= ACK_SYNC_EVERY
+            || (self.in_flight.is_none() && !self.lanes.iter().any(|l| self.deliverable(l)));
+        if acks_due {
+            self.last_ack_sync = Instant::now();
+        }
         for lane in &mut self.lanes {
-            if !lane.dirty {
+            if !lane.dirty && !(lane.acked && acks_due) {
                 continue;
             }
             lane.dirty = false;
+            lane.acked = false;
             match lane.queue.sync() {
                 Ok(durable) => {
                     let (ready, waiting): (Vec<_>, Vec<_>) =
@@ -972,13 +1086,14 @@ impl<I: Io> Driver<I> {
         }
     }
 
+    /// Saves the jar when it changed; a failed save is tried again at the next round.
     fn save_jar(&mut self) {
         if !self.jar_dirty {
             return;
         }
-        self.jar_dirty = false;
-        if let Err(e) = self.jar.save() {
-            tracing::error!("cannot save the cookie jar: {e}");
+        match self.jar.save() {
+            Ok(()) => self.jar_dirty = false,
+            Err(e) => tracing::error!("cannot save the cookie jar, will try again: {e}"),
         }
     }
 
@@ -1196,7 +1311,7 @@ impl<I: Io> Driver<I> {
         for &(lane, _, last) in &batch.parts {
             let lane = &mut self.lanes[lane];
             match lane.queue.ack(last) {
-                Ok(()) => lane.dirty = true,
+                Ok(()) => lane.acked = true,
                 Err(e) => tracing::error!("cannot acknowledge delivered events: {e}"),
             }
         }
@@ -1262,6 +1377,9 @@ impl<I: Io> Driver<I> {
                 "shut down with events consent allows still undelivered: they stay queued for the next client"
             );
         }
+        for lane in &mut self.lanes {
+            lane.dirty |= lane.acked;
+        }
         self.sync_lanes();
         self.save_jar();
         let replies = self.shutdown.take().map(|(_, r)| r).unwrap_or_default();
@@ -1299,11 +1417,11 @@ impl<I: Io> Driver<I> {
     }
 }
 
-/// The state file's snapshot, or `None` when it is missing or unreadable (the engine then treats
+/// The state file's document, or `None` when it is missing or unreadable (the engine then treats
 /// the named purposes of a restored consent as undecided).
-pub(crate) fn load_snapshot<I: Io>(store: &Store<I>) -> Option<Snapshot> {
+pub(crate) fn load_persisted<I: Io>(store: &Store<I>) -> Option<Persisted> {
     match store.state::<Persisted>(STATE_VERSION).load() {
-        Ok(doc) => doc.map(|d| d.snapshot),
+        Ok(doc) => doc,
         Err(e) => {
             tracing::warn!("the consent state file cannot be read, starting without it: {e}");
             None

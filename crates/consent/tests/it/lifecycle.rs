@@ -258,6 +258,7 @@ async fn opt_in_permissions_survive_a_restart() {
 async fn a_lost_cookie_jar_never_turns_an_opt_out_back_in() {
     let edge = Edge::start().await;
     let dir = tempfile::tempdir().unwrap();
+    let jar = dir.path().join("cookies.json");
     let client = edge
         .builder(dir.path())
         .default_consent("in")
@@ -269,7 +270,36 @@ async fn a_lost_cookie_jar_never_turns_an_opt_out_back_in() {
         .await
         .unwrap();
     client.shutdown().await.unwrap();
-    // The jar file is damaged: the stored "out" cannot be read.
+    // Damaged, then (after a restart) simply missing, then deleted again: never "in".
+    for round in 0..3 {
+        if round == 0 {
+            std::fs::write(&jar, b"{not json").unwrap();
+        } else {
+            let _ = std::fs::remove_file(&jar);
+        }
+        let client = edge
+            .builder(dir.path())
+            .default_consent("in")
+            .build()
+            .await
+            .unwrap();
+        assert_eq!(client.consent().state, Decision::Out, "round {round}");
+        let e = client.enqueue(page_view("NEVER")).await.unwrap_err();
+        assert!(e.is_consent_declined(), "round {round}: {e:?}");
+        client.shutdown().await.unwrap();
+    }
+    assert!(
+        dir.path().join("cookies.json.corrupt").exists(),
+        "the damaged jar is kept aside"
+    );
+    assert!(edge.stored_ids().is_empty());
+    assert!(!dir_contains(dir.path(), b"NEVER"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_jar_without_a_copy_makes_a_default_in_pending() {
+    let edge = Edge::start().await;
+    let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("cookies.json"), b"{not json").unwrap();
     let client = edge
         .builder(dir.path())
@@ -277,17 +307,13 @@ async fn a_lost_cookie_jar_never_turns_an_opt_out_back_in() {
         .build()
         .await
         .unwrap();
-    assert_ne!(
+    assert_eq!(
         client.consent().state,
-        Decision::In,
+        Decision::Pending,
         "an unreadable jar must not mean 'in'"
     );
     client.enqueue(page_view("WAITS")).await.unwrap();
     client.flush().await.unwrap();
     assert!(edge.stored_ids().is_empty());
-    assert!(
-        dir.path().join("cookies.json.corrupt").exists(),
-        "the damaged jar is kept aside"
-    );
     client.shutdown().await.unwrap();
 }
