@@ -1012,7 +1012,7 @@ impl<I: Io> Driver<I> {
             self.last_ack_sync = Instant::now();
         }
         for lane in &mut self.lanes {
-            if !lane.dirty && !(lane.acked && acks_due) {
+            if !(lane.dirty || (lane.acked && acks_due)) {
                 continue;
             }
             lane.dirty = false;
