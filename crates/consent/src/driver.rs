@@ -270,6 +270,10 @@ struct Batch {
     events: Vec<(usize, u64, EventId)>,
     /// The consent epoch it was sent in.
     epoch: u64,
+    /// Stops the request (and the transport's retries of it) when consent is withdrawn.
+    abort: Option<tokio::task::AbortHandle>,
+    /// Whether it was stopped: its answer then only rewinds.
+    aborted: bool,
 }
 
 /// What the builder opened, handed to the driver thread.
@@ -1066,22 +1070,20 @@ impl<I: Io> Driver<I> {
                 Err(e) => tracing::error!("cannot purge the event queue: {e}"),
             }
             lane.next_unsent = lane.queue.next_seq();
-            // Events already on their way are answered by their request; the others are declined.
-            let sent = |seq: u64| {
-                in_flight
-                    .iter()
-                    .any(|&(l, first, last)| l == i && (first..=last).contains(&seq))
-            };
-            let declined: Vec<u64> = lane
-                .delivery_waiters
-                .keys()
-                .copied()
-                .filter(|&s| !sent(s))
-                .collect();
-            for seq in declined {
-                if let Some((_, tx)) = lane.delivery_waiters.remove(&seq) {
-                    let _ = tx.send(Err(declined_error(reason)));
+            // A request on its way with events of this queue is stopped, with the transport's
+            // retries of it: nothing of a withdrawn queue goes out after the withdrawal.
+            if in_flight.iter().any(|&(l, _, _)| l == i) {
+                if let Some(batch) = &mut self.in_flight
+                    && !batch.aborted
+                {
+                    batch.aborted = true;
+                    if let Some(abort) = &batch.abort {
+                        abort.abort();
+                    }
                 }
+            }
+            for (_, (_, tx)) in lane.delivery_waiters.drain() {
+                let _ = tx.send(Err(declined_error(reason)));
             }
         }
     }
@@ -1206,6 +1208,8 @@ impl<I: Io> Driver<I> {
             parts,
             events: ids,
             epoch: self.epoch,
+            abort: None,
+            aborted: false,
         });
         let transport = Arc::clone(&self.transport);
         let answer = Answer::new(&self.tx, Answers::Batch(id));
@@ -1215,19 +1219,28 @@ impl<I: Io> Driver<I> {
             answer.send(Err(SendError::TooLarge { status: 0 }));
             return;
         }
-        self.runtime.spawn(async move {
+        let task = self.runtime.spawn(async move {
             answer.send(
                 transport
                     .send(Request::Interact(DataRequest::events(events)))
                     .await,
             );
         });
+        if let Some(batch) = &mut self.in_flight {
+            batch.abort = Some(task.abort_handle());
+        }
     }
 
     fn on_delivered(&mut self, batch_id: u64, result: Result<EdgeReply, SendError>) {
         let Some(batch) = self.in_flight.take_if(|b| b.id == batch_id) else {
             return;
         };
+        if batch.aborted {
+            // Stopped because consent was withdrawn: what is still queued waits; the answer, if
+            // the server sent one before the stop, says nothing about consent any more.
+            self.rewind(&batch);
+            return;
+        }
         // An answer to a request sent before the latest setConsent may not decide consent: the
         // server's consent cookie in it is older than the person's latest choice.
         let stale = batch.epoch != self.epoch;

@@ -211,7 +211,9 @@ async fn an_event_answer_older_than_an_opt_out_cannot_turn_consent_back_in() {
         .unwrap();
     assert_eq!(client.consent().state, Decision::Out);
     transport.release.notify_one();
-    sent.await.unwrap().unwrap();
+    // The request was stopped by the opt-out (its answer cannot decide anything any more).
+    let e = sent.await.unwrap().unwrap_err();
+    assert!(e.is_consent_declined(), "{e:?}");
     client.flush().await.unwrap();
     assert_eq!(
         client.consent().state,
@@ -275,5 +277,84 @@ async fn one_event_the_server_refuses_ends_alone() {
     );
     assert_eq!(client.stats().dropped_rejected, 1);
     assert_eq!(client.stats().queued, 0);
+    client.shutdown().await.unwrap();
+}
+
+/// Never answers `interact`: it keeps "retrying" (counting attempts) until the request is
+/// dropped; answers `setConsent` at once with the cookie it asks for.
+#[derive(Debug)]
+struct Retrying {
+    names: CookieNames,
+    attempts: std::sync::atomic::AtomicUsize,
+}
+
+#[async_trait]
+impl Transport for Retrying {
+    async fn send(&self, request: Request) -> Result<EdgeReply, SendError> {
+        match request {
+            Request::Interact(_) => loop {
+                self.attempts.fetch_add(1, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            },
+            Request::SetConsent(body) => {
+                let general = body.consent[0]["value"]["general"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned();
+                let cookie = Cookie::new(
+                    self.names.consent(),
+                    format!("general={general}"),
+                    Some(3600),
+                );
+                Ok(reply(vec![cookie]))
+            }
+            _ => Ok(reply(Vec::new())),
+        }
+    }
+
+    fn apply(&self, _: &Action) -> Result<bool, consent_transport::JarError> {
+        Ok(true)
+    }
+
+    fn stored_cookies(&self) -> (Option<consent_core::StoredCookie>, bool) {
+        (None, false)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_opt_out_stops_the_retries_of_a_request_on_its_way() {
+    let dir = tempfile::tempdir().unwrap();
+    let transport = Arc::new(Retrying {
+        names: CookieNames::new(ORG),
+        attempts: std::sync::atomic::AtomicUsize::new(0),
+    });
+    let client = consent::Client::builder()
+        .org_id(ORG)
+        .default_consent("in")
+        .data_dir(dir.path())
+        .transport(transport.clone())
+        .build()
+        .await
+        .unwrap();
+    let sent = {
+        let client = client.clone();
+        tokio::spawn(async move { client.send_event(page_view("RETRIED")).await })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(transport.attempts.load(Ordering::SeqCst) >= 2);
+    client
+        .set_consent(ConsentRequest::adobe_v1("out"))
+        .await
+        .unwrap();
+    let e = sent.await.unwrap().unwrap_err();
+    assert!(e.is_consent_declined(), "{e:?}");
+    let after_out = transport.attempts.load(Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(
+        transport.attempts.load(Ordering::SeqCst),
+        after_out,
+        "the request went on after the opt-out returned"
+    );
+    assert!(!crate::harness::dir_contains(dir.path(), b"RETRIED"));
     client.shutdown().await.unwrap();
 }
