@@ -1072,14 +1072,13 @@ impl<I: Io> Driver<I> {
             lane.next_unsent = lane.queue.next_seq();
             // A request on its way with events of this queue is stopped, with the transport's
             // retries of it: nothing of a withdrawn queue goes out after the withdrawal.
-            if in_flight.iter().any(|&(l, _, _)| l == i) {
-                if let Some(batch) = &mut self.in_flight
-                    && !batch.aborted
-                {
-                    batch.aborted = true;
-                    if let Some(abort) = &batch.abort {
-                        abort.abort();
-                    }
+            if in_flight.iter().any(|&(l, _, _)| l == i)
+                && let Some(batch) = &mut self.in_flight
+                && !batch.aborted
+            {
+                batch.aborted = true;
+                if let Some(abort) = &batch.abort {
+                    abort.abort();
                 }
             }
             for (_, (_, tx)) in lane.delivery_waiters.drain() {
