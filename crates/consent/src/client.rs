@@ -300,6 +300,9 @@ impl Client {
 enum Storage {
     #[cfg(feature = "fs")]
     Dir(PathBuf),
+    /// The disk through fault injection, for tests.
+    #[cfg(feature = "fs")]
+    Faulty(PathBuf, consent_store::FaultyIo<consent_store::DiskIo>),
     Memory,
     Unset,
 }
@@ -385,6 +388,20 @@ impl Builder {
     #[must_use]
     pub fn data_dir(mut self, dir: impl Into<PathBuf>) -> Self {
         self.storage = Storage::Dir(dir.into());
+        self
+    }
+
+    /// The data directory, with its file operations going through `io`, which fails them on a
+    /// schedule: for tests of what the client does when the disk fails. Not for production.
+    #[cfg(feature = "fs")]
+    #[doc(hidden)]
+    #[must_use]
+    pub fn data_dir_with_faults(
+        mut self,
+        dir: impl Into<PathBuf>,
+        io: consent_store::FaultyIo<consent_store::DiskIo>,
+    ) -> Self {
+        self.storage = Storage::Faulty(dir.into(), io);
         self
     }
 
@@ -577,15 +594,15 @@ impl Builder {
                 #[cfg(feature = "fs")]
                 Storage::Dir(dir) => match Store::open(&dir) {
                     Ok(store) => run_driver(store, true, setup, ready_tx),
-                    Err(e @ consent_store::OpenStoreError::Locked { .. }) => {
-                        let _ = ready_tx.send(Err(Error::from_cause(ErrorKind::Locked, e)));
-                    }
                     Err(e) => {
-                        let _ = ready_tx.send(Err(Error::with_source(
-                            ErrorKind::Storage,
-                            format!("cannot open the data directory {}: {e}", dir.display()),
-                            e,
-                        )));
+                        let _ = ready_tx.send(Err(open_error(&dir, e)));
+                    }
+                },
+                #[cfg(feature = "fs")]
+                Storage::Faulty(dir, io) => match Store::with_io(io, &dir) {
+                    Ok(store) => run_driver(store, true, setup, ready_tx),
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(open_error(&dir, e)));
                     }
                 },
                 _ => run_driver(
@@ -623,6 +640,19 @@ impl Builder {
                 optin,
             }),
         })
+    }
+}
+
+/// Why the data directory could not be opened, as the client reports it.
+#[cfg(feature = "fs")]
+fn open_error(dir: &std::path::Path, e: consent_store::OpenStoreError) -> Error {
+    match e {
+        e @ consent_store::OpenStoreError::Locked { .. } => Error::from_cause(ErrorKind::Locked, e),
+        e => Error::with_source(
+            ErrorKind::Storage,
+            format!("cannot open the data directory {}: {e}", dir.display()),
+            e,
+        ),
     }
 }
 

@@ -334,6 +334,8 @@ pub(crate) struct Driver<I: Io> {
     retry_at: Option<Instant>,
     /// When acknowledgements were last synced.
     last_ack_sync: Instant,
+    /// A purge of this round failed: the `setConsent` calls answered in it say so.
+    purge_error: Option<String>,
     backoff: Duration,
     /// Events per request after a 400, 413 or 422 (halved each time); it doubles back with every
     /// request that succeeds.
@@ -360,6 +362,15 @@ fn order_of(payload: &[u8]) -> u64 {
         .get(..ORDER_BYTES)
         .and_then(|b| <[u8; ORDER_BYTES]>::try_from(b).ok())
         .map_or(0, u64::from_be_bytes)
+}
+
+/// How the state file names a lane: its directory under [`LANES_DIR`], or `""` for `general`.
+fn lane_key(names: &[String]) -> String {
+    if names.is_empty() {
+        String::new()
+    } else {
+        lane_dir_name(names)
+    }
 }
 
 /// The directory name of a lane: the hex of its purpose names joined by newlines.
@@ -473,6 +484,7 @@ impl<I: Io> Driver<I> {
             next_batch: 1,
             retry_at: None,
             last_ack_sync: Instant::now(),
+            purge_error: None,
             backoff: settings.min_backoff,
             batch_cap,
             flush_waiters: Vec::new(),
@@ -731,6 +743,9 @@ impl<I: Io> Driver<I> {
         }
         if self.lanes.iter().any(|l| l.acked) {
             consider(self.last_ack_sync + ACK_SYNC_EVERY);
+        }
+        if !self.persisted.purges_owed.is_empty() {
+            consider(Instant::now() + Duration::from_secs(1));
         }
         for (deadline, _) in &self.flush_waiters {
             consider(*deadline);
@@ -1000,6 +1015,7 @@ impl<I: Io> Driver<I> {
         self.update_queued();
         self.save_jar();
         self.answer_consent_calls();
+        self.purge_error = None;
         self.start_delivery();
         self.answer_flushes();
     }
@@ -1046,6 +1062,7 @@ impl<I: Io> Driver<I> {
 
     /// Asks the engine about every queue: declined ones are purged from disk.
     fn evaluate(&mut self) {
+        let mut purge_failed = None;
         let in_flight: Vec<(usize, u64, u64)> = self
             .in_flight
             .as_ref()
@@ -1067,7 +1084,16 @@ impl<I: Io> Driver<I> {
                         tracing::info!(events = n, purposes = ?lane.names, "consent declined: queued events purged");
                     }
                 }
-                Err(e) => tracing::error!("cannot purge the event queue: {e}"),
+                Err(e) => {
+                    // Owed: retried every round (and first thing at the next start) until every
+                    // event below `next_seq` is gone; until then the queue delivers nothing.
+                    tracing::error!("cannot purge the event queue, will try again: {e}");
+                    let owed = (lane_key(&lane.names), lane.queue.next_seq());
+                    if !self.persisted.purges_owed.contains(&owed) {
+                        self.persisted.purges_owed.push(owed);
+                    }
+                    purge_failed = Some(e.to_string());
+                }
             }
             lane.next_unsent = lane.queue.next_seq();
             // A request on its way with events of this queue is stopped, with the transport's
@@ -1085,6 +1111,70 @@ impl<I: Io> Driver<I> {
                 let _ = tx.send(Err(declined_error(reason)));
             }
         }
+        if let Some(e) = purge_failed {
+            self.save_state();
+            self.purge_error = Some(e);
+        }
+        self.settle_owed_purges();
+    }
+
+    /// Deletes what failed purges left: every event below the owed sequence number is
+    /// acknowledged and synced (its payload zeroed, its segment deleted).
+    fn settle_owed_purges(&mut self) {
+        if self.persisted.purges_owed.is_empty() {
+            return;
+        }
+        let owed = std::mem::take(&mut self.persisted.purges_owed);
+        let mut still = Vec::new();
+        for (key, below) in owed {
+            let Some(i) = self.lanes.iter().position(|l| lane_key(&l.names) == key) else {
+                continue;
+            };
+            // A failed purge or sync leaves the queue refusing everything, and its head in memory
+            // may be ahead of the one on disk: read it again from disk first.
+            let done = self.reopen_lane(i).and_then(|()| {
+                let queue = &mut self.lanes[i].queue;
+                if queue.head() >= below {
+                    return Ok(());
+                }
+                queue.ack(below - 1).map_err(|e| e.to_string())?;
+                queue.sync().map(drop).map_err(|e| e.to_string())
+            });
+            match done {
+                Ok(()) => {
+                    let lane = &mut self.lanes[i];
+                    lane.next_unsent = lane.next_unsent.max(below);
+                    tracing::info!(purposes = ?lane.names, "the owed purge is done");
+                }
+                Err(e) => {
+                    tracing::error!("the owed purge failed again, will try again: {e}");
+                    still.push((key, below));
+                }
+            }
+        }
+        let changed = still.len() != self.persisted.purges_owed.len() || !still.is_empty();
+        self.persisted.purges_owed = still;
+        if changed {
+            self.save_state();
+        }
+    }
+
+    /// Opens a lane's queue again from disk.
+    fn reopen_lane(&mut self, i: usize) -> Result<(), String> {
+        let names = self.lanes[i].names.clone();
+        let queue = if names.is_empty() {
+            self.store.queue(self.settings.queue)
+        } else {
+            let dir = self.store.dir().join(LANES_DIR).join(lane_dir_name(&names));
+            EventQueue::open(self.store.io().clone(), dir, self.settings.queue)
+        };
+        // The old handle, refusing everything, writes nothing more (a poisoned queue does not sync
+        // when dropped), so the new one reads the files as they are.
+        let queue = queue.map_err(|e| e.to_string())?;
+        let lane = &mut self.lanes[i];
+        lane.queue = queue;
+        lane.next_unsent = lane.next_unsent.max(lane.queue.head());
+        Ok(())
     }
 
     /// Saves the jar when it changed; a failed save is tried again at the next round.
@@ -1099,11 +1189,21 @@ impl<I: Io> Driver<I> {
     }
 
     fn answer_consent_calls(&mut self) {
+        if self.consent_done.is_empty() {
+            return;
+        }
         for (id, outcome) in std::mem::take(&mut self.consent_done) {
             let Some(reply) = self.consent_waiters.remove(&id) else {
                 continue;
             };
             let result = match outcome {
+                _ if self.purge_error.is_some() => Err(Error::new(
+                    ErrorKind::Storage,
+                    format!(
+                        "consent applies, but the queued events it withdraws could not be deleted from disk yet: {}; they are never delivered, and deleting them is tried again",
+                        self.purge_error.as_deref().unwrap_or_default()
+                    ),
+                )),
                 SetConsentOutcome::Sent | SetConsentOutcome::Skipped => Ok(()),
                 _ => Err(Error::new(
                     ErrorKind::Transport,
@@ -1119,6 +1219,11 @@ impl<I: Io> Driver<I> {
         lane.requirement
             .is_some_and(|r| self.engine.check(r) == Verdict::Allowed)
             && lane.next_unsent.max(lane.queue.head()) < lane.queue.next_seq()
+            && !self
+                .persisted
+                .purges_owed
+                .iter()
+                .any(|(key, _)| *key == lane_key(&lane.names))
     }
 
     fn start_delivery(&mut self) {

@@ -406,3 +406,56 @@ async fn an_event_after_an_opt_out_on_its_way_is_declined_without_touching_the_d
     assert_eq!(client.consent().state, Decision::In);
     client.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_purge_is_reported_never_delivered_and_done_later() {
+    use consent_store::{DiskIo, FaultyIo, Op};
+    let edge = Edge::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let io = FaultyIo::new(DiskIo);
+    let client = edge
+        .builder(dir.path())
+        .data_dir_with_faults(dir.path(), io.clone())
+        .default_consent("pending")
+        .build()
+        .await
+        .unwrap();
+    for i in 0..3 {
+        client
+            .enqueue(page_view(&format!("OWED-{i}")))
+            .await
+            .unwrap();
+    }
+    // From now on every write fails: the purge cannot move the queue's head.
+    io.fail_from(Op::Write, 0);
+    let e = client
+        .set_consent(ConsentRequest::adobe_v1("out"))
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), consent::ErrorKind::Storage, "{e:?}");
+    assert!(e.to_string().contains("could not be deleted"), "{e}");
+    assert_eq!(client.consent().state, Decision::Out);
+    io.heal();
+    // The person changes their mind at once: the withdrawn events still never go out.
+    client
+        .set_consent(ConsentRequest::adobe_v1("in"))
+        .await
+        .unwrap();
+    client.flush().await.unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while dir_contains(dir.path(), b"OWED-") && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        !dir_contains(dir.path(), b"OWED-"),
+        "the owed purge was done"
+    );
+    client.enqueue(page_view("NEW")).await.unwrap();
+    client.flush().await.unwrap();
+    assert_eq!(
+        edge.stored_ids().len(),
+        1,
+        "only the event given after the new 'in'"
+    );
+    client.shutdown().await.unwrap();
+}
