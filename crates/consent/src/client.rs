@@ -626,10 +626,20 @@ impl Builder {
             .is_opt_in_storage_enabled(true)
             .opt_in_storage(Arc::new(OptInJar {
                 jar: ready.jar,
-                persistent: ready.persistent,
+                driver: ready.tx.clone(),
             }))
-            .build()
-            .map_err(|e| Error::from_cause(ErrorKind::Config, e))?;
+            .build();
+        let optin_config = match optin_config {
+            Ok(config) => config,
+            Err(e) => {
+                // The client's thread is running: stop it, and free the directory, first.
+                let (tx, rx) = oneshot::channel();
+                if ready.tx.send(Msg::Shutdown { reply: Some(tx) }).is_ok() {
+                    let _ = rx.await;
+                }
+                return Err(Error::from_cause(ErrorKind::Config, e));
+            }
+        };
         let optin = OptIn::new(optin_config);
         Ok(Client {
             inner: Arc::new(Inner {
@@ -674,7 +684,6 @@ struct Ready {
     records: SharedRecords,
     stats: Arc<StatsInner>,
     jar: SharedJar,
-    persistent: bool,
 }
 
 /// The driver thread: opens the store's parts, starts the engine, reports, then runs.
@@ -779,15 +788,19 @@ fn run_driver<I: Io>(
     };
     match Driver::start(parts) {
         Ok(driver) => {
-            let _ = ready.send(Ok(Ready {
+            let sent = ready.send(Ok(Ready {
                 tx,
                 consent: watch_rx,
                 records,
                 stats,
                 jar,
-                persistent,
             }));
-            driver.run();
+            match sent {
+                Ok(()) => driver.run(),
+                // Nobody waits for this client any more (`build()` was cancelled): let go of the
+                // data directory at once.
+                Err(_) => driver.close(),
+            }
         }
         Err(e) => {
             let _ = ready.send(Err(e));

@@ -61,6 +61,8 @@ pub(crate) enum Msg {
     Flush {
         reply: oneshot::Sender<Result<(), Error>>,
     },
+    /// The Opt-in Service changed the jar: save it (here, off the caller's thread).
+    JarChanged,
     Shutdown {
         reply: Option<oneshot::Sender<Result<(), Error>>>,
     },
@@ -322,6 +324,8 @@ pub(crate) struct Driver<I: Io> {
     consent_waiters: HashMap<SetConsentId, oneshot::Sender<Result<(), Error>>>,
     /// The `setConsent` calls that have not settled, oldest first.
     wishes: Vec<Wish>,
+    /// `set_purposes` calls applied in this round, answered after the purges.
+    purposes_waiters: Vec<Reply<()>>,
     /// `setConsent` calls that ended in this round, answered once the queues were evaluated.
     consent_done: Vec<(SetConsentId, SetConsentOutcome)>,
     /// `setConsent` requests on their way.
@@ -349,6 +353,14 @@ fn now_ms() -> Timestamp {
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
     Timestamp::from_millis(millis)
+}
+
+/// `now + timeout`, or a year from now for a timeout too long to add.
+fn deadline_after(timeout: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(timeout)
+        .or_else(|| now.checked_add(Duration::from_secs(365 * 24 * 3600)))
+        .unwrap_or(now)
 }
 
 fn now_nanos() -> u64 {
@@ -477,6 +489,7 @@ impl<I: Io> Driver<I> {
             next_set_consent,
             consent_waiters: HashMap::new(),
             wishes: Vec::new(),
+            purposes_waiters: Vec::new(),
             consent_done: Vec::new(),
             consent_in_flight: 0,
             epoch: 0,
@@ -845,13 +858,18 @@ impl<I: Io> Driver<I> {
                     }
                 }
                 let decided_purposes: Vec<Purpose> = decided.iter().map(|(p, _)| *p).collect();
-                let result = self.handle(Input::SetPurposes(decided));
-                if result.is_ok() {
-                    for wish in &mut self.wishes {
-                        wish.superseded.extend(decided_purposes.iter().copied());
+                match self.handle(Input::SetPurposes(decided)) {
+                    Ok(()) => {
+                        for wish in &mut self.wishes {
+                            wish.superseded.extend(decided_purposes.iter().copied());
+                        }
+                        // Answered once the queues it withdraws are purged, at the round's end.
+                        self.purposes_waiters.push(reply);
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Err(e));
                     }
                 }
-                let _ = reply.send(result);
             }
             Msg::Flush { reply } => {
                 if self.shutdown.is_some() {
@@ -861,15 +879,16 @@ impl<I: Io> Driver<I> {
                 // A delivery waiting out a backoff is tried again now.
                 self.retry_at = None;
                 self.backoff = self.settings.min_backoff;
-                let deadline = Instant::now() + self.settings.flush_timeout;
+                let deadline = deadline_after(self.settings.flush_timeout);
                 self.flush_waiters.push((deadline, reply));
             }
             Msg::Shutdown { reply } => {
-                let deadline = Instant::now() + self.settings.shutdown_timeout;
+                let deadline = deadline_after(self.settings.shutdown_timeout);
                 let (_, replies) = self.shutdown.get_or_insert_with(|| (deadline, Vec::new()));
                 replies.extend(reply);
                 self.retry_at = None;
             }
+            Msg::JarChanged => self.jar_dirty = true,
             Msg::Delivered { batch, result } => self.on_delivered(batch, result),
             Msg::ConsentAnswer { request, result } => {
                 self.consent_in_flight = self.consent_in_flight.saturating_sub(1);
@@ -1189,8 +1208,16 @@ impl<I: Io> Driver<I> {
     }
 
     fn answer_consent_calls(&mut self) {
-        if self.consent_done.is_empty() {
-            return;
+        for reply in std::mem::take(&mut self.purposes_waiters) {
+            let _ = reply.send(match &self.purge_error {
+                Some(e) => Err(Error::new(
+                    ErrorKind::Storage,
+                    format!(
+                        "the purposes apply, but the queued events they withdraw could not be deleted from disk yet: {e}; they are never delivered, and deleting them is tried again"
+                    ),
+                )),
+                None => Ok(()),
+            });
         }
         for (id, outcome) in std::mem::take(&mut self.consent_done) {
             let Some(reply) = self.consent_waiters.remove(&id) else {
@@ -1481,7 +1508,7 @@ impl<I: Io> Driver<I> {
 
     /// Answers everything still waiting, makes what is on disk durable, and lets go of the data
     /// directory before the shutdown is answered.
-    fn close(mut self) {
+    pub(crate) fn close(mut self) {
         let undelivered: u64 = self
             .lanes
             .iter()
@@ -1514,6 +1541,9 @@ impl<I: Io> Driver<I> {
         for (_, reply) in self.flush_waiters.drain(..) {
             let _ = reply.send(Err(Error::shutdown()));
         }
+        for reply in self.purposes_waiters.drain(..) {
+            let _ = reply.send(Err(Error::shutdown()));
+        }
         *self.records.lock().unwrap_or_else(PoisonError::into_inner) = RecordSlot::Closed;
         self.jar.close();
         // Late answers of abandoned requests find the channel closed.
@@ -1524,10 +1554,11 @@ impl<I: Io> Driver<I> {
             state,
             ..
         } = self;
-        drop(rx);
         drop(lanes);
         drop(state);
         drop(store);
+        // Only now, with the directory free, does a late caller find the client gone.
+        drop(rx);
         for reply in replies {
             let _ = reply.send(Ok(()));
         }

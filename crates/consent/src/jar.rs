@@ -23,6 +23,7 @@ struct Inner {
     url: Url,
     names: CookieNames,
     saver: Mutex<Option<Saver>>,
+    closed: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for SharedJar {
@@ -41,6 +42,7 @@ impl SharedJar {
                 url,
                 names,
                 saver: Mutex::new(saver),
+                closed: std::sync::atomic::AtomicBool::new(false),
             }),
         }
     }
@@ -75,6 +77,9 @@ impl SharedJar {
 
     /// Stops saving, and lets go of the data directory's files.
     pub(crate) fn close(&self) {
+        self.inner
+            .closed
+            .store(true, std::sync::atomic::Ordering::SeqCst);
         *self
             .inner
             .saver
@@ -83,19 +88,16 @@ impl SharedJar {
     }
 
     pub(crate) fn is_closed(&self) -> bool {
-        self.inner
-            .saver
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .is_none()
+        self.inner.closed.load(std::sync::atomic::Ordering::SeqCst)
     }
 }
 
-/// The Opt-in Service's storage: the `adobeujs-optin` cookies in the client's jar, saved with it.
+/// The Opt-in Service's storage: the `adobeujs-optin` cookies in the client's jar. The client's
+/// thread saves the jar, so the caller of the Opt-in Service never waits for the disk.
 pub(crate) struct OptInJar {
     pub(crate) jar: SharedJar,
-    /// Whether the jar is saved to disk (an in-memory client has nothing to save).
-    pub(crate) persistent: bool,
+    /// The client's thread.
+    pub(crate) driver: std::sync::mpsc::Sender<crate::driver::Msg>,
 }
 
 impl OptInStorage for OptInJar {
@@ -104,7 +106,7 @@ impl OptInStorage for OptInJar {
     }
 
     fn set(&self, cookie: &CookieWrite<'_>) -> Result<(), StorageError> {
-        if self.persistent && self.jar.is_closed() {
+        if self.jar.is_closed() {
             return Err(StorageError::Backend(
                 "the consent client is shut down".to_owned(),
             ));
@@ -118,6 +120,8 @@ impl OptInStorage for OptInJar {
         self.jar
             .apply(&Action::StoreCookie(write))
             .map_err(|e| StorageError::Rejected(e.to_string()))?;
-        self.jar.save().map_err(StorageError::Backend)
+        self.driver
+            .send(crate::driver::Msg::JarChanged)
+            .map_err(|_| StorageError::Backend("the consent client is shut down".to_owned()))
     }
 }

@@ -317,3 +317,83 @@ async fn a_damaged_jar_without_a_copy_makes_a_default_in_pending() {
     assert!(edge.stored_ids().is_empty());
     client.shutdown().await.unwrap();
 }
+
+/// Builds a client on `dir` as soon as the directory is free (within five seconds), and shuts
+/// it down.
+async fn directory_frees_up(edge: &Edge, dir: &std::path::Path) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        match edge.builder(dir).build().await {
+            Ok(client) => {
+                client.shutdown().await.unwrap();
+                return;
+            }
+            Err(e) if e.is_locked() && Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(e) => panic!("the directory stayed locked: {e:?}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_or_failed_build_frees_the_directory() {
+    let edge = Edge::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    // Cancelled: the future is dropped before the client is ready.
+    let _ = tokio::time::timeout(Duration::ZERO, edge.builder(dir.path()).build()).await;
+    directory_frees_up(&edge, dir.path()).await;
+    // Failed after the client's thread started: an invalid Opt-in configuration. The directory
+    // is free when the error is returned.
+    let e = edge
+        .builder(dir.path())
+        .optin_config(consent_optin::OptInConfig::builder().custom_category(""))
+        .build()
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), consent::ErrorKind::Config, "{e:?}");
+    let client = edge.builder(dir.path()).build().await.unwrap();
+    client.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timeouts_of_any_length_are_accepted() {
+    let edge = Edge::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let client = edge
+        .builder(dir.path())
+        .flush_timeout(Duration::MAX)
+        .shutdown_timeout(Duration::MAX)
+        .build()
+        .await
+        .unwrap();
+    client.flush().await.unwrap();
+    client.enqueue(page_view("long")).await.unwrap();
+    client.shutdown().await.unwrap();
+    assert_eq!(edge.stored_ids().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn set_purposes_returns_once_what_it_withdraws_is_gone() {
+    let edge = Edge::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let client = edge
+        .builder(dir.path())
+        .purpose("crash-reports")
+        .default_consent("pending")
+        .build()
+        .await
+        .unwrap();
+    client
+        .enqueue(page_view("CRASH-DUMP").requires("crash-reports"))
+        .await
+        .unwrap();
+    assert!(dir_contains(dir.path(), b"CRASH-DUMP"));
+    client
+        .set_purposes([("crash-reports", Decision::Out)])
+        .await
+        .unwrap();
+    assert!(!dir_contains(dir.path(), b"CRASH-DUMP"));
+    assert_eq!(client.stats().purged, 1);
+    client.shutdown().await.unwrap();
+}
