@@ -5,8 +5,8 @@
 //!   [`Client::send_event`] fail at once and nothing of the event touches the disk or the network.
 //!   While it is "pending", events wait in a durable queue; on "in" they are delivered in
 //!   submission order; on "out" they are deleted from disk (the bytes, not only a marker) before
-//!   [`Client::set_consent`] returns. No cookie but the consent cookie is written until the engine
-//!   allows it.
+//!   [`Client::set_consent`] returns. No cookie but the consent cookie (and the Opt-in Service's
+//!   record of the person's choices) is written until the engine allows it.
 //! - **Nothing lost.** An event is on disk when `enqueue` returns; the queue survives restarts
 //!   and `kill -9`. A new client on the same data directory restores consent (from the persisted
 //!   consent cookie and engine state) and delivers what the last one left.
