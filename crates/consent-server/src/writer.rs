@@ -142,7 +142,7 @@ fn sqlite_path(url: &str) -> &str {
     rest.split_once('?').map_or(rest, |(path, _)| path)
 }
 
-fn open_sqlite(url: &str) -> Result<rusqlite::Connection, OpenError> {
+pub(crate) fn open_sqlite(url: &str) -> Result<rusqlite::Connection, OpenError> {
     use rusqlite::OpenFlags;
     let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
         | OpenFlags::SQLITE_OPEN_CREATE
