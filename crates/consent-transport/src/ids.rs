@@ -80,7 +80,10 @@ mod tests {
         assert_ne!(id, new_uuid());
         let parts: Vec<usize> = id.split('-').map(str::len).collect();
         assert_eq!(parts, [8, 4, 4, 4, 12]);
-        assert!(id.bytes().all(|b| b == b'-' || b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
+        assert!(
+            id.bytes()
+                .all(|b| b == b'-' || b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+        );
         // Ids drawn past one refill of the pool stay distinct.
         let many: std::collections::HashSet<String> = (0..1000).map(|_| new_uuid()).collect();
         assert_eq!(many.len(), 1000);
