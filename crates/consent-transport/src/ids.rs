@@ -34,8 +34,32 @@ fn fill_random(out: &mut [u8; 16]) -> bool {
     })
 }
 
+/// A time-ordered (version 7, RFC 9562) UUID, lower-case and hyphenated: 48 bits of Unix time in
+/// milliseconds, then 74 random bits. Event ids are made with it, so that a server's index of
+/// event ids grows at its end rather than at random places (a random id dirties one index page
+/// per event stored; these touch a few per request).
+pub(crate) fn new_time_ordered_uuid() -> String {
+    let mut bytes = random_bytes();
+    let millis = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    bytes[..6].copy_from_slice(&millis.to_be_bytes()[2..]);
+    bytes[6] = (bytes[6] & 0x0f) | 0x70;
+    bytes[8] = (bytes[8] & 0x3f) | 0x80;
+    hyphenated(&bytes)
+}
+
 /// A random (version 4) UUID, lower-case and hyphenated.
 pub(crate) fn new_uuid() -> String {
+    let mut bytes = random_bytes();
+    bytes[6] = (bytes[6] & 0x0f) | 0x40;
+    bytes[8] = (bytes[8] & 0x3f) | 0x80;
+    hyphenated(&bytes)
+}
+
+/// Sixteen random bytes, or, when the system's randomness fails, bytes still unique in this
+/// process.
+fn random_bytes() -> [u8; 16] {
     let mut bytes = [0_u8; 16];
     if !fill_random(&mut bytes) {
         // The system's randomness failed: the id must still be unique in this process, so mix the
@@ -48,8 +72,10 @@ pub(crate) fn new_uuid() -> String {
         bytes[..8].copy_from_slice(&(nanos as u64).to_le_bytes());
         bytes[8..].copy_from_slice(&(count ^ std::process::id() as u64).to_le_bytes());
     }
-    bytes[6] = (bytes[6] & 0x0f) | 0x40;
-    bytes[8] = (bytes[8] & 0x3f) | 0x80;
+    bytes
+}
+
+fn hyphenated(bytes: &[u8; 16]) -> String {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut text = String::with_capacity(36);
     for (i, b) in bytes.iter().enumerate() {
@@ -86,6 +112,27 @@ mod tests {
         );
         // Ids drawn past one refill of the pool stay distinct.
         let many: std::collections::HashSet<String> = (0..1000).map(|_| new_uuid()).collect();
+        assert_eq!(many.len(), 1000);
+    }
+
+    #[test]
+    fn time_ordered_uuids_are_version_7_and_sort_by_time() {
+        let first = new_time_ordered_uuid();
+        assert_eq!(first.len(), 36);
+        assert_eq!(&first[14..15], "7");
+        assert!(matches!(&first[19..20], "8" | "9" | "a" | "b"));
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        let later = new_time_ordered_uuid();
+        assert!(later > first, "{later} sorts after {first}");
+        let millis = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64;
+        let stamped = u64::from_str_radix(&later[..8], 16).unwrap() << 16
+            | u64::from_str_radix(&later[9..13], 16).unwrap();
+        assert!(millis.abs_diff(stamped) < 1000, "{later} carries the time");
+        let many: std::collections::HashSet<String> =
+            (0..1000).map(|_| new_time_ordered_uuid()).collect();
         assert_eq!(many.len(), 1000);
     }
 }

@@ -7,7 +7,7 @@ use consent_core::{Action, Cookie, RequestId};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::ids::new_uuid;
+use crate::ids::new_time_ordered_uuid;
 
 /// The Edge endpoint a request goes to: `{base}/ee[/{locationHint}]/v1/{path}`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -111,14 +111,14 @@ pub struct Event {
 
 impl Event {
     /// An event with this XDM (an object; anything else is put under `xdm.value`), given a fresh
-    /// `_id` unless it has one.
+    /// time-ordered (version 7) UUID as `_id` unless it has one.
     pub fn new(xdm: Value) -> Self {
         let mut xdm = match xdm {
             Value::Object(map) => map,
             other => Map::from_iter([("value".to_owned(), other)]),
         };
         if !xdm.get("_id").is_some_and(Value::is_string) {
-            xdm.insert("_id".to_owned(), Value::String(new_uuid()));
+            xdm.insert("_id".to_owned(), Value::String(new_time_ordered_uuid()));
         }
         Self {
             xdm,

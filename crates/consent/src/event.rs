@@ -39,7 +39,7 @@ impl From<EventId> for String {
 ///
 /// let event = consent::Event::new(json!({"eventType": "web.webpagedetails.pageViews"}))
 ///     .requires("personalize.content");
-/// assert_eq!(event.id().as_str().len(), 36); // a fresh UUID, as `xdm._id`
+/// assert_eq!(event.id().as_str().len(), 36); // a fresh time-ordered UUID, as `xdm._id`
 ///
 /// let given = consent::Event::new(json!({"_id": "order-42", "eventType": "commerce.purchases"}));
 /// assert_eq!(given.id().as_str(), "order-42");
@@ -51,7 +51,8 @@ pub struct Event {
 }
 
 impl Event {
-    /// An event with this XDM. Its id is `xdm._id` when that is a string, else a fresh UUID
+    /// An event with this XDM. Its id is `xdm._id` when that is a string, else a fresh UUID (version
+    /// 7: time-ordered, so a server indexing event ids appends rather than scatters)
     /// written there. XDM that is not an object is kept under `xdm.value`.
     pub fn new(xdm: Value) -> Self {
         Self {
