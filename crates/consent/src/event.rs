@@ -51,9 +51,9 @@ pub struct Event {
 }
 
 impl Event {
-    /// An event with this XDM. Its id is `xdm._id` when that is a string, else a fresh UUID (version
-    /// 7: time-ordered, so a server indexing event ids appends rather than scatters)
-    /// written there. XDM that is not an object is kept under `xdm.value`.
+    /// An event with this XDM. Its id is `xdm._id` when that is a string, else a fresh UUID written
+    /// there (version 7: time-ordered, so a server indexing event ids appends rather than
+    /// scatters). XDM that is not an object is kept under `xdm.value`.
     pub fn new(xdm: Value) -> Self {
         Self {
             inner: consent_transport::Event::new(xdm),
