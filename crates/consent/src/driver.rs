@@ -533,7 +533,14 @@ impl<I: Io> Driver<I> {
         }
         let (jar_cookie, identity_cookie) = driver.jar.stored();
         let mirror = persisted.and_then(|p| p.consent_cookie);
-        let consent_cookie = driver.restore_consent_cookie(jar_cookie, mirror);
+        let (consent_cookie, restored) = driver.restore_consent_cookie(jar_cookie, mirror);
+        let snapshot = snapshot.map(|mut s| {
+            if restored {
+                s.fingerprint = None;
+                s.fingerprint_cookie = None;
+            }
+            s
+        });
         driver.handle(Input::Start(Stored {
             consent_cookie,
             identity_cookie,
@@ -543,14 +550,16 @@ impl<I: Io> Driver<I> {
         Ok(driver)
     }
 
-    /// The consent cookie to start from: the jar's, or the state file's copy when the jar lost it
-    /// (then written back to the jar), or the stricter of the two when they disagree (a crash
-    /// between the two saves), so that no lost or stale file can loosen consent.
+    /// The consent cookie to start from: the jar's, unless the state file's copy is stricter than
+    /// what the jar says (a jar lost, damaged or saved late: the copy is then written back to it),
+    /// so that no lost or stale file can loosen consent. Says whether the copy was used: the
+    /// server then has no proof of it, and the next `setConsent` is sent even if it repeats the
+    /// last one.
     fn restore_consent_cookie(
         &mut self,
         jar: Option<consent_core::StoredCookie>,
         mirror: Option<MirroredCookie>,
-    ) -> Option<consent_core::StoredCookie> {
+    ) -> (Option<consent_core::StoredCookie>, bool) {
         let now = now_ms().as_millis();
         let mirror = mirror
             .filter(|m| m.expires_ms.is_none_or(|e| e > now))
@@ -561,24 +570,19 @@ impl<I: Io> Driver<I> {
         let general = |c: &consent_core::StoredCookie| {
             consent_core::general_value(&c.value).and_then(Decision::from_wire)
         };
-        let chosen = match (jar, mirror) {
-            (Some(jar), Some(mirror)) => match (general(&jar), general(&mirror)) {
-                (Some(a), Some(b)) if a.stricter(b) != a => {
-                    tracing::warn!(
-                        "the cookie jar's consent ({a}) is looser than the state file's ({b}): the stricter applies"
-                    );
-                    mirror
-                }
-                (None, Some(_)) => mirror,
-                _ => return Some(jar),
-            },
-            (None, Some(mirror)) => {
+        // The copy only ever makes consent stricter: it protects an opt-out from a lost or stale
+        // jar; a lost "in" is not brought back (the default applies, as for a deleted cookie).
+        // A jar value the engine does not know counts as the default, as the engine reads it.
+        let default = self.engine.config().default().decision();
+        let jar_says = jar.as_ref().and_then(general).unwrap_or(default);
+        let chosen = match mirror {
+            Some(mirror) if general(&mirror).is_some_and(|b| jar_says.stricter(b) != jar_says) => {
                 tracing::warn!(
-                    "the consent cookie is missing from the jar: restored from the state file"
+                    "the cookie jar's consent ({jar_says}) is looser than the state file's copy: the copy applies"
                 );
                 mirror
             }
-            (jar, None) => return jar,
+            _ => return (jar, false),
         };
         let max_age = chosen
             .expires
@@ -589,7 +593,7 @@ impl<I: Io> Driver<I> {
             tracing::warn!("cannot restore the consent cookie to the jar: {e}");
         }
         self.jar_dirty = true;
-        Some(chosen)
+        (Some(chosen), true)
     }
 
     /// The consent cookie changed: the jar and the state file's copy are saved at once, before
