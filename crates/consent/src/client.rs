@@ -327,6 +327,7 @@ pub struct Builder {
     flush_timeout: Duration,
     shutdown_timeout: Duration,
     optin: Option<OptInConfigBuilder>,
+    notice_version: Option<String>,
 }
 
 impl Default for Builder {
@@ -348,6 +349,7 @@ impl Default for Builder {
             flush_timeout: Duration::from_secs(30),
             shutdown_timeout: Duration::from_secs(5),
             optin: None,
+            notice_version: None,
         }
     }
 }
@@ -489,6 +491,14 @@ impl Builder {
         self
     }
 
+    /// The version of the privacy notice or policy the person sees: every consent record says it
+    /// was given under this version.
+    #[must_use]
+    pub fn notice_version(mut self, version: &str) -> Self {
+        self.notice_version = Some(version.to_owned());
+        self
+    }
+
     /// The Opt-in Service's configuration; its storage is the client's cookie jar.
     #[must_use]
     pub fn optin_config(mut self, config: OptInConfigBuilder) -> Self {
@@ -577,6 +587,7 @@ impl Builder {
             iab_vendor_id: self
                 .iab_vendor_id
                 .unwrap_or(consent_core::DEFAULT_IAB_VENDOR_ID),
+            notice_version: self.notice_version,
         };
         let setup = Setup {
             config,

@@ -204,6 +204,8 @@ pub(crate) struct Settings {
     pub(crate) max_backoff: Duration,
     /// The IAB vendor whose consent a TC string must grant.
     pub(crate) iab_vendor_id: u16,
+    /// The notice or policy version every consent record is given under.
+    pub(crate) notice_version: Option<String>,
 }
 
 /// The record log, shared with [`crate::Records`] (which reads it on the caller's thread).
@@ -326,6 +328,8 @@ pub(crate) struct Driver<I: Io> {
     wishes: Vec<Wish>,
     /// `set_purposes` calls applied in this round, answered after the purges.
     purposes_waiters: Vec<Reply<()>>,
+    /// The consent objects of the calls made, by their hash, for the records.
+    sent_objects: HashMap<String, serde_json::Value>,
     /// `setConsent` calls that ended in this round, answered once the queues were evaluated.
     consent_done: Vec<(SetConsentId, SetConsentOutcome)>,
     /// `setConsent` requests on their way.
@@ -416,7 +420,11 @@ fn storage(context: &str, e: impl std::error::Error + Send + Sync + 'static) -> 
 
 /// A consent record of the engine as a line of the record log: the whole engine record is the
 /// payload, so the log says what applied, what was asked, when and how.
-fn new_record(record: &CoreRecord) -> NewRecord {
+fn new_record(
+    record: &CoreRecord,
+    objects: &HashMap<String, serde_json::Value>,
+    notice_version: Option<&str>,
+) -> NewRecord {
     let (standard, version) = match record.standards.as_slice() {
         [] => ("none".to_owned(), String::new()),
         [first, rest @ ..] if rest.iter().all(|s| s == first) => match first.split_once('.') {
@@ -434,14 +442,28 @@ fn new_record(record: &CoreRecord) -> NewRecord {
         CoreSource::Unconfirmed => RecordSource::Unconfirmed,
         _ => RecordSource::Local,
     };
-    let payload = serde_json::to_value(record).unwrap_or(serde_json::Value::Null);
-    NewRecord::new(
+    let mut payload = serde_json::to_value(record).unwrap_or(serde_json::Value::Null);
+    // The consent objects themselves, as they were sent, next to their hashes: what the person
+    // said, word for word.
+    let sent: Vec<serde_json::Value> = record
+        .payload_hashes
+        .iter()
+        .filter_map(|h| objects.get(h).cloned())
+        .collect();
+    if let (Some(map), false) = (payload.as_object_mut(), sent.is_empty()) {
+        map.insert("consent".to_owned(), serde_json::Value::Array(sent));
+    }
+    let new = NewRecord::new(
         record.at.as_millis(),
         standard,
         version,
         source,
         RecordPayload::Full(payload),
-    )
+    );
+    match notice_version {
+        Some(notice) => new.with_notice_version(notice),
+        None => new,
+    }
 }
 
 impl<I: Io> Driver<I> {
@@ -490,6 +512,7 @@ impl<I: Io> Driver<I> {
             consent_waiters: HashMap::new(),
             wishes: Vec::new(),
             purposes_waiters: Vec::new(),
+            sent_objects: HashMap::new(),
             consent_done: Vec::new(),
             consent_in_flight: 0,
             epoch: 0,
@@ -512,6 +535,7 @@ impl<I: Io> Driver<I> {
             );
         }
         for call in snapshot.iter().flat_map(|s| &s.pending) {
+            driver.remember_objects(&call.consent);
             let named = |names: &[(String, Decision)], engine: &Engine| {
                 names
                     .iter()
@@ -816,6 +840,7 @@ impl<I: Io> Driver<I> {
                     return;
                 }
                 let id = SetConsentId(self.next_set_consent);
+                self.remember_objects(&options.consent_json());
                 // Registered before the engine sees the call: a skipped call settles at once.
                 let wished = options
                     .decide(&consent_core::TcfDecoder, self.settings.iab_vendor_id)
@@ -943,6 +968,19 @@ impl<I: Io> Driver<I> {
         Ok((lane, appended.seq))
     }
 
+    /// Keeps the consent objects of a call by their hash, for its records (the last 256 only).
+    fn remember_objects(&mut self, objects: &[serde_json::Value]) {
+        if self.sent_objects.len() > 256 {
+            self.sent_objects.clear();
+        }
+        for object in objects {
+            self.sent_objects.insert(
+                consent_core::hash::consent_object_hash(object),
+                object.clone(),
+            );
+        }
+    }
+
     /// Whether the person's latest unsettled `setConsent` calls refuse `general` or one of these
     /// purposes: the latest call that speaks of a purpose decides it.
     fn wished_out(&self, purposes: &[String]) -> bool {
@@ -975,8 +1013,13 @@ impl<I: Io> Driver<I> {
                 }
                 Action::Record(record) => {
                     let mut slot = self.records.lock().unwrap_or_else(PoisonError::into_inner);
+                    let new = new_record(
+                        record,
+                        &self.sent_objects,
+                        self.settings.notice_version.as_deref(),
+                    );
                     if let RecordSlot::Open(log) = &mut *slot
-                        && let Err(e) = log.append(new_record(record))
+                        && let Err(e) = log.append(new)
                     {
                         tracing::error!("cannot append the consent record: {e}");
                     }

@@ -186,6 +186,7 @@ async fn records_prove_every_change_and_a_tampered_log_fails() {
     let client = edge
         .builder(dir.path())
         .default_consent("pending")
+        .notice_version("privacy-notice-2026-11")
         .build()
         .await
         .unwrap();
@@ -207,6 +208,15 @@ async fn records_prove_every_change_and_a_tampered_log_fails() {
     assert_eq!(generals, ["pending", "in", "out"]);
     assert_eq!(list[1].standard, "Adobe");
     assert_eq!(list[1].version, "1.0");
+    // What the person said, word for word, and under which notice.
+    assert_eq!(
+        list[2].payload.as_ref().unwrap()["consent"],
+        serde_json::json!([{"standard": "Adobe", "version": "1.0", "value": {"general": "out"}}])
+    );
+    assert!(
+        list.iter()
+            .all(|r| r.notice_version.as_deref() == Some("privacy-notice-2026-11"))
+    );
     let mut out = Vec::new();
     assert_eq!(records.export_jsonl(&mut out).unwrap(), 3);
     assert_eq!(String::from_utf8(out).unwrap().lines().count(), 3);
