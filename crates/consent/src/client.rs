@@ -142,6 +142,27 @@ impl Records {
         })
     }
 
+    /// The chain's head now (record count and last hash), once the chain verifies: keep it off the
+    /// device (with the server, in a backup) to check the log against later.
+    pub fn head(&self) -> Result<consent_store::ChainHead, Error> {
+        self.with(|log| {
+            log.verify()
+                .map_err(|e| Error::from_cause(ErrorKind::Storage, e))
+        })
+    }
+
+    /// Checks the chain as [`verify`](Self::verify) does, and also against a head kept off the
+    /// device: a log rewritten together with its local anchor, or cut back before that head,
+    /// fails. Returns how many records the log holds.
+    pub fn verify_against(&self, head: &consent_store::ChainHead) -> Result<usize, Error> {
+        self.with(|log| {
+            let now = log
+                .verify_against(head)
+                .map_err(|e| Error::from_cause(ErrorKind::Storage, e))?;
+            Ok(usize::try_from(now.count).unwrap_or(usize::MAX))
+        })
+    }
+
     /// Every record, oldest first, once the chain verifies.
     pub fn list(&self) -> Result<Vec<consent_store::ConsentRecord>, Error> {
         self.with(|log| {

@@ -222,6 +222,7 @@ pub(crate) enum RecordSlot {
 pub(crate) trait RecordOps: Send {
     fn append(&mut self, record: NewRecord) -> Result<(), String>;
     fn verify(&self) -> Result<ChainHead, VerifyError>;
+    fn verify_against(&self, head: &ChainHead) -> Result<ChainHead, VerifyError>;
     fn list(&self) -> Result<Vec<consent_store::ConsentRecord>, VerifyError>;
     fn export(&self, out: &mut dyn std::io::Write) -> Result<ChainHead, ExportError>;
 }
@@ -234,6 +235,9 @@ impl<I: Io> RecordOps for RecordLog<I> {
     }
     fn verify(&self) -> Result<ChainHead, VerifyError> {
         RecordLog::verify(self)
+    }
+    fn verify_against(&self, head: &ChainHead) -> Result<ChainHead, VerifyError> {
+        RecordLog::verify_against(self, head)
     }
     fn list(&self) -> Result<Vec<consent_store::ConsentRecord>, VerifyError> {
         RecordLog::records(self)

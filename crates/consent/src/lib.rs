@@ -67,7 +67,7 @@ mod jar;
 
 pub use consent_core::{ConsentView, Decision};
 pub use consent_optin::OptIn;
-pub use consent_store::ConsentRecord;
+pub use consent_store::{ChainHead, ConsentRecord};
 pub use consent_transport::{RetryPolicy, Transport};
 pub use {consent_core, consent_optin, consent_store, consent_transport};
 

@@ -407,3 +407,45 @@ async fn set_purposes_returns_once_what_it_withdraws_is_gone() {
     assert_eq!(client.stats().purged, 1);
     client.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_head_kept_off_the_device_catches_a_log_cut_back_with_its_anchor() {
+    let edge = Edge::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let client = edge
+        .builder(dir.path())
+        .default_consent("pending")
+        .build()
+        .await
+        .unwrap();
+    client
+        .set_consent(ConsentRequest::adobe_v1("in"))
+        .await
+        .unwrap();
+    let early = client.records().head().unwrap();
+    let early_log = std::fs::read(dir.path().join("records.jsonl")).unwrap();
+    let early_state = std::fs::read(dir.path().join("state.bin")).unwrap();
+    client
+        .set_consent(ConsentRequest::adobe_v1("out"))
+        .await
+        .unwrap();
+    let late = client.records().head().unwrap();
+    assert_eq!(late.count, early.count + 1);
+    client.shutdown().await.unwrap();
+
+    // Someone who can write every file puts back the log and the state file of before the
+    // opt-out: the log verifies against its own anchor, not against the head kept elsewhere.
+    std::fs::write(dir.path().join("records.jsonl"), &early_log).unwrap();
+    std::fs::write(dir.path().join("state.bin"), &early_state).unwrap();
+    let client = edge
+        .builder(dir.path())
+        .default_consent("pending")
+        .build()
+        .await
+        .unwrap();
+    let records = client.records();
+    assert!(records.verify().is_ok());
+    let e = records.verify_against(&late).unwrap_err();
+    assert_eq!(e.kind(), consent::ErrorKind::Storage, "{e:?}");
+    client.shutdown().await.unwrap();
+}
