@@ -17,6 +17,10 @@ thread_local! {
 
 /// Fills `out` from the thread's pool; `false` when the system's randomness failed.
 fn fill_random(out: &mut [u8; 16]) -> bool {
+    #[cfg(test)]
+    if FORCE_FALLBACK.with(std::cell::Cell::get) {
+        return false;
+    }
     POOL.with(|pool| {
         let mut pool = pool.borrow_mut();
         if pool.used + out.len() > pool.bytes.len() {
@@ -58,21 +62,37 @@ pub(crate) fn new_uuid() -> String {
 }
 
 /// Sixteen random bytes, or, when the system's randomness fails, bytes still unique in this
-/// process.
+/// process and unlikely to repeat in another: the clock in the first eight, the process id and a
+/// counter in the last seven (bytes 9 to 15), which neither UUID version overwrites or masks.
 fn random_bytes() -> [u8; 16] {
     let mut bytes = [0_u8; 16];
     if !fill_random(&mut bytes) {
-        // The system's randomness failed: the id must still be unique in this process, so mix the
-        // clock with a counter. It is not secret; only the server's de-duplication relies on it.
         static COUNTER: AtomicU64 = AtomicU64::new(0);
         let nanos = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos());
-        let count = COUNTER.fetch_add(1, Ordering::Relaxed);
-        bytes[..8].copy_from_slice(&(nanos as u64).to_le_bytes());
-        bytes[8..].copy_from_slice(&(count ^ std::process::id() as u64).to_le_bytes());
+        let count = COUNTER.fetch_add(1, Ordering::Relaxed) & 0xffff_ffff;
+        let unique = (u64::from(std::process::id()) << 32) | count;
+        bytes[..8].copy_from_slice(&(nanos as u64).to_be_bytes());
+        bytes[8..].copy_from_slice(&unique.to_be_bytes());
+        // Byte 8 is masked by the variant; the counter lives in bytes 9 to 15.
+        bytes[8] = 0;
     }
     bytes
+}
+
+/// The bytes `random_bytes` gives when the system's randomness fails, for the tests.
+#[cfg(test)]
+fn fallback_bytes() -> [u8; 16] {
+    FORCE_FALLBACK.with(|f| f.set(true));
+    let bytes = random_bytes();
+    FORCE_FALLBACK.with(|f| f.set(false));
+    bytes
+}
+
+#[cfg(test)]
+thread_local! {
+    static FORCE_FALLBACK: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
 fn hyphenated(bytes: &[u8; 16]) -> String {
@@ -113,6 +133,21 @@ mod tests {
         // Ids drawn past one refill of the pool stay distinct.
         let many: std::collections::HashSet<String> = (0..1000).map(|_| new_uuid()).collect();
         assert_eq!(many.len(), 1000);
+    }
+
+    #[test]
+    fn ids_stay_unique_when_the_system_randomness_fails() {
+        let ids: std::collections::HashSet<String> = (0..10_000)
+            .map(|_| {
+                let mut bytes = fallback_bytes();
+                // What the version 7 id does to the fallback bytes.
+                bytes[..6].copy_from_slice(&[0; 6]);
+                bytes[6] = (bytes[6] & 0x0f) | 0x70;
+                bytes[8] = (bytes[8] & 0x3f) | 0x80;
+                hyphenated(&bytes)
+            })
+            .collect();
+        assert_eq!(ids.len(), 10_000);
     }
 
     #[test]
