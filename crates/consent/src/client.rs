@@ -651,23 +651,26 @@ impl Builder {
                 e,
             ));
         }
-        let ready = ready_rx.await.map_err(|_| Error::shutdown())??;
+        let mut ready = ready_rx.await.map_err(|_| Error::shutdown())??;
+        let Some(tx) = ready.tx.take() else {
+            return Err(Error::shutdown());
+        };
         let optin_config = self
             .optin
             .unwrap_or_else(consent_optin::OptInConfig::builder)
             .is_opt_in_storage_enabled(true)
             .opt_in_storage(Arc::new(OptInJar {
-                jar: ready.jar,
-                driver: ready.tx.clone(),
+                jar: ready.jar.clone(),
+                driver: tx.clone(),
             }))
             .build();
         let optin_config = match optin_config {
             Ok(config) => config,
             Err(e) => {
                 // The client's thread is running: stop it, and free the directory, first.
-                let (tx, rx) = oneshot::channel();
-                if ready.tx.send(Msg::Shutdown { reply: Some(tx) }).is_ok() {
-                    let _ = rx.await;
+                let (done, stopped) = oneshot::channel();
+                if tx.send(Msg::Shutdown { reply: Some(done) }).is_ok() {
+                    let _ = stopped.await;
                 }
                 return Err(Error::from_cause(ErrorKind::Config, e));
             }
@@ -675,10 +678,10 @@ impl Builder {
         let optin = OptIn::new(optin_config);
         Ok(Client {
             inner: Arc::new(Inner {
-                tx: ready.tx,
-                consent: ready.consent,
-                records: ready.records,
-                stats: ready.stats,
+                tx,
+                consent: ready.consent.clone(),
+                records: Arc::clone(&ready.records),
+                stats: Arc::clone(&ready.stats),
                 optin,
             }),
         })
@@ -710,12 +713,23 @@ struct Setup {
 }
 
 /// What the driver thread hands back once it started.
+///
+/// Until a `Client` takes its sender, dropping it stops the driver: a `build()` dropped after the
+/// driver became ready (a timeout, a `select!`) does not leave a thread holding the directory.
 struct Ready {
-    tx: Sender<Msg>,
+    tx: Option<Sender<Msg>>,
     consent: watch::Receiver<ConsentView>,
     records: SharedRecords,
     stats: Arc<StatsInner>,
     jar: SharedJar,
+}
+
+impl Drop for Ready {
+    fn drop(&mut self) {
+        if let Some(tx) = self.tx.take() {
+            let _ = tx.send(Msg::Shutdown { reply: None });
+        }
+    }
 }
 
 /// The driver thread: opens the store's parts, starts the engine, reports, then runs.
@@ -821,7 +835,7 @@ fn run_driver<I: Io>(
     match Driver::start(parts) {
         Ok(driver) => {
             let sent = ready.send(Ok(Ready {
-                tx,
+                tx: Some(tx),
                 consent: watch_rx,
                 records,
                 stats,

@@ -561,7 +561,22 @@ impl<I: Io> Driver<I> {
         }
         let (jar_cookie, identity_cookie) = driver.jar.stored();
         let mirror = persisted.and_then(|p| p.consent_cookie);
-        let (consent_cookie, restored) = driver.restore_consent_cookie(jar_cookie, mirror);
+        let (mut consent_cookie, restored) = driver.restore_consent_cookie(jar_cookie, mirror);
+        if jar_lost && consent_cookie.is_none() {
+            // The stored choice is unknown, and stays unknown until the person decides again:
+            // "pending" is written down, so the next start does not take the missing jar for a
+            // fresh one.
+            let pending = consent_core::Cookie::new(
+                driver.engine.cookie_names().consent(),
+                "general=pending",
+                Some(consent_core::CONSENT_COOKIE_MAX_AGE),
+            );
+            if let Err(e) = driver.jar.apply(&Action::StoreCookie(pending)) {
+                tracing::warn!("cannot write the pending consent cookie: {e}");
+            }
+            driver.consent_cookie_changed();
+            consent_cookie = driver.jar.stored().0;
+        }
         let snapshot = snapshot.map(|mut s| {
             if restored {
                 s.fingerprint = None;
@@ -1184,6 +1199,20 @@ impl<I: Io> Driver<I> {
         if let Some(e) = purge_failed {
             self.save_state();
             self.purge_error = Some(e);
+        }
+        // An opt-out still on its way stops a request with events it refuses too: they wait for
+        // the call's outcome instead of reaching the server meanwhile.
+        let refused = self.in_flight.as_ref().is_some_and(|b| {
+            !b.aborted
+                && b.parts
+                    .iter()
+                    .any(|&(l, _, _)| self.wished_out(&self.lanes[l].names))
+        });
+        if refused && let Some(batch) = &mut self.in_flight {
+            batch.aborted = true;
+            if let Some(abort) = &batch.abort {
+                abort.abort();
+            }
         }
         self.settle_owed_purges();
     }

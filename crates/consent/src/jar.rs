@@ -76,15 +76,42 @@ impl SharedJar {
     }
 
     /// Stops saving, and lets go of the data directory's files.
+    /// Stops the writes of the Opt-in Service, saves the jar a last time (whatever it holds by
+    /// then), and lets go of the data directory's files. Under the saver's lock, so no write can
+    /// slip in between the last save and the close.
     pub(crate) fn close(&self) {
-        self.inner
-            .closed
-            .store(true, std::sync::atomic::Ordering::SeqCst);
-        *self
+        let mut saver = self
             .inner
             .saver
             .lock()
-            .unwrap_or_else(PoisonError::into_inner) = None;
+            .unwrap_or_else(PoisonError::into_inner);
+        self.inner
+            .closed
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        if let Some(save) = saver.as_ref()
+            && let Err(e) = save(&self.inner.jar.lock())
+        {
+            tracing::error!("cannot save the cookie jar at shutdown: {e}");
+        }
+        *saver = None;
+    }
+
+    /// Carries out a write of the Opt-in Service unless the client is closed, under the saver's
+    /// lock (see [`close`](Self::close)).
+    pub(crate) fn write_if_open(&self, action: &Action) -> Result<(), StorageError> {
+        let _saver = self
+            .inner
+            .saver
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if self.is_closed() {
+            return Err(StorageError::Backend(
+                "the consent client is shut down".to_owned(),
+            ));
+        }
+        self.apply(action)
+            .map(drop)
+            .map_err(|e| StorageError::Rejected(e.to_string()))
     }
 
     pub(crate) fn is_closed(&self) -> bool {
@@ -106,20 +133,13 @@ impl OptInStorage for OptInJar {
     }
 
     fn set(&self, cookie: &CookieWrite<'_>) -> Result<(), StorageError> {
-        if self.jar.is_closed() {
-            return Err(StorageError::Backend(
-                "the consent client is shut down".to_owned(),
-            ));
-        }
         let max_age = match cookie.expires {
             CookieExpiry::After(d) => Some(d.as_secs()),
             _ => None,
         };
         let mut write = consent_core::Cookie::new(cookie.name, cookie.value, max_age);
         write.secure = cookie.secure;
-        self.jar
-            .apply(&Action::StoreCookie(write))
-            .map_err(|e| StorageError::Rejected(e.to_string()))?;
+        self.jar.write_if_open(&Action::StoreCookie(write))?;
         self.driver
             .send(crate::driver::Msg::JarChanged)
             .map_err(|_| StorageError::Backend("the consent client is shut down".to_owned()))

@@ -459,3 +459,99 @@ async fn a_failed_purge_is_reported_never_delivered_and_done_later() {
     );
     client.shutdown().await.unwrap();
 }
+
+/// Holds every request until told to: `interact` on `events`, `setConsent` on `consents`; counts
+/// the events that got through.
+#[derive(Debug)]
+struct Gates {
+    names: consent_core::CookieNames,
+    events: tokio::sync::Semaphore,
+    consents: tokio::sync::Semaphore,
+    delivered: std::sync::atomic::AtomicUsize,
+}
+
+#[async_trait::async_trait]
+impl consent_transport::Transport for Gates {
+    async fn send(
+        &self,
+        request: consent_transport::Request,
+    ) -> Result<consent_transport::EdgeReply, consent_transport::SendError> {
+        let mut cookies = Vec::new();
+        match &request {
+            consent_transport::Request::Interact(body) => {
+                self.events.acquire().await.unwrap().forget();
+                self.delivered
+                    .fetch_add(body.events.len(), std::sync::atomic::Ordering::SeqCst);
+            }
+            consent_transport::Request::SetConsent(body) => {
+                self.consents.acquire().await.unwrap().forget();
+                let general = body.consent[0]["value"]["general"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned();
+                cookies.push(consent_core::Cookie::new(
+                    self.names.consent(),
+                    format!("general={general}"),
+                    Some(3600),
+                ));
+            }
+            _ => {}
+        }
+        Ok(consent_transport::EdgeReply {
+            status: 200,
+            response: serde_json::from_value(json!({"handle": []})).unwrap(),
+            cookies,
+            request_id: "r".to_owned(),
+            attempts: 1,
+        })
+    }
+
+    fn apply(&self, _: &consent_core::Action) -> Result<bool, consent_transport::JarError> {
+        Ok(true)
+    }
+
+    fn stored_cookies(&self) -> (Option<consent_core::StoredCookie>, bool) {
+        (None, false)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_opt_out_on_its_way_stops_the_request_already_sent() {
+    let dir = tempfile::tempdir().unwrap();
+    let transport = std::sync::Arc::new(Gates {
+        names: consent_core::CookieNames::new(crate::harness::ORG),
+        events: tokio::sync::Semaphore::new(0),
+        consents: tokio::sync::Semaphore::new(0),
+        delivered: std::sync::atomic::AtomicUsize::new(0),
+    });
+    let client = consent::Client::builder()
+        .org_id(crate::harness::ORG)
+        .default_consent("in")
+        .data_dir(dir.path())
+        .transport(transport.clone())
+        .build()
+        .await
+        .unwrap();
+    client.enqueue(page_view("HELD")).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await; // the request is on its way, held
+    let out = {
+        let client = client.clone();
+        tokio::spawn(async move { client.set_consent(ConsentRequest::adobe_v1("out")).await })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // The event request's answer would come now, before the setConsent's.
+    transport.events.add_permits(10);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    transport.consents.add_permits(1);
+    out.await.unwrap().unwrap();
+    client.flush().await.unwrap();
+    assert_eq!(
+        transport
+            .delivered
+            .load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "an event went out after the person said no"
+    );
+    assert!(!dir_contains(dir.path(), b"HELD"));
+    client.shutdown().await.unwrap();
+}
