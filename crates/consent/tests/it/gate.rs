@@ -481,7 +481,7 @@ impl consent_transport::Transport for Gates {
             consent_transport::Request::Interact(body) => {
                 self.events.acquire().await.unwrap().forget();
                 self.delivered
-                    .fetch_add(body.events.len(), std::sync::atomic::Ordering::SeqCst);
+                    .fetch_add(body.events.len(), Ordering::SeqCst);
             }
             consent_transport::Request::SetConsent(body) => {
                 self.consents.acquire().await.unwrap().forget();
@@ -548,7 +548,7 @@ async fn an_opt_out_on_its_way_stops_the_request_already_sent() {
     assert_eq!(
         transport
             .delivered
-            .load(std::sync::atomic::Ordering::SeqCst),
+            .load(Ordering::SeqCst),
         0,
         "an event went out after the person said no"
     );
