@@ -68,9 +68,10 @@ pub struct Stats {
     pub declined: u64,
     /// Queued events deleted from disk because consent was withdrawn.
     pub purged: u64,
-    /// Event deliveries attempted again (per event, per retry).
+    /// Event deliveries attempted again, per event: the retries inside a request the server
+    /// finally accepted, and every request of events sent again after a failure.
     pub retried: u64,
-    /// Events the server refused for good (a 4xx other than 408 and 429): not delivered.
+    /// Events the server refused for good (see [`ErrorKind::Rejected`]): not delivered.
     pub dropped_rejected: u64,
     /// Events lost to damage found on disk at start-up, or that no longer decode.
     pub dropped_damaged: u64,
@@ -328,8 +329,9 @@ enum Storage {
     Unset,
 }
 
-/// Configures and builds a [`Client`]. Every setting has a default but the organisation and,
-/// with the HTTP transport, the server and the datastream.
+/// Configures and builds a [`Client`]. Every setting has a default but the organisation, with the
+/// HTTP transport the server and the datastream, and with the `fs` feature the data directory (or
+/// [`in_memory`](Self::in_memory)).
 #[derive(Debug)]
 pub struct Builder {
     edge_base_url: Option<String>,
@@ -460,8 +462,10 @@ impl Builder {
         self
     }
 
-    /// Retries of one request (the transport's; default: a few attempts within one minute).
-    /// Beyond them, queued events are tried again with a backoff of up to a minute.
+    /// Retries of one request by the built-in HTTP transport (default: a few attempts within one
+    /// minute; a [`transport`](Self::transport) of your own has its own). Beyond them, queued
+    /// events are tried again with a backoff of up to a minute, or after the server's
+    /// `Retry-After` when it asks for longer (up to an hour).
     #[must_use]
     pub fn retry_policy(mut self, policy: RetryPolicy) -> Self {
         self.retry = policy;

@@ -12,20 +12,25 @@ pub enum ErrorKind {
     /// The input was refused (a bad `defaultConsent`, consent payload, TC string or purpose name);
     /// nothing was sent and nothing changed.
     InvalidInput,
-    /// Consent does not allow it: the person (or the default) said no. Nothing of the event was
-    /// written or sent.
+    /// Consent does not allow it: the person (or the default) said no. Refused at the gate, nothing
+    /// of the event was written or sent; for a `send_event` whose event was queued when consent
+    /// became "out", the event was deleted from disk (an attempt made before the withdrawal may
+    /// have reached the server).
     ConsentDeclined,
     /// The client is shut down, or shut down while this was waiting. Queued events stay on disk.
     Shutdown,
     /// The data directory is in use by another client, in this process or another.
     Locked,
-    /// A file in the data directory could not be read or written.
+    /// A file in the data directory could not be read or written, or the consent record chain
+    /// does not verify.
     Storage,
-    /// The server could not be reached or did not answer in time, and the retries ran out; what
-    /// was queued stays queued.
+    /// The server did not confirm a `setConsent` (unreachable once the retries ran out, a refusal,
+    /// or an answer that cannot be read). Until a call is confirmed, the stricter of the old and
+    /// the new consent applies: a failed opt-out still deletes the queued events it withdraws.
     Transport,
-    /// The server refused the request for good (a 4xx other than 408 and 429); the events in it
-    /// are not delivered and not retried.
+    /// The server refused the event for good: a 4xx other than 408 and 429 (a 400, 413 or 422 only
+    /// once the event is alone in its request: larger requests are split first), or an answer
+    /// that cannot be read. The event is not delivered and not retried.
     Rejected,
     /// The queue holds as many events as it may; the event was not written.
     QueueFull,

@@ -63,8 +63,9 @@ impl Event {
 
     /// Declares a named purpose the event needs besides `general` (`"personalize.content"`,
     /// `"marketing.email"`, … or one registered with
-    /// [`Builder::purpose`](crate::Builder::purpose)). While the person has not decided it, the
-    /// event waits; an "out" for it declines the event and purges it from disk.
+    /// [`Builder::purpose`](crate::Builder::purpose)). Until the purpose is decided it follows
+    /// `general` (under "in" the event goes out); while it is pending the event waits; an "out"
+    /// for it declines new events and purges the queued ones from disk.
     #[must_use]
     pub fn requires(mut self, purpose: &str) -> Self {
         if purpose != "general" && !self.purposes.iter().any(|p| p == purpose) {
