@@ -4,13 +4,9 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use async_trait::async_trait;
 use consent::{ConsentRequest, Decision, ErrorKind};
-use consent_core::{Action, Cookie, CookieNames};
-use consent_transport::{EdgeReply, EdgeResponse, Request, SendError, Transport};
-use tokio::sync::Notify;
 
-use crate::harness::{Edge, Fault, Faulty, ORG, page_view};
+use crate::harness::{Edge, Fault, Faulty, Scripted, page_view};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lost_answer_is_retried_with_the_same_ids_and_stored_once() {
@@ -127,79 +123,12 @@ async fn many_events_go_in_few_requests() {
     client.shutdown().await.unwrap();
 }
 
-/// Answers `interact` only when told to, with a consent cookie "in"; answers `setConsent` with
-/// the cookie the call asks for.
-#[derive(Debug)]
-struct SlowEdge {
-    names: CookieNames,
-    release: Notify,
-}
-
-fn reply(cookies: Vec<Cookie>) -> EdgeReply {
-    EdgeReply {
-        status: 200,
-        response: EdgeResponse {
-            request_id: None,
-            handle: Vec::new(),
-            warnings: Vec::new(),
-            errors: Vec::new(),
-        },
-        cookies,
-        request_id: "r".to_owned(),
-        attempts: 1,
-    }
-}
-
-#[async_trait]
-impl Transport for SlowEdge {
-    async fn send(&self, request: Request) -> Result<EdgeReply, SendError> {
-        match request {
-            Request::Interact(_) => {
-                self.release.notified().await;
-                // The server's view when it took the request: consent was "in" then.
-                let cookie = Cookie::new(self.names.consent(), "general=in", Some(3600));
-                Ok(reply(vec![cookie]))
-            }
-            Request::SetConsent(body) => {
-                let general = body.consent[0]["value"]["general"]
-                    .as_str()
-                    .unwrap_or("in")
-                    .to_owned();
-                let cookie = Cookie::new(
-                    self.names.consent(),
-                    format!("general={general}"),
-                    Some(3600),
-                );
-                Ok(reply(vec![cookie]))
-            }
-            _ => Ok(reply(Vec::new())),
-        }
-    }
-
-    fn apply(&self, _: &Action) -> Result<bool, consent_transport::JarError> {
-        Ok(true)
-    }
-
-    fn stored_cookies(&self) -> (Option<consent_core::StoredCookie>, bool) {
-        (None, false)
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_event_answer_older_than_an_opt_out_cannot_turn_consent_back_in() {
     let dir = tempfile::tempdir().unwrap();
-    let transport = Arc::new(SlowEdge {
-        names: CookieNames::new(ORG),
-        release: Notify::new(),
-    });
-    let client = consent::Client::builder()
-        .org_id(ORG)
-        .default_consent("in")
-        .data_dir(dir.path())
-        .transport(transport.clone())
-        .build()
-        .await
-        .unwrap();
+    // The answer to the event request says "in": the server's view when it took the request.
+    let transport = Arc::new(Scripted::new().hold_events().interact_consent("general=in"));
+    let client = transport.client(dir.path(), "in").await;
     let sent = {
         let client = client.clone();
         tokio::spawn(async move { client.send_event(page_view("in-flight")).await })
@@ -210,7 +139,7 @@ async fn an_event_answer_older_than_an_opt_out_cannot_turn_consent_back_in() {
         .await
         .unwrap();
     assert_eq!(client.consent().state, Decision::Out);
-    transport.release.notify_one();
+    transport.release_events(1);
     // The request was stopped by the opt-out (its answer cannot decide anything any more).
     let e = sent.await.unwrap().unwrap_err();
     assert!(e.is_consent_declined(), "{e:?}");
@@ -280,62 +209,11 @@ async fn one_event_the_server_refuses_ends_alone() {
     client.shutdown().await.unwrap();
 }
 
-/// Never answers `interact`: it keeps "retrying" (counting attempts) until the request is
-/// dropped; answers `setConsent` at once with the cookie it asks for.
-#[derive(Debug)]
-struct Retrying {
-    names: CookieNames,
-    attempts: std::sync::atomic::AtomicUsize,
-}
-
-#[async_trait]
-impl Transport for Retrying {
-    async fn send(&self, request: Request) -> Result<EdgeReply, SendError> {
-        match request {
-            Request::Interact(_) => loop {
-                self.attempts.fetch_add(1, Ordering::SeqCst);
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            },
-            Request::SetConsent(body) => {
-                let general = body.consent[0]["value"]["general"]
-                    .as_str()
-                    .unwrap()
-                    .to_owned();
-                let cookie = Cookie::new(
-                    self.names.consent(),
-                    format!("general={general}"),
-                    Some(3600),
-                );
-                Ok(reply(vec![cookie]))
-            }
-            _ => Ok(reply(Vec::new())),
-        }
-    }
-
-    fn apply(&self, _: &Action) -> Result<bool, consent_transport::JarError> {
-        Ok(true)
-    }
-
-    fn stored_cookies(&self) -> (Option<consent_core::StoredCookie>, bool) {
-        (None, false)
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_opt_out_stops_the_retries_of_a_request_on_its_way() {
     let dir = tempfile::tempdir().unwrap();
-    let transport = Arc::new(Retrying {
-        names: CookieNames::new(ORG),
-        attempts: std::sync::atomic::AtomicUsize::new(0),
-    });
-    let client = consent::Client::builder()
-        .org_id(ORG)
-        .default_consent("in")
-        .data_dir(dir.path())
-        .transport(transport.clone())
-        .build()
-        .await
-        .unwrap();
+    let transport = Arc::new(Scripted::new().retry_forever());
+    let client = transport.client(dir.path(), "in").await;
     let sent = {
         let client = client.clone();
         tokio::spawn(async move { client.send_event(page_view("RETRIED")).await })

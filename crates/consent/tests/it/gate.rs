@@ -1,12 +1,13 @@
 //! The gate: nothing written or sent before consent allows it, and an opt-out purges the bytes.
 
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use consent::{ConsentRequest, Decision, Event};
 use serde_json::json;
 
-use crate::harness::{Edge, Faulty, dir_contains, jar_cookies, page_view};
+use crate::harness::{Edge, Faulty, Scripted, dir_contains, jar_cookies, page_view};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn out_by_default_writes_and_sends_nothing() {
@@ -43,12 +44,7 @@ async fn out_by_default_writes_and_sends_nothing() {
 async fn pending_then_in_delivers_everything_in_submission_order() {
     let edge = Edge::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let client = edge
-        .builder(dir.path())
-        .default_consent("pending")
-        .build()
-        .await
-        .unwrap();
+    let client = edge.client(dir.path(), "pending").await;
     let mut ids = Vec::new();
     for i in 0..5 {
         let event = if i == 2 {
@@ -99,12 +95,7 @@ async fn pending_then_in_delivers_everything_in_submission_order() {
 async fn pending_then_out_purges_the_bytes_and_a_later_in_never_brings_them_back() {
     let edge = Edge::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let client = edge
-        .builder(dir.path())
-        .default_consent("pending")
-        .build()
-        .await
-        .unwrap();
+    let client = edge.client(dir.path(), "pending").await;
     for i in 0..3 {
         client
             .enqueue(page_view(&format!("SECRET-{i}")))
@@ -150,12 +141,7 @@ async fn pending_then_out_purges_the_bytes_and_a_later_in_never_brings_them_back
 async fn an_out_for_one_purpose_purges_only_the_events_that_need_it() {
     let edge = Edge::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let client = edge
-        .builder(dir.path())
-        .default_consent("pending")
-        .build()
-        .await
-        .unwrap();
+    let client = edge.client(dir.path(), "pending").await;
     let plain = client.enqueue(page_view("PLAIN")).await.unwrap();
     client
         .enqueue(page_view("PERSONAL").requires("personalize.content"))
@@ -268,12 +254,7 @@ async fn invalid_consent_is_refused_and_changes_nothing() {
 async fn an_iab_string_without_consent_is_out() {
     let edge = Edge::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let client = edge
-        .builder(dir.path())
-        .default_consent("pending")
-        .build()
-        .await
-        .unwrap();
+    let client = edge.client(dir.path(), "pending").await;
     client.enqueue(page_view("IAB-QUEUED")).await.unwrap();
     // A valid TC string that grants neither purpose 1 nor vendor 565.
     client
@@ -312,65 +293,11 @@ async fn a_full_queue_refuses_with_a_typed_error_and_keeps_what_it_has() {
     client.shutdown().await.unwrap();
 }
 
-/// Holds every `setConsent` answer until told to, then answers with the cookie the call asks for.
-#[derive(Debug)]
-struct HeldConsent {
-    names: consent_core::CookieNames,
-    release: tokio::sync::Semaphore,
-}
-
-#[async_trait::async_trait]
-impl consent_transport::Transport for HeldConsent {
-    async fn send(
-        &self,
-        request: consent_transport::Request,
-    ) -> Result<consent_transport::EdgeReply, consent_transport::SendError> {
-        let mut cookies = Vec::new();
-        if let consent_transport::Request::SetConsent(body) = &request {
-            self.release.acquire().await.unwrap().forget();
-            let general = body.consent[0]["value"]["general"]
-                .as_str()
-                .unwrap()
-                .to_owned();
-            cookies.push(consent_core::Cookie::new(
-                self.names.consent(),
-                format!("general={general}"),
-                Some(3600),
-            ));
-        }
-        Ok(consent_transport::EdgeReply {
-            status: 200,
-            response: serde_json::from_value(json!({"handle": []})).unwrap(),
-            cookies,
-            request_id: "r".to_owned(),
-            attempts: 1,
-        })
-    }
-
-    fn apply(&self, _: &consent_core::Action) -> Result<bool, consent_transport::JarError> {
-        Ok(true)
-    }
-
-    fn stored_cookies(&self) -> (Option<consent_core::StoredCookie>, bool) {
-        (None, false)
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_event_after_an_opt_out_on_its_way_is_declined_without_touching_the_disk() {
     let dir = tempfile::tempdir().unwrap();
-    let transport = std::sync::Arc::new(HeldConsent {
-        names: consent_core::CookieNames::new(crate::harness::ORG),
-        release: tokio::sync::Semaphore::new(0),
-    });
-    let client = consent::Client::builder()
-        .org_id(crate::harness::ORG)
-        .default_consent("pending")
-        .data_dir(dir.path())
-        .transport(transport.clone())
-        .build()
-        .await
-        .unwrap();
+    let transport = Arc::new(Scripted::new().hold_consents());
+    let client = transport.client(dir.path(), "pending").await;
     let out = {
         let client = client.clone();
         tokio::spawn(async move { client.set_consent(ConsentRequest::adobe_v1("out")).await })
@@ -399,7 +326,7 @@ async fn an_event_after_an_opt_out_on_its_way_is_declined_without_touching_the_d
         !queued.is_finished(),
         "the event waits for the chain, it is not declined"
     );
-    transport.release.add_permits(2);
+    transport.release_consents(2);
     out.await.unwrap().unwrap();
     back_in.await.unwrap().unwrap();
     queued.await.unwrap().unwrap();
@@ -460,78 +387,11 @@ async fn a_failed_purge_is_reported_never_delivered_and_done_later() {
     client.shutdown().await.unwrap();
 }
 
-/// Holds every request until told to: `interact` on `events`, `setConsent` on `consents`; counts
-/// the events that got through.
-#[derive(Debug)]
-struct Gates {
-    names: consent_core::CookieNames,
-    events: tokio::sync::Semaphore,
-    consents: tokio::sync::Semaphore,
-    delivered: std::sync::atomic::AtomicUsize,
-}
-
-#[async_trait::async_trait]
-impl consent_transport::Transport for Gates {
-    async fn send(
-        &self,
-        request: consent_transport::Request,
-    ) -> Result<consent_transport::EdgeReply, consent_transport::SendError> {
-        let mut cookies = Vec::new();
-        match &request {
-            consent_transport::Request::Interact(body) => {
-                self.events.acquire().await.unwrap().forget();
-                self.delivered
-                    .fetch_add(body.events.len(), Ordering::SeqCst);
-            }
-            consent_transport::Request::SetConsent(body) => {
-                self.consents.acquire().await.unwrap().forget();
-                let general = body.consent[0]["value"]["general"]
-                    .as_str()
-                    .unwrap()
-                    .to_owned();
-                cookies.push(consent_core::Cookie::new(
-                    self.names.consent(),
-                    format!("general={general}"),
-                    Some(3600),
-                ));
-            }
-            _ => {}
-        }
-        Ok(consent_transport::EdgeReply {
-            status: 200,
-            response: serde_json::from_value(json!({"handle": []})).unwrap(),
-            cookies,
-            request_id: "r".to_owned(),
-            attempts: 1,
-        })
-    }
-
-    fn apply(&self, _: &consent_core::Action) -> Result<bool, consent_transport::JarError> {
-        Ok(true)
-    }
-
-    fn stored_cookies(&self) -> (Option<consent_core::StoredCookie>, bool) {
-        (None, false)
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_opt_out_on_its_way_stops_the_request_already_sent() {
     let dir = tempfile::tempdir().unwrap();
-    let transport = std::sync::Arc::new(Gates {
-        names: consent_core::CookieNames::new(crate::harness::ORG),
-        events: tokio::sync::Semaphore::new(0),
-        consents: tokio::sync::Semaphore::new(0),
-        delivered: std::sync::atomic::AtomicUsize::new(0),
-    });
-    let client = consent::Client::builder()
-        .org_id(crate::harness::ORG)
-        .default_consent("in")
-        .data_dir(dir.path())
-        .transport(transport.clone())
-        .build()
-        .await
-        .unwrap();
+    let transport = Arc::new(Scripted::new().hold_events().hold_consents());
+    let client = transport.client(dir.path(), "in").await;
     client.enqueue(page_view("HELD")).await.unwrap();
     tokio::time::sleep(Duration::from_millis(100)).await; // the request is on its way, held
     let out = {
@@ -540,15 +400,13 @@ async fn an_opt_out_on_its_way_stops_the_request_already_sent() {
     };
     tokio::time::sleep(Duration::from_millis(100)).await;
     // The event request's answer would come now, before the setConsent's.
-    transport.events.add_permits(10);
+    transport.release_events(10);
     tokio::time::sleep(Duration::from_millis(100)).await;
-    transport.consents.add_permits(1);
+    transport.release_consents(1);
     out.await.unwrap().unwrap();
     client.flush().await.unwrap();
     assert_eq!(
-        transport
-            .delivered
-            .load(Ordering::SeqCst),
+        transport.delivered.load(Ordering::SeqCst),
         0,
         "an event went out after the person said no"
     );

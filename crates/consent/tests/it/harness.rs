@@ -56,6 +56,15 @@ impl Edge {
             .collect()
     }
 
+    /// A client of this server on `dir` with this `defaultConsent`.
+    pub(crate) async fn client(&self, dir: &Path, default: &str) -> Client {
+        self.builder(dir)
+            .default_consent(default)
+            .build()
+            .await
+            .unwrap()
+    }
+
     pub(crate) fn builder(&self, dir: &Path) -> consent::Builder {
         Client::builder()
             .edge_base_url(&self.base)
@@ -189,4 +198,129 @@ pub(crate) fn page_view(marker: &str) -> consent::Event {
         "eventType": "web.webpagedetails.pageViews",
         "web": {"webPageDetails": {"name": marker}}
     }))
+}
+
+/// A transport that answers as a test scripts it, without a server: `interact` requests wait at
+/// `events` (or "retry" until dropped), `setConsent` requests wait at `consents` and answer with
+/// the consent cookie the call asks for. Counts the events delivered and the `interact` attempts.
+#[derive(Debug)]
+pub(crate) struct Scripted {
+    names: consent_core::CookieNames,
+    /// Permits for `interact` answers; `None`: answered at once.
+    pub(crate) events: Option<tokio::sync::Semaphore>,
+    /// Permits for `setConsent` answers; `None`: answered at once.
+    pub(crate) consents: Option<tokio::sync::Semaphore>,
+    /// `interact` never answers: it "retries" every 50 ms until the request is dropped.
+    retry_forever: bool,
+    /// The consent cookie `interact` answers carry (the server's view when it took the request).
+    interact_consent: Option<&'static str>,
+    pub(crate) delivered: AtomicUsize,
+    pub(crate) attempts: AtomicUsize,
+}
+
+impl Scripted {
+    pub(crate) fn new() -> Self {
+        Self {
+            names: consent_core::CookieNames::new(ORG),
+            events: None,
+            consents: None,
+            retry_forever: false,
+            interact_consent: None,
+            delivered: AtomicUsize::new(0),
+            attempts: AtomicUsize::new(0),
+        }
+    }
+
+    /// `interact` answers wait for [`Scripted::release_events`].
+    pub(crate) fn hold_events(mut self) -> Self {
+        self.events = Some(tokio::sync::Semaphore::new(0));
+        self
+    }
+
+    /// `setConsent` answers wait for [`Scripted::release_consents`].
+    pub(crate) fn hold_consents(mut self) -> Self {
+        self.consents = Some(tokio::sync::Semaphore::new(0));
+        self
+    }
+
+    pub(crate) fn retry_forever(mut self) -> Self {
+        self.retry_forever = true;
+        self
+    }
+
+    pub(crate) fn interact_consent(mut self, value: &'static str) -> Self {
+        self.interact_consent = Some(value);
+        self
+    }
+
+    pub(crate) fn release_events(&self, n: usize) {
+        self.events.as_ref().unwrap().add_permits(n);
+    }
+
+    pub(crate) fn release_consents(&self, n: usize) {
+        self.consents.as_ref().unwrap().add_permits(n);
+    }
+
+    /// A client of this transport on `dir`.
+    pub(crate) async fn client(self: &Arc<Self>, dir: &Path, default: &str) -> Client {
+        Client::builder()
+            .org_id(ORG)
+            .default_consent(default)
+            .data_dir(dir)
+            .transport(self.clone())
+            .build()
+            .await
+            .unwrap()
+    }
+
+    fn cookie(&self, value: &str) -> consent_core::Cookie {
+        consent_core::Cookie::new(self.names.consent(), value, Some(3600))
+    }
+}
+
+#[async_trait]
+impl Transport for Scripted {
+    async fn send(&self, request: Request) -> Result<EdgeReply, SendError> {
+        let mut cookies = Vec::new();
+        match &request {
+            Request::Interact(body) => {
+                if self.retry_forever {
+                    loop {
+                        self.attempts.fetch_add(1, Ordering::SeqCst);
+                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    }
+                }
+                self.attempts.fetch_add(1, Ordering::SeqCst);
+                if let Some(gate) = &self.events {
+                    gate.acquire().await.unwrap().forget();
+                }
+                self.delivered
+                    .fetch_add(body.events.len(), Ordering::SeqCst);
+                cookies.extend(self.interact_consent.map(|v| self.cookie(v)));
+            }
+            Request::SetConsent(body) => {
+                if let Some(gate) = &self.consents {
+                    gate.acquire().await.unwrap().forget();
+                }
+                let general = body.consent[0]["value"]["general"].as_str().unwrap();
+                cookies.push(self.cookie(&format!("general={general}")));
+            }
+            _ => {}
+        }
+        Ok(EdgeReply {
+            status: 200,
+            response: serde_json::from_value(serde_json::json!({"handle": []})).unwrap(),
+            cookies,
+            request_id: "r".to_owned(),
+            attempts: 1,
+        })
+    }
+
+    fn apply(&self, _: &Action) -> Result<bool, consent_transport::JarError> {
+        Ok(true)
+    }
+
+    fn stored_cookies(&self) -> (Option<consent_core::StoredCookie>, bool) {
+        (None, false)
+    }
 }

@@ -12,12 +12,7 @@ use crate::harness::{Edge, dir_contains, page_view};
 async fn a_restart_restores_consent_and_delivers_what_was_left() {
     let edge = Edge::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let client = edge
-        .builder(dir.path())
-        .default_consent("pending")
-        .build()
-        .await
-        .unwrap();
+    let client = edge.client(dir.path(), "pending").await;
     let mut ids = Vec::new();
     for i in 0..3 {
         ids.push(
@@ -31,12 +26,7 @@ async fn a_restart_restores_consent_and_delivers_what_was_left() {
     client.shutdown().await.unwrap();
     assert!(edge.stored_ids().is_empty());
 
-    let client = edge
-        .builder(dir.path())
-        .default_consent("pending")
-        .build()
-        .await
-        .unwrap();
+    let client = edge.client(dir.path(), "pending").await;
     assert_eq!(client.stats().queued, 3);
     assert_eq!(client.consent().state, Decision::Pending);
     client
@@ -48,12 +38,7 @@ async fn a_restart_restores_consent_and_delivers_what_was_left() {
     client.shutdown().await.unwrap();
 
     // The choice survives a restart, whatever the default says now.
-    let client = edge
-        .builder(dir.path())
-        .default_consent("out")
-        .build()
-        .await
-        .unwrap();
+    let client = edge.client(dir.path(), "out").await;
     assert_eq!(client.consent().state, Decision::In);
     assert!(client.consent().was_set);
     client
@@ -61,12 +46,7 @@ async fn a_restart_restores_consent_and_delivers_what_was_left() {
         .await
         .unwrap();
     client.shutdown().await.unwrap();
-    let client = edge
-        .builder(dir.path())
-        .default_consent("in")
-        .build()
-        .await
-        .unwrap();
+    let client = edge.client(dir.path(), "in").await;
     assert_eq!(
         client.consent().state,
         Decision::Out,
@@ -270,12 +250,7 @@ async fn a_lost_cookie_jar_never_turns_an_opt_out_back_in() {
     let edge = Edge::start().await;
     let dir = tempfile::tempdir().unwrap();
     let jar = dir.path().join("cookies.json");
-    let client = edge
-        .builder(dir.path())
-        .default_consent("in")
-        .build()
-        .await
-        .unwrap();
+    let client = edge.client(dir.path(), "in").await;
     client
         .set_consent(ConsentRequest::adobe_v1("out"))
         .await
@@ -288,12 +263,7 @@ async fn a_lost_cookie_jar_never_turns_an_opt_out_back_in() {
         } else {
             let _ = std::fs::remove_file(&jar);
         }
-        let client = edge
-            .builder(dir.path())
-            .default_consent("in")
-            .build()
-            .await
-            .unwrap();
+        let client = edge.client(dir.path(), "in").await;
         assert_eq!(client.consent().state, Decision::Out, "round {round}");
         let e = client.enqueue(page_view("NEVER")).await.unwrap_err();
         assert!(e.is_consent_declined(), "round {round}: {e:?}");
@@ -312,12 +282,7 @@ async fn a_damaged_jar_without_a_copy_makes_a_default_in_pending() {
     let edge = Edge::start().await;
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("cookies.json"), b"{not json").unwrap();
-    let client = edge
-        .builder(dir.path())
-        .default_consent("in")
-        .build()
-        .await
-        .unwrap();
+    let client = edge.client(dir.path(), "in").await;
     assert_eq!(
         client.consent().state,
         Decision::Pending,
@@ -328,12 +293,7 @@ async fn a_damaged_jar_without_a_copy_makes_a_default_in_pending() {
     assert!(edge.stored_ids().is_empty());
     client.shutdown().await.unwrap();
     // Still unknown at the next start: the damaged jar was set aside, not forgotten.
-    let client = edge
-        .builder(dir.path())
-        .default_consent("in")
-        .build()
-        .await
-        .unwrap();
+    let client = edge.client(dir.path(), "in").await;
     assert_eq!(client.consent().state, Decision::Pending);
     assert_eq!(client.stats().queued, 1);
     client.shutdown().await.unwrap();
@@ -424,12 +384,7 @@ async fn set_purposes_returns_once_what_it_withdraws_is_gone() {
 async fn a_head_kept_off_the_device_catches_a_log_cut_back_with_its_anchor() {
     let edge = Edge::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let client = edge
-        .builder(dir.path())
-        .default_consent("pending")
-        .build()
-        .await
-        .unwrap();
+    let client = edge.client(dir.path(), "pending").await;
     client
         .set_consent(ConsentRequest::adobe_v1("in"))
         .await
@@ -449,12 +404,7 @@ async fn a_head_kept_off_the_device_catches_a_log_cut_back_with_its_anchor() {
     // opt-out: the log verifies against its own anchor, not against the head kept elsewhere.
     std::fs::write(dir.path().join("records.jsonl"), &early_log).unwrap();
     std::fs::write(dir.path().join("state.bin"), &early_state).unwrap();
-    let client = edge
-        .builder(dir.path())
-        .default_consent("pending")
-        .build()
-        .await
-        .unwrap();
+    let client = edge.client(dir.path(), "pending").await;
     let records = client.records();
     assert!(records.verify().is_ok());
     let e = records.verify_against(&late).unwrap_err();
