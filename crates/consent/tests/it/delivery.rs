@@ -13,13 +13,7 @@ async fn a_lost_answer_is_retried_with_the_same_ids_and_stored_once() {
     let edge = Edge::start().await;
     let dir = tempfile::tempdir().unwrap();
     let transport = Faulty::new(&edge, [Fault::LoseAnswer, Fault::Status(502)]);
-    let client = edge
-        .builder(dir.path())
-        .default_consent("in")
-        .transport(transport.clone())
-        .build()
-        .await
-        .unwrap();
+    let client = edge.client_via(dir.path(), "in", &transport).await;
     let mut ids = Vec::new();
     for i in 0..20 {
         ids.push(
@@ -48,13 +42,7 @@ async fn a_final_refusal_is_reported_not_dropped_silently() {
     let edge = Edge::start().await;
     let dir = tempfile::tempdir().unwrap();
     let transport = Faulty::new(&edge, [Fault::Status(400)]);
-    let client = edge
-        .builder(dir.path())
-        .default_consent("in")
-        .transport(transport)
-        .build()
-        .await
-        .unwrap();
+    let client = edge.client_via(dir.path(), "in", &transport).await;
     let e = client.send_event(page_view("refused")).await.unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Rejected, "{e:?}");
     assert!(e.to_string().contains("400"), "{e}");
@@ -72,13 +60,7 @@ async fn too_large_requests_are_split_not_dropped() {
     let edge = Edge::start().await;
     let dir = tempfile::tempdir().unwrap();
     let transport = Faulty::new(&edge, [Fault::Status(413), Fault::Status(413)]);
-    let client = edge
-        .builder(dir.path())
-        .default_consent("pending")
-        .transport(transport)
-        .build()
-        .await
-        .unwrap();
+    let client = edge.client_via(dir.path(), "pending", &transport).await;
     for i in 0..8 {
         client.enqueue(page_view(&format!("s{i}"))).await.unwrap();
     }
@@ -97,13 +79,7 @@ async fn many_events_go_in_few_requests() {
     let edge = Edge::start().await;
     let dir = tempfile::tempdir().unwrap();
     let transport = Faulty::new(&edge, []);
-    let client = edge
-        .builder(dir.path())
-        .default_consent("pending")
-        .transport(transport.clone())
-        .build()
-        .await
-        .unwrap();
+    let client = edge.client_via(dir.path(), "pending", &transport).await;
     let mut set = tokio::task::JoinSet::new();
     for i in 0..500 {
         let client = client.clone();
@@ -179,13 +155,7 @@ async fn one_event_the_server_refuses_ends_alone() {
     let dir = tempfile::tempdir().unwrap();
     let transport = Faulty::new(&edge, []);
     *transport.poison.lock().unwrap() = Some("POISON".to_owned());
-    let client = edge
-        .builder(dir.path())
-        .default_consent("pending")
-        .transport(transport.clone())
-        .build()
-        .await
-        .unwrap();
+    let client = edge.client_via(dir.path(), "pending", &transport).await;
     for i in 0..16 {
         let marker = if i == 11 {
             "POISON".to_owned()

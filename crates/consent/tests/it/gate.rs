@@ -14,13 +14,7 @@ async fn out_by_default_writes_and_sends_nothing() {
     let edge = Edge::start().await;
     let dir = tempfile::tempdir().unwrap();
     let transport = Faulty::new(&edge, []);
-    let client = edge
-        .builder(dir.path())
-        .default_consent("out")
-        .transport(transport.clone())
-        .build()
-        .await
-        .unwrap();
+    let client = edge.client_via(dir.path(), "out", &transport).await;
     let e = client.enqueue(page_view("MARKER-OUT-1")).await.unwrap_err();
     assert!(e.is_consent_declined(), "{e:?}");
     assert_eq!(e.to_string(), "No consent preferences have been set.");
@@ -207,13 +201,7 @@ async fn invalid_consent_is_refused_and_changes_nothing() {
     let edge = Edge::start().await;
     let dir = tempfile::tempdir().unwrap();
     let transport = Faulty::new(&edge, []);
-    let client = edge
-        .builder(dir.path())
-        .default_consent("pending")
-        .transport(transport.clone())
-        .build()
-        .await
-        .unwrap();
+    let client = edge.client_via(dir.path(), "pending", &transport).await;
     let before = client.records().verify().unwrap();
     for bad in [
         ConsentRequest::adobe_v1("maybe"),

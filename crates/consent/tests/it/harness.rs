@@ -65,6 +65,21 @@ impl Edge {
             .unwrap()
     }
 
+    /// A client of this server on `dir`, through `transport`.
+    pub(crate) async fn client_via(
+        &self,
+        dir: &Path,
+        default: &str,
+        transport: &Arc<Faulty>,
+    ) -> Client {
+        self.builder(dir)
+            .default_consent(default)
+            .transport(transport.clone())
+            .build()
+            .await
+            .unwrap()
+    }
+
     pub(crate) fn builder(&self, dir: &Path) -> consent::Builder {
         Client::builder()
             .edge_base_url(&self.base)
