@@ -88,6 +88,24 @@ fn ci() -> Result<()> {
     ]);
     run("cargo clippy -D warnings", clippy)?;
 
+    // Without its default features the client builds with no HTTP client and no file store
+    // (`docs/guide.md`, "Cargo features"): kept true here.
+    let mut lean = cargo();
+    lean.args([
+        "clippy",
+        "-p",
+        "consent",
+        "-p",
+        "consent-transport",
+        "--no-default-features",
+        "--lib",
+        "--locked",
+        "--",
+        "-D",
+        "warnings",
+    ]);
+    run("cargo clippy --no-default-features", lean)?;
+
     let mut nextest = cargo();
     nextest.args([
         "nextest",

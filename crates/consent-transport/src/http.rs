@@ -1,4 +1,7 @@
-//! The HTTP transport: Edge requests over reqwest, retries, and cookies handed to the engine.
+//! The HTTP transport: Edge requests over reqwest, retries, and cookies handed to the engine. The
+//! configuration, answers and errors every transport shares are here too; what needs reqwest is
+//! behind the `http` feature.
+#![cfg_attr(not(feature = "http"), allow(unused_imports, dead_code))]
 
 use std::fmt;
 use std::sync::Arc;
@@ -6,6 +9,7 @@ use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use consent_core::{Action, Cookie, CookieNames, Origin, StoredCookie};
+#[cfg(feature = "http")]
 use reqwest::header::{CONTENT_TYPE, COOKIE, HeaderMap, RETRY_AFTER, SET_COOKIE};
 use url::Url;
 
@@ -181,6 +185,7 @@ impl EdgeConfig {
 }
 
 /// The HTTP client could not be built.
+#[cfg(feature = "http")]
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum BuildError {
@@ -193,6 +198,7 @@ pub enum BuildError {
 ///
 /// rustls needs a process-wide crypto provider; when the application has not installed one, *ring*
 /// is installed here (an application that installs its own before this keeps it).
+#[cfg(feature = "http")]
 pub(crate) fn build_client(connect_timeout: Duration) -> Result<reqwest::Client, BuildError> {
     if rustls::crypto::CryptoProvider::get_default().is_none() {
         // Losing a race with another thread installing one is fine: there is a provider either way.
@@ -294,6 +300,10 @@ fn is_retryable_status(status: u16) -> bool {
     status >= 500 || status == 429 || status == 408
 }
 
+/// The cause a transport reports for a failure of the network (reqwest's error, for the HTTP
+/// transport).
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
 /// A request that did not end in a 2xx answer with a valid body.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -306,27 +316,27 @@ pub enum SendError {
     Timeout {
         /// How many attempts were made.
         attempts: u32,
-        /// What reqwest reported.
+        /// What the HTTP client reported.
         #[source]
-        source: reqwest::Error,
+        source: BoxError,
     },
     /// The server could not be reached.
     #[error("cannot connect to the server ({attempts} attempts)")]
     Connect {
         /// How many attempts were made.
         attempts: u32,
-        /// What reqwest reported.
+        /// What the HTTP client reported.
         #[source]
-        source: reqwest::Error,
+        source: BoxError,
     },
     /// The connection failed during the exchange (reset, closed early).
     #[error("the connection failed ({attempts} attempts)")]
     Network {
         /// How many attempts were made.
         attempts: u32,
-        /// What reqwest reported.
+        /// What the HTTP client reported.
         #[source]
-        source: reqwest::Error,
+        source: BoxError,
     },
     /// A 2xx answer whose body is not an Edge response (no `handle` array, or bad JSON).
     #[error("the server responded with a status code {status} and a malformed body")]
@@ -348,9 +358,9 @@ pub enum SendError {
     /// The request body could not be encoded.
     #[error("cannot encode the request")]
     Encode(#[source] serde_json::Error),
-    /// reqwest refused to build the request.
+    /// The HTTP client refused to build the request.
     #[error("cannot build the request")]
-    Request(#[source] reqwest::Error),
+    Request(#[source] BoxError),
     /// The send did not finish within its deadline ([`RetryPolicy::deadline`]): an attempt was
     /// still running when it passed.
     #[error("the request did not finish within its deadline of {deadline:?} ({attempts} attempts)")]
@@ -436,22 +446,23 @@ pub fn engine_response(
 }
 
 /// Classifies a reqwest error: timeouts, connection and exchange failures may pass later.
+#[cfg(feature = "http")]
 pub(crate) fn transport_error(source: reqwest::Error) -> (SendError, bool) {
     if source.is_timeout() {
         (
             SendError::Timeout {
                 attempts: 0,
-                source,
+                source: Box::new(source),
             },
             true,
         )
     } else if source.is_builder() {
-        (SendError::Request(source), false)
+        (SendError::Request(Box::new(source)), false)
     } else if source.is_connect() {
         (
             SendError::Connect {
                 attempts: 0,
-                source,
+                source: Box::new(source),
             },
             true,
         )
@@ -459,7 +470,7 @@ pub(crate) fn transport_error(source: reqwest::Error) -> (SendError, bool) {
         (
             SendError::Network {
                 attempts: 0,
-                source,
+                source: Box::new(source),
             },
             true,
         )
@@ -471,6 +482,7 @@ pub(crate) fn transport_error(source: reqwest::Error) -> (SendError, bool) {
 pub const MAX_BODY: usize = 4 << 20;
 
 /// Reads an answer's body, up to [`MAX_BODY`].
+#[cfg(feature = "http")]
 pub(crate) async fn read_body<T>(
     mut response: reqwest::Response,
 ) -> Result<Vec<u8>, Attempt<T, SendError>> {
@@ -497,6 +509,7 @@ pub(crate) async fn read_body<T>(
     }
 }
 
+#[cfg(feature = "http")]
 pub(crate) fn retry_after(headers: &HeaderMap, now: SystemTime, cap: Duration) -> Option<Duration> {
     headers
         .get(RETRY_AFTER)
@@ -504,6 +517,7 @@ pub(crate) fn retry_after(headers: &HeaderMap, now: SystemTime, cap: Duration) -
         .and_then(|v| parse_retry_after(v, now, cap))
 }
 
+#[cfg(feature = "http")]
 impl Retrier {
     /// Runs one send of `attempt` under this retrier, with the deadline error of the transport.
     pub(crate) async fn send<T, F, Fut>(&self, attempt: F) -> Result<T, SendError>
@@ -522,12 +536,13 @@ impl Retrier {
     }
 }
 
-/// The Edge transport over HTTP.
+/// The Edge transport over HTTP (the `http` feature).
 ///
 /// It writes no cookie: the cookies of an answer come back in [`EdgeReply::cookies`] (or
 /// [`SendError::cookies`]) for the engine, and the engine's cookie actions reach the jar through
 /// [`Transport::apply`]. reqwest is given no cookie store, so a `Set-Cookie` header cannot bypass
 /// the engine either.
+#[cfg(feature = "http")]
 #[derive(Debug, Clone)]
 pub struct HttpTransport {
     client: reqwest::Client,
@@ -536,6 +551,7 @@ pub struct HttpTransport {
     retrier: Retrier,
 }
 
+#[cfg(feature = "http")]
 impl HttpTransport {
     /// A transport for `config`, keeping cookies in `jar`.
     pub fn new(config: EdgeConfig, jar: CookieJar) -> Result<Self, BuildError> {
@@ -694,6 +710,7 @@ impl HttpTransport {
     }
 }
 
+#[cfg(feature = "http")]
 #[async_trait]
 impl Transport for HttpTransport {
     async fn send(&self, request: Request) -> Result<EdgeReply, SendError> {
@@ -720,7 +737,7 @@ impl Transport for HttpTransport {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "http"))]
 mod tests {
     use super::*;
     use crate::Operation;

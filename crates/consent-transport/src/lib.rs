@@ -90,6 +90,7 @@ mod http;
 mod ids;
 mod jar;
 mod memory;
+#[cfg(feature = "http")]
 mod preferences;
 mod protocol;
 mod retry;
@@ -97,11 +98,14 @@ mod retry;
 pub use cookie_store;
 
 pub use crate::http::{
-    BuildError, ConfigError, EdgeConfig, EdgeReply, HttpTransport, MAX_BODY, SendError,
-    StatusError, engine_response,
+    BoxError, ConfigError, EdgeConfig, EdgeReply, MAX_BODY, SendError, StatusError,
+    engine_response,
 };
+#[cfg(feature = "http")]
+pub use crate::http::{BuildError, HttpTransport};
 pub use crate::jar::{CookieJar, JarError, MAX_COOKIE_AGE, parse_set_cookie};
 pub use crate::memory::MemoryTransport;
+#[cfg(feature = "http")]
 pub use crate::preferences::{
     DecryptQuery, Decrypted, MarketingPreference, PreferencesBody, PreferencesClient,
     PreferencesConfig, UnsubscribeParams,

@@ -180,6 +180,7 @@ impl Sleep for TokioSleep {
 
 /// What one attempt came to.
 #[derive(Debug)]
+#[cfg_attr(not(feature = "http"), allow(dead_code))]
 pub(crate) enum Attempt<T, E> {
     /// Finished: success, or a failure not worth retrying.
     Done(Result<T, E>),
@@ -189,12 +190,14 @@ pub(crate) enum Attempt<T, E> {
 
 /// The pieces a retrying client needs.
 #[derive(Debug, Clone)]
+#[cfg_attr(not(feature = "http"), allow(dead_code))]
 pub(crate) struct Retrier {
     pub(crate) policy: RetryPolicy,
     pub(crate) jitter: std::sync::Arc<dyn Jitter>,
     pub(crate) sleep: std::sync::Arc<dyn Sleep>,
 }
 
+#[cfg_attr(not(feature = "http"), allow(dead_code))]
 impl Retrier {
     /// Runs `attempt` (given the attempt number, from 1) until it is done, the attempts are used
     /// up, the server asks to wait longer than the policy allows, or the policy's deadline would

@@ -55,7 +55,8 @@
 //!
 //! # Cargo features
 //!
-//! - `http` (default): [`Builder::edge_base_url`] builds the reqwest transport.
+//! - `http` (default): [`Builder::edge_base_url`] builds the reqwest transport. Without it, no
+//!   HTTP client is compiled in.
 //! - `fs` (default): [`Builder::data_dir`] keeps everything on disk. Without it the client keeps
 //!   everything in memory.
 //!
