@@ -98,8 +98,7 @@ mod retry;
 pub use cookie_store;
 
 pub use crate::http::{
-    BoxError, ConfigError, EdgeConfig, EdgeReply, MAX_BODY, SendError, StatusError,
-    engine_response,
+    BoxError, ConfigError, EdgeConfig, EdgeReply, MAX_BODY, SendError, StatusError, engine_response,
 };
 #[cfg(feature = "http")]
 pub use crate::http::{BuildError, HttpTransport};
