@@ -31,6 +31,12 @@ const MIGRATIONS: &[(i64, &str, &str, &str)] = &[
         include_str!("../migrations/sqlite/0002_record_links.sql"),
         include_str!("../migrations/postgres/0002_record_links.sql"),
     ),
+    (
+        3,
+        "events_per_profile",
+        include_str!("../migrations/sqlite/0003_events_per_profile.sql"),
+        include_str!("../migrations/postgres/0003_events_per_profile.sql"),
+    ),
 ];
 
 /// Which database a [`Db`] talks to.
@@ -383,7 +389,8 @@ impl Db {
         answer.await.map_err(|_| StoreError::Closed)?
     }
 
-    /// Stores an event unless one with the same id is already stored. Returns whether it was new.
+    /// Stores an event unless the profile already has one with the same id. Returns whether it
+    /// was new.
     pub async fn insert_event(
         &self,
         key: &ProfileKey,
@@ -396,7 +403,8 @@ impl Db {
             > 0)
     }
 
-    /// Stores a request's events, each unless one with the same id is already stored: on SQLite in
+    /// Stores a request's events, each unless the profile already has one with the same id (event
+    /// ids are deduplicated per profile, `migrations/*/0003_events_per_profile.sql`): on SQLite in
     /// one transaction with a cached statement, on PostgreSQL in multi-row statements (one per 64
     /// events), instead of one statement and transaction per event. Returns how many were new;
     /// the others were duplicates.
@@ -405,6 +413,31 @@ impl Db {
         key: &ProfileKey,
         events: &[(String, &Value)],
     ) -> Result<u64, StoreError> {
+        self.store_events(key, events, false).await
+    }
+
+    /// [`Db::insert_events`] for a request that named no identity (its profile was just minted):
+    /// an event is also a duplicate when any profile of the organisation and sandbox has one with
+    /// its id. A client retrying a request whose answer it lost has no identity yet and gets a
+    /// new one each time, so only this keeps its events stored once.
+    pub async fn insert_anonymous_events(
+        &self,
+        key: &ProfileKey,
+        events: &[(String, &Value)],
+    ) -> Result<u64, StoreError> {
+        self.store_events(key, events, true).await
+    }
+
+    async fn store_events(
+        &self,
+        key: &ProfileKey,
+        events: &[(String, &Value)],
+        anonymous: bool,
+    ) -> Result<u64, StoreError> {
+        // The key's columns, in the order of the primary key (event id before the profile, so
+        // that the key also finds an id in the whole organisation and sandbox).
+        const CONFLICT: &str =
+            " ON CONFLICT (org, sandbox, event_id, namespace, profile_id) DO NOTHING";
         if let Some(conn) = &self.events {
             let conn = std::sync::Arc::clone(conn);
             let key = key.clone();
@@ -413,15 +446,23 @@ impl Db {
                 .map(|(id, body)| (id.clone(), body.to_string()))
                 .collect();
             let now = now_millis();
+            let sql = if anonymous {
+                "INSERT INTO events (org, sandbox, event_id, namespace, profile_id, body, received_at) \
+                 SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7 WHERE NOT EXISTS (SELECT 1 FROM events \
+                 WHERE org = ?1 AND sandbox = ?2 AND event_id = ?3)"
+            } else {
+                "INSERT INTO events (org, sandbox, event_id, namespace, profile_id, body, received_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"
+            };
+            let sql = format!("{sql}{CONFLICT}");
             return tokio::task::spawn_blocking(move || -> Result<u64, StoreError> {
-                let mut conn = conn.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                let mut conn = conn
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
                 let tx = conn.transaction()?;
                 let mut stored = 0;
                 {
-                    let mut insert = tx.prepare_cached(
-                        "INSERT INTO events (org, sandbox, event_id, namespace, profile_id, body, received_at) \
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (org, sandbox, event_id) DO NOTHING",
-                    )?;
+                    let mut insert = tx.prepare_cached(&sql)?;
                     for (id, body) in &rows {
                         stored += insert.execute(rusqlite::params![
                             key.org,
@@ -443,9 +484,13 @@ impl Db {
         const COLUMNS: usize = 7;
         let mut stored = 0;
         for chunk in events.chunks(64) {
-            let mut sql = String::from(
-                "INSERT INTO events (org, sandbox, event_id, namespace, profile_id, body, received_at) VALUES ",
-            );
+            let mut sql = String::from(if anonymous {
+                "INSERT INTO events (org, sandbox, event_id, namespace, profile_id, body, received_at) \
+                 SELECT v.org, v.sandbox, v.event_id, v.namespace, v.profile_id, v.body, v.received_at \
+                 FROM (VALUES "
+            } else {
+                "INSERT INTO events (org, sandbox, event_id, namespace, profile_id, body, received_at) VALUES "
+            });
             for i in 0..chunk.len() {
                 if i > 0 {
                     sql.push_str(", ");
@@ -462,7 +507,14 @@ impl Db {
                     n + 7
                 ));
             }
-            sql.push_str(" ON CONFLICT (org, sandbox, event_id) DO NOTHING");
+            if anonymous {
+                sql.push_str(
+                    ") AS v (org, sandbox, event_id, namespace, profile_id, body, received_at) \
+                     WHERE NOT EXISTS (SELECT 1 FROM events e WHERE e.org = v.org \
+                     AND e.sandbox = v.sandbox AND e.event_id = v.event_id)",
+                );
+            }
+            sql.push_str(CONFLICT);
             let now = now_millis();
             let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
             for (event_id, body) in chunk {

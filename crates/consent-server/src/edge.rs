@@ -175,7 +175,9 @@ pub(crate) async fn handle(
         ));
     }
     let names = CookieNames::new(&org);
-    let (ecid, minted) = match find_ecid(&body, headers, &names) {
+    let identities = read_identities(&body, headers, &names)
+        .map_err(|detail| EdgeError::invalid("EXEG-0102-400", 400, detail, &request_id))?;
+    let (ecid, minted) = match identities.ecid.clone() {
         Some(ecid) => (ecid, false),
         None => (mint_ecid(), true),
     };
@@ -220,52 +222,111 @@ pub(crate) async fn handle(
             let general = stored_general(&state, &key, minted)
                 .await
                 .map_err(internal)?;
-            // A compliant client sends nothing while consent is out or pending (the engine and
-            // the Web SDK hold or decline such commands), so storing what arrives anyway would
-            // make the server looser than the client: it is only counted.
-            let refusal = match general {
-                Some(Decision::Out) => Some((
+            let mut batch: Vec<(String, &Value)> = Vec::with_capacity(events.len());
+            for event in events {
+                let event_id = event
+                    .pointer("/xdm/_id")
+                    .or_else(|| event.pointer("/xdm/eventId"))
+                    .and_then(Value::as_str);
+                if event_id.is_some_and(|id| id.contains('\0')) {
+                    return Err(EdgeError::invalid(
+                        "EXEG-0102-400",
+                        400,
+                        "An event id ('xdm._id') must not contain a NUL character.".to_owned(),
+                        &request_id,
+                    ));
+                }
+                let event_id = event_id
+                    .filter(|id| !id.is_empty() && id.len() <= 256)
+                    .map_or_else(crate::server::unique_id, str::to_owned);
+                batch.push((event_id, event));
+            }
+            // An event is stored only when every identity it names may be collected: the
+            // request's own (its identity map, `xdm.identityMap`, the identity cookie in
+            // `meta.state` or the `Cookie` header) and those of its own `xdm.identityMap`. A
+            // compliant client sends nothing while consent is out or pending (the engine and the
+            // Web SDK hold or decline such commands), so storing what arrives anyway would make
+            // the server looser than the client: it is only counted. An identity without a
+            // profile (or with an undecided one) restricts nothing, as before.
+            let mut decisions: std::collections::HashMap<&str, Option<Decision>> =
+                std::collections::HashMap::new();
+            decisions.insert(&ecid, general);
+            let named = identities
+                .request
+                .iter()
+                .chain(identities.events.iter().flatten());
+            for id in named {
+                if decisions.contains_key(id.as_str()) {
+                    continue;
+                }
+                let other = ProfileKey {
+                    id: id.clone(),
+                    ..key.clone()
+                };
+                let decision = stored_general(&state, &other, false)
+                    .await
+                    .map_err(internal)?;
+                decisions.insert(id, decision);
+            }
+            let request_decision = strictest(
+                std::iter::once(ecid.as_str())
+                    .chain(identities.request.iter().map(String::as_str))
+                    .map(|id| decisions.get(id).copied().flatten()),
+            );
+            let mut refused_out = 0usize;
+            let mut refused_pending = 0usize;
+            let mut kept = Vec::with_capacity(batch.len());
+            for (i, event) in batch.into_iter().enumerate() {
+                let own = identities.events.get(i).map_or(&[][..], Vec::as_slice);
+                let decision = strictest(
+                    std::iter::once(request_decision).chain(
+                        own.iter()
+                            .map(|id| decisions.get(id.as_str()).copied().flatten()),
+                    ),
+                );
+                match decision {
+                    Some(Decision::Out) => refused_out += 1,
+                    Some(Decision::Pending) => refused_pending += 1,
+                    Some(Decision::In) | None => kept.push(event),
+                }
+            }
+            let refusals = [
+                (
+                    refused_out,
                     &state.metrics.events_refused,
                     "Consent declined",
                     "The profile has declined consent; the events were not stored.",
-                )),
-                Some(Decision::Pending) => Some((
+                ),
+                (
+                    refused_pending,
                     &state.metrics.events_refused_pending,
                     "Consent pending",
                     "The profile's consent is pending; the events were not stored.",
-                )),
-                Some(Decision::In) | None => None,
-            };
-            if let Some((counter, title, detail)) = refusal {
-                for _ in events {
-                    inc(counter);
+                ),
+            ];
+            for (count, counter, title, detail) in refusals {
+                if count == 0 {
+                    continue;
                 }
+                counter.fetch_add(count as u64, std::sync::atomic::Ordering::Relaxed);
                 warnings.push(json!({
                     "type": "https://ns.adobe.com/aep/errors/EXEG-0301-200",
                     "status": 200,
                     "title": title,
                     "detail": detail,
-                    "report": {"count": events.len()},
+                    "report": {"count": count},
                 }));
-            } else {
-                let batch: Vec<(String, &Value)> = events
-                    .iter()
-                    .map(|event| {
-                        let event_id = event
-                            .pointer("/xdm/_id")
-                            .or_else(|| event.pointer("/xdm/eventId"))
-                            .and_then(Value::as_str)
-                            .filter(|id| !id.is_empty() && id.len() <= 256)
-                            .map_or_else(crate::server::unique_id, str::to_owned);
-                        (event_id, event)
-                    })
-                    .collect();
-                let stored = state
-                    .db
-                    .insert_events(&key, &batch)
-                    .await
-                    .map_err(internal)?;
-                let total = batch.len() as u64;
+            }
+            if !kept.is_empty() {
+                // A request that names no identity has a new one each time, a retry included:
+                // its events are deduplicated by id alone, as they always were.
+                let stored = if minted {
+                    state.db.insert_anonymous_events(&key, &kept).await
+                } else {
+                    state.db.insert_events(&key, &kept).await
+                }
+                .map_err(internal)?;
+                let total = kept.len() as u64;
                 state
                     .metrics
                     .events_stored
@@ -717,16 +778,65 @@ pub(crate) fn merge(target: &mut Value, update: &Value) {
     }
 }
 
-/// Finds the visitor's ECID: the identity map, then the identity cookie in `meta.state`, then
-/// the `Cookie` header.
-fn find_ecid(body: &Value, headers: &HeaderMap, names: &CookieNames) -> Option<String> {
+/// The strictest of some decisions: out over pending over in; `None` when none is made.
+fn strictest(decisions: impl IntoIterator<Item = Option<Decision>>) -> Option<Decision> {
+    decisions
+        .into_iter()
+        .flatten()
+        .max_by_key(|decision| match decision {
+            Decision::In => 0,
+            Decision::Pending => 1,
+            Decision::Out => 2,
+        })
+}
+
+/// The ECIDs a request names, read wherever Edge reads them.
+#[derive(Debug, Default)]
+struct Identities {
+    /// The request's ECID: the first well-formed one of the identity map, `xdm.identityMap`,
+    /// the identity cookie in `meta.state` and the `Cookie` header; else the primary (or first)
+    /// one an event's `xdm.identityMap` names.
+    ecid: Option<String>,
+    /// Every ECID the request names outside its events, in that order, without repeats.
+    request: Vec<String>,
+    /// Per event, the ECIDs its `xdm.identityMap` names.
+    events: Vec<Vec<String>>,
+}
+
+/// The longest identity value looked up; longer ones cannot be a stored profile's.
+const MAX_IDENTITY_LEN: usize = 1024;
+
+/// Reads the request's ECIDs (see [`Identities`]). An id with a NUL character is refused (the
+/// error's detail): no database can store it alike, and PostgreSQL not at all.
+fn read_identities(
+    body: &Value,
+    headers: &HeaderMap,
+    names: &CookieNames,
+) -> Result<Identities, String> {
     let valid =
         |id: &str| !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_digit());
-    for pointer in ["/identityMap/ECID/0/id", "/xdm/identityMap/ECID/0/id"] {
-        if let Some(id) = body.pointer(pointer).and_then(Value::as_str)
-            && valid(id)
+    let nul = |id: &str| -> Result<(), String> {
+        if id.contains('\0') {
+            Err("An identity id must not contain a NUL character.".to_owned())
+        } else {
+            Ok(())
+        }
+    };
+    let mut found = Identities::default();
+    let add = |found: &mut Identities, id: &str| -> Result<(), String> {
+        nul(id)?;
+        if found.ecid.is_none() && valid(id) {
+            found.ecid = Some(id.to_owned());
+        }
+        if !id.is_empty() && id.len() <= MAX_IDENTITY_LEN && !found.request.iter().any(|r| r == id)
         {
-            return Some(id.to_owned());
+            found.request.push(id.to_owned());
+        }
+        Ok(())
+    };
+    for pointer in ["/identityMap/ECID", "/xdm/identityMap/ECID"] {
+        for id in ecids_at(body, pointer) {
+            add(&mut found, id)?;
         }
     }
     if let Some(entries) = body
@@ -739,9 +849,8 @@ fn find_ecid(body: &Value, headers: &HeaderMap, names: &CookieNames) -> Option<S
                     .get("value")
                     .and_then(Value::as_str)
                     .and_then(decode_identity_cookie)
-                && valid(&id)
             {
-                return Some(id);
+                add(&mut found, &id)?;
             }
         }
     }
@@ -753,13 +862,52 @@ fn find_ecid(body: &Value, headers: &HeaderMap, names: &CookieNames) -> Option<S
             if let Some((name, value)) = pair.trim().split_once('=')
                 && name == names.identity()
                 && let Some(id) = decode_identity_cookie(value)
-                && valid(&id)
             {
-                return Some(id);
+                add(&mut found, &id)?;
             }
         }
     }
-    None
+    if let Some(events) = body.get("events").and_then(Value::as_array) {
+        let mut primary = None;
+        let mut first = None;
+        for event in events {
+            let mut own = Vec::new();
+            if let Some(entries) = event
+                .pointer("/xdm/identityMap/ECID")
+                .and_then(Value::as_array)
+            {
+                for entry in entries {
+                    let Some(id) = entry.get("id").and_then(Value::as_str) else {
+                        continue;
+                    };
+                    nul(id)?;
+                    if valid(id) {
+                        first.get_or_insert(id);
+                        if entry.get("primary") == Some(&Value::Bool(true)) {
+                            primary.get_or_insert(id);
+                        }
+                    }
+                    if !id.is_empty() && id.len() <= MAX_IDENTITY_LEN {
+                        own.push(id.to_owned());
+                    }
+                }
+            }
+            found.events.push(own);
+        }
+        if found.ecid.is_none() {
+            found.ecid = primary.or(first).map(str::to_owned);
+        }
+    }
+    Ok(found)
+}
+
+/// The ids of the identity-map entries at `pointer` (an array of `{"id": …}`).
+fn ecids_at<'a>(body: &'a Value, pointer: &str) -> impl Iterator<Item = &'a str> {
+    body.pointer(pointer)
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|entry| entry.get("id").and_then(Value::as_str))
 }
 
 /// A 38-digit ECID.

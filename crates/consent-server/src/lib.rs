@@ -9,7 +9,7 @@
 //!   with the `kndctr_<org>_identity`, `_consent` and `_cluster` `state:store` entries.
 //! - `GET /unsubscribe?params&pid&sig` (landing page, changes nothing) and `POST` on the same URL
 //!   (its confirm button, or RFC 8058 one-click with `List-Unsubscribe=One-Click`).
-//! - `POST /imp/consent/preferences?params&pid&sig` and `GET /imp/consent/decrypt?params&pid`
+//! - `POST /imp/consent/preferences?params&pid&sig` and `GET /imp/consent/decrypt?params&pid&sig`
 //!   (authenticated with an API key bound to one organisation and sandbox).
 //! - `POST /admin/v1/unsubscribe-links`, `GET /admin/v1/profiles/{namespace}/{id}`
 //!   (authenticated), `/healthz`, `/metrics`, `/openapi.json`.

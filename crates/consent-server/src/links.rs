@@ -6,6 +6,13 @@
 //! `<key id>.<base64url(tag)>`. The signature is checked (in constant time) before anything is
 //! decrypted, and `params` and `pid` are bound to their role by the AEAD's associated data, so
 //! they cannot be swapped.
+//!
+//! Format versions: a link made now carries `"v": 2` inside its (encrypted) `params`, and its
+//! `pid` is sealed with associated data naming the organisation, the sandbox and the exact
+//! `params` part, so a `pid` paired with any other `params` never decrypts, even under a valid
+//! signature. Links made before (no `v` in `params`, version 1) had only the role as associated
+//! data; they keep working until they expire, because every way in checks the signature over
+//! both parts first, and only the server can make one.
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -21,6 +28,10 @@ type HmacSha256 = Hmac<Sha256>;
 pub(crate) const CHANNELS: &[&str] = &["email", "push", "sms"];
 /// The scopes a link can have.
 pub(crate) const SCOPES: &[&str] = &["channel", "identity", "subscription"];
+/// The most characters the endpoints accept in one part of a link (after the key id).
+pub(crate) const MAX_PART_CHARS: usize = 8192;
+/// The format version of the links this server makes (see the module documentation).
+const LINK_VERSION: u64 = 2;
 
 /// One link key: an id and the encryption and MAC keys derived from its secret.
 #[derive(Clone)]
@@ -228,10 +239,19 @@ impl LinkKeys {
         profile: &LinkProfile,
     ) -> Result<SignedLink, SignError> {
         let key = self.keys.get(self.current).ok_or(SignError::NoKey)?;
-        let params_json = serde_json::to_vec(params).map_err(|_| SignError::NoKey)?;
+        let mut params_value = serde_json::to_value(params).map_err(|_| SignError::NoKey)?;
+        if let Some(object) = params_value.as_object_mut() {
+            object.insert("v".into(), LINK_VERSION.into());
+        }
+        let params_json = serde_json::to_vec(&params_value).map_err(|_| SignError::NoKey)?;
         let profile_json = serde_json::to_vec(profile).map_err(|_| SignError::NoKey)?;
-        let params = seal(key, b"params", &params_json)?;
-        let pid = seal(key, b"pid", &profile_json)?;
+        let params_part = seal(key, b"params", &params_json)?;
+        let pid = seal(
+            key,
+            &pid_aad(&params.org, &params.sandbox, &params_part),
+            &profile_json,
+        )?;
+        let params = params_part;
         let tag = mac(key, &params, &pid);
         Ok(SignedLink {
             params,
@@ -249,6 +269,22 @@ impl LinkKeys {
         sig: &str,
         now: i64,
     ) -> Result<(LinkParams, LinkProfile), LinkError> {
+        let (link, profile) = self.decrypt(params, pid, sig)?;
+        if link.exp.is_some_and(|exp| now >= exp) {
+            return Err(LinkError::Expired);
+        }
+        Ok((link, profile))
+    }
+
+    /// Verifies the signature, then decrypts both parts, without checking the expiry (for the
+    /// authenticated decrypt API: the caller is the organisation itself). Nothing is decrypted
+    /// before the signature over both parts is verified.
+    pub fn decrypt(
+        &self,
+        params: &str,
+        pid: &str,
+        sig: &str,
+    ) -> Result<(LinkParams, LinkProfile), LinkError> {
         let (sig_kid, tag) = split(sig)?;
         let key = self.find(sig_kid).ok_or(LinkError::UnknownKey)?;
         let mut verifier = mac_state(key);
@@ -257,20 +293,33 @@ impl LinkKeys {
         verifier
             .verify_slice(&tag)
             .map_err(|_| LinkError::BadSignature)?;
-        let (link, profile) = self.decrypt(params, pid)?;
-        if link.exp.is_some_and(|exp| now >= exp) {
-            return Err(LinkError::Expired);
-        }
-        Ok((link, profile))
+        self.open_link(params, pid)
     }
 
-    /// Decrypts both parts without a signature (for the authenticated decrypt API). Expiry is
-    /// not checked: the caller is the organisation itself.
-    pub fn decrypt(&self, params: &str, pid: &str) -> Result<(LinkParams, LinkProfile), LinkError> {
-        let link: LinkParams = serde_json::from_slice(&self.open(params, b"params")?)
-            .map_err(|_| LinkError::Undecryptable)?;
-        let profile: LinkProfile = serde_json::from_slice(&self.open(pid, b"pid")?)
-            .map_err(|_| LinkError::Undecryptable)?;
+    /// Decrypts `params`, then `pid` with the associated data of the link's format version.
+    fn open_link(&self, params: &str, pid: &str) -> Result<(LinkParams, LinkProfile), LinkError> {
+        /// The format version inside `params`; links made before it existed are version 1.
+        #[derive(Deserialize)]
+        struct Version {
+            #[serde(default = "version_1")]
+            v: u64,
+        }
+        fn version_1() -> u64 {
+            1
+        }
+        let params_json = self.open(params, b"params")?;
+        let link: LinkParams =
+            serde_json::from_slice(&params_json).map_err(|_| LinkError::Undecryptable)?;
+        let version: Version =
+            serde_json::from_slice(&params_json).map_err(|_| LinkError::Undecryptable)?;
+        let aad = match version.v {
+            // Version 1: only the role. Safe only because the signature binds both parts.
+            1 => b"pid".to_vec(),
+            LINK_VERSION => pid_aad(&link.org, &link.sandbox, params),
+            _ => return Err(LinkError::Undecryptable),
+        };
+        let profile: LinkProfile =
+            serde_json::from_slice(&self.open(pid, &aad)?).map_err(|_| LinkError::Undecryptable)?;
         Ok((link, profile))
     }
 
@@ -298,13 +347,30 @@ impl LinkKeys {
 
 fn split(part: &str) -> Result<(&str, Vec<u8>), LinkError> {
     let (kid, body) = part.split_once('.').ok_or(LinkError::Malformed)?;
-    if kid.is_empty() || body.len() > 8192 {
+    if kid.is_empty() || body.len() > MAX_PART_CHARS {
         return Err(LinkError::Malformed);
     }
     let bytes = URL_SAFE_NO_PAD
         .decode(body)
         .map_err(|_| LinkError::Malformed)?;
     Ok((kid, bytes))
+}
+
+/// How many characters of `part` count against [`MAX_PART_CHARS`] (those after the key id).
+pub(crate) fn part_chars(part: &str) -> usize {
+    part.split_once('.')
+        .map_or(part.len(), |(_, body)| body.len())
+}
+
+/// The associated data of a version 2 `pid`: the role, the version, and the organisation,
+/// sandbox and `params` part it belongs to, each length-prefixed.
+fn pid_aad(org: &str, sandbox: &str, params_part: &str) -> Vec<u8> {
+    let mut aad = b"pid\0v2".to_vec();
+    for field in [org, sandbox, params_part] {
+        aad.extend_from_slice(&(field.len() as u64).to_be_bytes());
+        aad.extend_from_slice(field.as_bytes());
+    }
+    aad
 }
 
 fn seal(key: &LinkKey, role: &[u8], plaintext: &[u8]) -> Result<String, SignError> {
@@ -425,14 +491,96 @@ mod tests {
             keys.verify(&link.pid, &link.params, &link.sig, 0),
             Err(LinkError::BadSignature)
         );
+        let resigned = resign(&keys, &link.pid, &link.params);
         assert_eq!(
-            keys.decrypt(&link.pid, &link.params),
+            keys.decrypt(&link.pid, &link.params, &resigned),
             Err(LinkError::Undecryptable)
         );
         assert_eq!(keys.verify("", "", "", 0), Err(LinkError::Malformed));
         assert_eq!(
             keys.verify(&link.params, &link.pid, "nope.AAAA", 0),
             Err(LinkError::UnknownKey)
+        );
+    }
+
+    /// A valid signature (made with the server's own MAC key) over any two parts.
+    fn resign(keys: &LinkKeys, params: &str, pid: &str) -> String {
+        let key = keys.find("new").unwrap();
+        format!("new.{}", URL_SAFE_NO_PAD.encode(mac(key, params, pid)))
+    }
+
+    /// A link in the format made before `pid` was bound to its `params` (version 1).
+    fn sign_v1(keys: &LinkKeys, params: &LinkParams, profile: &LinkProfile) -> SignedLink {
+        let key = keys.find("new").unwrap();
+        let params = seal(key, b"params", &serde_json::to_vec(params).unwrap()).unwrap();
+        let pid = seal(key, b"pid", &serde_json::to_vec(profile).unwrap()).unwrap();
+        let sig = resign(keys, &params, &pid);
+        SignedLink { params, pid, sig }
+    }
+
+    #[test]
+    fn a_pid_never_decrypts_with_other_params_even_under_a_valid_signature() {
+        let keys = keys();
+        let a = keys.sign(&params(None), &profile()).unwrap();
+        let mut other = params(None);
+        other.org = "OTHER@AdobeOrg".into();
+        let b = keys.sign(&other, &profile()).unwrap();
+        // Same organisation, another link: still refused.
+        let c = keys.sign(&params(None), &profile()).unwrap();
+        for pid in [&b.pid, &c.pid] {
+            assert_eq!(
+                keys.decrypt(&a.params, pid, &a.sig),
+                Err(LinkError::BadSignature)
+            );
+            let sig = resign(&keys, &a.params, pid);
+            assert_eq!(
+                keys.decrypt(&a.params, pid, &sig),
+                Err(LinkError::Undecryptable)
+            );
+            assert_eq!(
+                keys.verify(&a.params, pid, &sig, 0),
+                Err(LinkError::Undecryptable)
+            );
+        }
+        assert_eq!(
+            keys.decrypt(&a.params, &a.pid, &a.sig).unwrap(),
+            (params(None), profile())
+        );
+    }
+
+    #[test]
+    fn version_1_links_still_verify_but_only_whole() {
+        let keys = keys();
+        let old = sign_v1(&keys, &params(Some(100)), &profile());
+        assert_eq!(
+            keys.verify(&old.params, &old.pid, &old.sig, 99).unwrap(),
+            (params(Some(100)), profile())
+        );
+        assert_eq!(
+            keys.verify(&old.params, &old.pid, &old.sig, 100),
+            Err(LinkError::Expired)
+        );
+        let new = keys.sign(&params(None), &profile()).unwrap();
+        let other = sign_v1(&keys, &params(None), &profile());
+        // Without the server's MAC key no mixed pair verifies.
+        assert_eq!(
+            keys.decrypt(&new.params, &old.pid, &new.sig),
+            Err(LinkError::BadSignature)
+        );
+        assert_eq!(
+            keys.decrypt(&other.params, &old.pid, &other.sig),
+            Err(LinkError::BadSignature)
+        );
+        // A version 2 `params` never accepts a version 1 `pid`, nor the reverse.
+        let sig = resign(&keys, &new.params, &old.pid);
+        assert_eq!(
+            keys.decrypt(&new.params, &old.pid, &sig),
+            Err(LinkError::Undecryptable)
+        );
+        let sig = resign(&keys, &old.params, &new.pid);
+        assert_eq!(
+            keys.decrypt(&old.params, &new.pid, &sig),
+            Err(LinkError::Undecryptable)
         );
     }
 

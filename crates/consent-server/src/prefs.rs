@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 
 use crate::config::ApiKey;
 use crate::db::{ConsentChange, Profile, ProfileKey};
-use crate::links::{CHANNELS, LinkError, LinkParams, LinkProfile, SCOPES};
+use crate::links::{CHANNELS, LinkError, LinkParams, LinkProfile, MAX_PART_CHARS, SCOPES};
 use crate::ops::inc;
 use crate::server::AppState;
 
@@ -250,6 +250,7 @@ async fn apply(
     choices: &[Choice],
     source: &str,
 ) -> Result<(usize, Profile), PrefError> {
+    check_link_identities(link, profile)?;
     let key = profile_key(link, profile);
     let mut todo = Vec::with_capacity(choices.len());
     for choice in choices {
@@ -587,17 +588,33 @@ pub(crate) async fn preferences(
     .into_response())
 }
 
-/// `GET /imp/consent/decrypt?params&pid` for the organisation's own callers.
+/// `GET /imp/consent/decrypt?params&pid&sig` for the organisation's own callers.
 pub(crate) async fn decrypt(
     State(state): State<Arc<AppState>>,
     Query(query): Query<LinkQuery>,
     headers: HeaderMap,
 ) -> Result<Response, PrefError> {
     let key = authenticate(&state, &headers)?;
-    let (Some(params), Some(pid)) = (&query.params, &query.pid) else {
-        return Err(PrefError::Link(LinkError::Malformed));
+    let (Some(params), Some(pid), Some(sig)) = (&query.params, &query.pid, &query.sig) else {
+        inc(&state.metrics.links_refused);
+        return Err(PrefError::BadRequest(
+            "'params', 'pid' and 'sig' are all required: the link's signature is verified \
+             before anything is decrypted"
+                .into(),
+        ));
     };
-    let (link, profile) = state.config.keys.links.decrypt(params, pid)?;
+    // The signature over both parts first; the expiry is not checked (the caller is the
+    // organisation itself).
+    let (link, profile) = state
+        .config
+        .keys
+        .links
+        .decrypt(params, pid, sig)
+        .map_err(|err| {
+            inc(&state.metrics.links_refused);
+            tracing::info!(%err, "link refused");
+            PrefError::Link(err)
+        })?;
     if link.org != key.org || link.sandbox != key.sandbox {
         return Err(PrefError::Forbidden);
     }
@@ -672,7 +689,86 @@ fn check_text(name: &str, value: &str) -> Result<(), PrefError> {
             "'{name}' must be 1 to 256 characters"
         )));
     }
+    check_chars(name, value)
+}
+
+/// Refuses control characters (U+0000 to U+001F, U+007F to U+009F) and the noncharacters
+/// U+FFFE and U+FFFF in an identity: PostgreSQL cannot store U+0000, and none of them belongs
+/// in an identifier, so both databases answer 400 alike.
+fn check_chars(name: &str, value: &str) -> Result<(), PrefError> {
+    if let Some(bad) = value
+        .chars()
+        .find(|c| c.is_control() || matches!(c, '\u{FFFE}' | '\u{FFFF}'))
+    {
+        return Err(PrefError::BadRequest(format!(
+            "'{name}' must not contain control characters (found U+{:04X})",
+            u32::from(bad)
+        )));
+    }
     Ok(())
+}
+
+/// Checks the identities a link carries before they reach the database (links made before
+/// the admin API refused control characters may hold them).
+fn check_link_identities(link: &LinkParams, profile: &LinkProfile) -> Result<(), PrefError> {
+    check_chars("profile.id", &profile.pid)?;
+    check_chars("profile.namespace", &profile.pns)?;
+    if let Some(address) = &profile.e {
+        check_chars("address.value", address)?;
+    }
+    if let Some(ns) = &profile.ens {
+        check_chars("address.namespace", ns)?;
+    }
+    if let Some(sub) = &link.subscription {
+        check_chars("subscription", sub)?;
+    }
+    check_chars("org", &link.org)?;
+    check_chars("sandbox", &link.sandbox)
+}
+
+/// Refuses a link with a part longer than the endpoints accept (it could never be used), naming
+/// the longest field that went into that part.
+fn check_link_size(
+    link: &crate::links::SignedLink,
+    params: &LinkParams,
+    profile: &LinkProfile,
+) -> Result<(), PrefError> {
+    let longest = |fields: &[(&'static str, &str)]| {
+        fields
+            .iter()
+            .max_by_key(|(_, value)| value.len())
+            .map_or("", |(name, _)| *name)
+    };
+    let (part, chars, field) = if crate::links::part_chars(&link.params) > MAX_PART_CHARS {
+        let field = longest(&[
+            ("message.m", &params.m),
+            ("message.ci", &params.ci),
+            ("message.jv", &params.jv),
+            ("message.ja", &params.ja),
+            (
+                "subscription",
+                params.subscription.as_deref().unwrap_or_default(),
+            ),
+        ]);
+        ("params", crate::links::part_chars(&link.params), field)
+    } else if crate::links::part_chars(&link.pid) > MAX_PART_CHARS {
+        let field = longest(&[
+            ("profile.id", &profile.pid),
+            ("profile.namespace", &profile.pns),
+            ("address.value", profile.e.as_deref().unwrap_or_default()),
+            (
+                "address.namespace",
+                profile.ens.as_deref().unwrap_or_default(),
+            ),
+        ]);
+        ("pid", crate::links::part_chars(&link.pid), field)
+    } else {
+        return Ok(());
+    };
+    Err(PrefError::BadRequest(format!(
+        "'{field}' is too long: the link's {part} would be {chars} characters, more than the \
+         {MAX_PART_CHARS} the unsubscribe endpoints accept"
+    )))
 }
 
 /// `POST /admin/v1/unsubscribe-links`: makes a link for a profile of the caller's own
@@ -748,6 +844,7 @@ pub(crate) async fn create_link(
             tracing::error!(%err, "cannot sign a link");
             PrefError::Internal
         })?;
+    check_link_size(&link, &params, &profile)?;
     let query = format!("params={}&pid={}&sig={}", link.params, link.pid, link.sig);
     let base = state
         .config
@@ -775,6 +872,8 @@ pub(crate) async fn read_profile(
     headers: HeaderMap,
 ) -> Result<Response, PrefError> {
     let key = authenticate(&state, &headers)?;
+    check_chars("namespace", &namespace)?;
+    check_chars("id", &id)?;
     let profile_key = ProfileKey {
         org: key.org.clone(),
         sandbox: key.sandbox.clone(),

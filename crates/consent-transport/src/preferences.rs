@@ -188,6 +188,17 @@ pub enum DecryptQuery {
         /// `pid`.
         pid: String,
     },
+    /// The parameters of a one-click URL with its signature: `params`, `pid` and `sig`.
+    /// `consent-server` checks the signature before it decrypts anything, and refuses a decrypt
+    /// without one.
+    OneClickSigned {
+        /// `params`.
+        params: String,
+        /// `pid`.
+        pid: String,
+        /// `sig`.
+        sig: String,
+    },
     /// A legacy mailto unsubscribe: `emailParams`.
     Mailto {
         /// `emailParams`.
@@ -206,6 +217,9 @@ impl DecryptQuery {
     fn pairs(&self) -> Vec<(&'static str, &str)> {
         match self {
             DecryptQuery::OneClick { params, pid } => vec![("params", params), ("pid", pid)],
+            DecryptQuery::OneClickSigned { params, pid, sig } => {
+                vec![("params", params), ("pid", pid), ("sig", sig)]
+            }
             DecryptQuery::Mailto { email_params } => vec![("emailParams", email_params)],
             DecryptQuery::MailtoCustom { subject, body } => {
                 vec![("emailParamsSub", subject), ("emailParamsBody", body)]

@@ -347,11 +347,8 @@ on_both!(preferences_api, preferences_api_sets_channels_and_scopes);
 
 async fn decrypt_is_for_the_owning_org_only(h: &Harness) {
     let link = make_link(h, email_link()).await;
-    let path = format!(
-        "/imp/consent/decrypt?params={}&pid={}",
-        link["params"].as_str().unwrap(),
-        link["pid"].as_str().unwrap()
-    );
+    // The link's signature is verified before anything is decrypted (review F1).
+    let path = format!("/imp/consent/decrypt?{}", query(&link));
     let response = h
         .auth(h.client.get(h.url(&path)), false)
         .send()

@@ -109,4 +109,22 @@ async fn decrypt_reads_the_profile_and_a_401_is_not_retried() {
     assert_eq!(error.delivery(), Delivery::Unrecoverable);
     assert_eq!(server.requests().len(), 2);
     assert_eq!(server.requests()[1].query["emailParams"], "E");
+
+    // consent-server's form: the link's signature goes along.
+    let _ = client
+        .decrypt(&DecryptQuery::OneClickSigned {
+            params: "P".into(),
+            pid: "I".into(),
+            sig: "S".into(),
+        })
+        .await;
+    let signed = &server.requests()[2];
+    assert_eq!(
+        (
+            signed.query["params"].as_str(),
+            signed.query["pid"].as_str(),
+            signed.query["sig"].as_str()
+        ),
+        ("P", "I", "S")
+    );
 }
