@@ -744,7 +744,7 @@ fn run_driver<I: Io>(
     ready: oneshot::Sender<Result<Ready, Error>>,
 ) {
     let Setup {
-        mut config,
+        config,
         names,
         jar_url,
         edge,
@@ -759,8 +759,8 @@ fn run_driver<I: Io>(
         data_dir = %store.dir().display()
     );
     let _entered = span.enter();
-    // The cookie jar: a jar that cannot be read leaves the stored consent unknown, so the default
-    // becomes at least "pending": a lost file must never turn an opt-out back into "in".
+    // The cookie jar: a jar that cannot be read is set aside, and the driver treats the stored
+    // consent as unknown (see `Driver::start`).
     let jar_file = store.cookie_jar();
     let (cookies, jar_lost) = match jar_file.load() {
         Ok(cookies) => (cookies, false),
@@ -772,16 +772,6 @@ fn run_driver<I: Io>(
         }
     };
     let persisted = driver::load_persisted(&store);
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
-    let copy_kept = persisted
-        .as_ref()
-        .and_then(|p| p.consent_cookie.as_ref())
-        .is_some_and(|c| c.expires_ms.is_none_or(|e| e > now));
-    if jar_lost && !copy_kept && config.default() == DefaultConsent::In {
-        config = config.default_consent(DefaultConsent::Pending);
-    }
     let memory_jar = CookieJar::new(cookies);
     let saver: Option<crate::jar::Saver> = persistent.then(move || {
         // The jar file holds the data directory's lock: it lives in the saver only, which the

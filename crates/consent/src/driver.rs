@@ -562,7 +562,9 @@ impl<I: Io> Driver<I> {
         let (jar_cookie, identity_cookie) = driver.jar.stored();
         let mirror = persisted.and_then(|p| p.consent_cookie);
         let (mut consent_cookie, restored) = driver.restore_consent_cookie(jar_cookie, mirror);
-        if jar_lost && consent_cookie.is_none() {
+        // Only a default "in" is looser than "pending"; "out" and "pending" already hold.
+        let default_in = driver.engine.config().default() == consent_core::DefaultConsent::In;
+        if jar_lost && consent_cookie.is_none() && default_in {
             // The stored choice is unknown, and stays unknown until the person decides again:
             // "pending" is written down, so the next start does not take the missing jar for a
             // fresh one.
@@ -575,7 +577,11 @@ impl<I: Io> Driver<I> {
                 tracing::warn!("cannot write the pending consent cookie: {e}");
             }
             driver.consent_cookie_changed();
-            consent_cookie = driver.jar.stored().0;
+            // Pending whether or not the write worked: an unknown choice is never the default "in".
+            consent_cookie = Some(consent_core::StoredCookie {
+                value: "general=pending".to_owned(),
+                expires: Some(now_ms().plus_secs(consent_core::CONSENT_COOKIE_MAX_AGE)),
+            });
         }
         let snapshot = snapshot.map(|mut s| {
             if restored {

@@ -363,14 +363,13 @@ async fn c1472434_different_consent_after_reload_makes_a_call() {
     client.shutdown().await.unwrap();
 }
 
-/// C1472435: the identity cookie deleted before the reload: the stored "in" is discarded, the
-/// event waits under the default, and `setConsent(ADOBE2_IN)` makes a call and releases it.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn c1472435_identity_cookie_deleted_queues_until_consent_is_given_again() {
+/// C1472435 and C1472436: after "in" and a reload, `cookie` is deleted; the event waits under the
+/// default, and `setConsent(ADOBE2_IN)` makes a call (the skip needs both cookies) and releases it.
+async fn deleted_cookie_queues_until_consent_is_given_again(cookie: &str) {
     let mut server = Server::start().await;
     let dir = server.scratch("client");
     adobe2_in_then_reload(&mut server, &dir).await;
-    edit_jar(&dir, |jar| remove_cookie(jar, IDENTITY_COOKIE));
+    edit_jar(&dir, |jar| remove_cookie(jar, cookie));
     let client = client(&server, &dir, "pending").await;
     assert_eq!(client.consent().state, Decision::Pending);
     let id = client
@@ -391,31 +390,16 @@ async fn c1472435_identity_cookie_deleted_queues_until_consent_is_given_again() 
     client.shutdown().await.unwrap();
 }
 
-/// C1472436: the consent cookie deleted before the reload: the event waits under the default,
-/// and `setConsent(ADOBE2_IN)` makes a call (the skip needs the cookie) and releases it.
+/// C1472435: the identity cookie deleted before the reload: the stored "in" is discarded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn c1472435_identity_cookie_deleted_queues_until_consent_is_given_again() {
+    deleted_cookie_queues_until_consent_is_given_again(IDENTITY_COOKIE).await;
+}
+
+/// C1472436: the consent cookie deleted before the reload: the default applies.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn c1472436_consent_cookie_deleted_queues_until_consent_is_given_again() {
-    let mut server = Server::start().await;
-    let dir = server.scratch("client");
-    adobe2_in_then_reload(&mut server, &dir).await;
-    edit_jar(&dir, |jar| remove_cookie(jar, CONSENT_COOKIE));
-    let client = client(&server, &dir, "pending").await;
-    assert_eq!(client.consent().state, Decision::Pending);
-    let id = client
-        .enqueue(page_view("https://example.com/"))
-        .await
-        .unwrap();
-    settle().await;
-    assert_eq!(server.events_received().await, 0, "the event is queued");
-    client.set_consent(adobe2_in()).await.unwrap();
-    assert_eq!(
-        server.set_consent_calls().await,
-        2,
-        "1 new set-consent call"
-    );
-    client.flush().await.unwrap();
-    assert_eq!(server.event_stored(id.as_str()).await, 1);
-    client.shutdown().await.unwrap();
+    deleted_cookie_queues_until_consent_is_given_again(CONSENT_COOKIE).await;
 }
 
 /// C1472437: a queued event is released by Adobe 2.0 `collect: y`; the cookie says in.

@@ -206,3 +206,23 @@ async fn an_opt_out_stops_the_retries_of_a_request_on_its_way() {
     assert!(!crate::harness::dir_contains(dir.path(), b"RETRIED"));
     client.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_asking_for_a_longer_wait_is_given_it() {
+    let edge = Edge::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    // The client's own first backoff is 500 ms; the server asks for 2 s.
+    let transport = Faulty::new(&edge, [Fault::TooMany(Duration::from_secs(2))]);
+    let client = edge.client_via(dir.path(), "in", &transport).await;
+    let id = client.enqueue(page_view("later")).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert_eq!(
+        transport.interacts.load(Ordering::SeqCst),
+        1,
+        "tried again before the server's Retry-After"
+    );
+    assert!(edge.stored_ids().is_empty());
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(edge.stored_ids(), vec![id.to_string()]);
+    client.shutdown().await.unwrap();
+}

@@ -98,6 +98,8 @@ pub(crate) enum Fault {
     Status(u16),
     /// The transport panics.
     Panic,
+    /// The request never reaches the server; the client sees a 429 with this `Retry-After`.
+    TooMany(std::time::Duration),
 }
 
 /// The real HTTP transport, with faults injected into `interact` requests on a schedule, and a
@@ -158,6 +160,13 @@ impl Transport for Faulty {
                 }
                 Some(Fault::Status(status)) => return Err(status_error(status)),
                 Some(Fault::Panic) => panic!("injected: the transport panicked"),
+                Some(Fault::TooMany(wait)) => {
+                    let mut error = status_error(429);
+                    if let SendError::Status(status) = &mut error {
+                        status.retry_after = Some(wait);
+                    }
+                    return Err(error);
+                }
                 None => {}
             }
         } else {

@@ -145,19 +145,7 @@ async fn dropping_the_last_client_frees_the_directory() {
     let dir = tempfile::tempdir().unwrap();
     let client = edge.builder(dir.path()).build().await.unwrap();
     drop(client);
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        match edge.builder(dir.path()).build().await {
-            Ok(client) => {
-                client.shutdown().await.unwrap();
-                break;
-            }
-            Err(e) if e.is_locked() && Instant::now() < deadline => {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            Err(e) => panic!("{e:?}"),
-        }
-    }
+    directory_frees_up(&edge, dir.path()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -431,4 +419,22 @@ fn a_build_dropped_after_the_client_was_ready_frees_the_directory() {
         drop(build);
         directory_frees_up(&edge, dir.path()).await;
     });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_jar_never_loosens_a_default_out() {
+    let edge = Edge::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("cookies.json"), b"{not json").unwrap();
+    let client = edge.client(dir.path(), "out").await;
+    assert_eq!(client.consent().state, Decision::Out);
+    assert!(
+        client
+            .enqueue(page_view("NO"))
+            .await
+            .unwrap_err()
+            .is_consent_declined()
+    );
+    client.shutdown().await.unwrap();
+    assert!(!dir_contains(dir.path(), b"NO\""));
 }
