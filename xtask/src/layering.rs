@@ -1,7 +1,8 @@
 //! The layering check: the dependency rules of `docs/ARCHITECTURE.md`, enforced with `cargo tree`,
-//! and the crate-overview rule (every crate root starts with a `//!` overview).
+//! the crate-overview rule (every crate root starts with a `//!` overview), and, inside each
+//! crate, that its top-level modules do not import each other in a circle.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::path::{Path, PathBuf};
 
@@ -91,6 +92,7 @@ pub(crate) fn check(root: &Path) -> Result<()> {
     let mut problems = Vec::new();
     for member in &members {
         check_overview(root, member, &mut problems)?;
+        check_module_cycles(root, member, &mut problems)?;
         let name = member.name.as_str();
         let allowed = if TOOLS.contains(&name) {
             Allowed::Only(&[])
@@ -211,6 +213,141 @@ fn check_overview(root: &Path, member: &Member, problems: &mut Vec<String>) -> R
     Ok(())
 }
 
+/// The top-level modules of a crate's library (`src/NAME.rs` and `src/NAME/`) must not import
+/// each other in a circle: shared types and helpers live in a module of their own that both
+/// sides import. Test modules (from a `#[cfg(test)]` line on) do not count.
+fn check_module_cycles(root: &Path, member: &Member, problems: &mut Vec<String>) -> Result<()> {
+    let src = root.join(&member.dir).join("src");
+    let Ok(entries) = fs::read_dir(&src) else {
+        return Ok(());
+    };
+    let mut modules: BTreeMap<String, String> = BTreeMap::new();
+    for entry in entries {
+        let path = entry?.path();
+        let (name, files) = if path.is_dir() {
+            let mut files = Vec::new();
+            collect_rs(&path, &mut files)?;
+            (
+                path.file_name().map(|n| n.to_string_lossy().into_owned()),
+                files,
+            )
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            (
+                path.file_stem().map(|n| n.to_string_lossy().into_owned()),
+                vec![path.clone()],
+            )
+        } else {
+            continue;
+        };
+        let Some(name) = name else { continue };
+        if name == "lib" || name == "main" || name == "bin" {
+            continue;
+        }
+        let mut text = String::new();
+        for file in files {
+            text.push_str(non_test_code(&fs::read_to_string(&file)?));
+            text.push('\n');
+        }
+        modules.entry(name).or_default().push_str(&text);
+    }
+    let graph = module_graph(&modules);
+    for cycle in cycles(&graph) {
+        problems.push(format!(
+            "{}: modules import each other in a circle: {} (move what they share into a module of its own)",
+            member.name,
+            cycle.join(" -> ")
+        ));
+    }
+    Ok(())
+}
+
+fn collect_rs(dir: &Path, files: &mut Vec<PathBuf>) -> Result<()> {
+    for entry in fs::read_dir(dir)? {
+        let path = entry?.path();
+        if path.is_dir() {
+            collect_rs(&path, files)?;
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            files.push(path);
+        }
+    }
+    Ok(())
+}
+
+/// The text before the first `#[cfg(test)]` line (the unit tests sit at the end of a file).
+fn non_test_code(text: &str) -> &str {
+    text.find("\n#[cfg(test)]").map_or(text, |at| &text[..at])
+}
+
+/// Which of `modules` each module names as `crate::OTHER` (in a `use` or a path).
+fn module_graph(modules: &BTreeMap<String, String>) -> BTreeMap<String, BTreeSet<String>> {
+    let mut graph = BTreeMap::new();
+    for (name, text) in modules {
+        let mut uses = BTreeSet::new();
+        for (at, _) in text.match_indices("crate::") {
+            if at > 0 && {
+                let before = text.as_bytes()[at - 1];
+                before.is_ascii_alphanumeric() || before == b'_' || before == b'$'
+            } {
+                continue;
+            }
+            let rest = &text[at + "crate::".len()..];
+            let end = rest
+                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .unwrap_or(rest.len());
+            let target = &rest[..end];
+            if target != name && modules.contains_key(target) {
+                uses.insert(target.to_owned());
+            }
+        }
+        graph.insert(name.clone(), uses);
+    }
+    graph
+}
+
+/// Every strongly connected set of more than one module, each as a path that closes on itself.
+fn cycles(graph: &BTreeMap<String, BTreeSet<String>>) -> Vec<Vec<String>> {
+    let mut found: Vec<Vec<String>> = Vec::new();
+    let mut seen: BTreeSet<String> = BTreeSet::new();
+    for start in graph.keys() {
+        if seen.contains(start) {
+            continue;
+        }
+        // A shortest path from `start` back to itself, breadth first.
+        let mut parent: BTreeMap<&str, &str> = BTreeMap::new();
+        let mut queue = std::collections::VecDeque::from([start.as_str()]);
+        let mut closed = None;
+        while let Some(at) = queue.pop_front() {
+            for next in graph.get(at).into_iter().flatten() {
+                if next == start {
+                    closed = Some(at);
+                    break;
+                }
+                if !parent.contains_key(next.as_str()) {
+                    parent.insert(next.as_str(), at);
+                    queue.push_back(next.as_str());
+                }
+            }
+            if closed.is_some() {
+                break;
+            }
+        }
+        if let Some(mut at) = closed {
+            let mut path = vec![start.clone()];
+            let mut back = Vec::new();
+            while at != start.as_str() {
+                back.push(at.to_owned());
+                at = parent[at];
+            }
+            back.reverse();
+            path.extend(back);
+            path.push(start.clone());
+            seen.extend(path.iter().cloned());
+            found.push(path);
+        }
+    }
+    found
+}
+
 /// The "Layering" table of `docs/ARCHITECTURE.md` says what [`LAYERS`] says: one row per package,
 /// naming the same workspace crates (or "any" for a package that may depend on anything).
 fn check_architecture_table(
@@ -297,4 +434,63 @@ fn direct_workspace_deps(name: &str, present: &BTreeSet<String>) -> Result<BTree
 
 fn normal_tree(name: &str) -> Result<BTreeSet<String>> {
     Ok(tree(name, None)?.into_iter().collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn modules(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(name, text)| ((*name).to_owned(), (*text).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn a_circle_of_imports_is_found_and_a_line_is_not() {
+        let circle = modules(&[
+            ("server", "use crate::edge::routes;"),
+            (
+                "edge",
+                "use crate::server::AppState; use crate::util::merge;",
+            ),
+            ("util", "fn x() {}"),
+        ]);
+        assert_eq!(
+            cycles(&module_graph(&circle)),
+            vec![vec![
+                "edge".to_owned(),
+                "server".to_owned(),
+                "edge".to_owned()
+            ]]
+        );
+        let line = modules(&[
+            (
+                "server",
+                "use crate::edge::routes; use crate::state::AppState;",
+            ),
+            (
+                "edge",
+                "use crate::state::AppState; crate::util::merge(a, b);",
+            ),
+            ("state", "use crate::util::now;"),
+            ("util", "fn x() {}"),
+        ]);
+        assert!(cycles(&module_graph(&line)).is_empty());
+        // `$crate::` in a macro and names that merely end in "crate" are not imports.
+        let macros = modules(&[
+            ("a", "$crate::b::x(); notcrate::b::y();"),
+            ("b", "crate::a::z"),
+        ]);
+        assert!(cycles(&module_graph(&macros)).is_empty());
+    }
+
+    #[test]
+    fn unit_tests_do_not_count() {
+        assert_eq!(
+            non_test_code("use crate::a;\n#[cfg(test)]\nmod tests { use crate::b; }"),
+            "use crate::a;"
+        );
+    }
 }

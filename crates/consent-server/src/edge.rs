@@ -16,7 +16,8 @@ use serde_json::{Value, json};
 
 use crate::db::ProfileKey;
 use crate::ops::inc;
-use crate::server::AppState;
+use crate::state::AppState;
+use crate::util::merge;
 
 /// The identity cookie's max-age, as Edge sends it (395 days).
 const IDENTITY_MAX_AGE: u64 = 34_128_000;
@@ -136,7 +137,7 @@ pub(crate) async fn handle(
     let request_id = query
         .request_id
         .filter(|r| !r.is_empty() && r.len() <= 128)
-        .unwrap_or_else(crate::server::unique_id);
+        .unwrap_or_else(crate::util::unique_id);
     if let Some(name) = query.repeated {
         return Err(EdgeError::invalid(
             "EXEG-0003-400",
@@ -238,7 +239,7 @@ pub(crate) async fn handle(
                 }
                 let event_id = event_id
                     .filter(|id| !id.is_empty() && id.len() <= 256)
-                    .map_or_else(crate::server::unique_id, str::to_owned);
+                    .map_or_else(crate::util::unique_id, str::to_owned);
                 batch.push((event_id, event));
             }
             // An event is stored only when every identity it names may be collected: the
@@ -764,18 +765,6 @@ async fn set_consent(
             EdgeError::internal(request_id)
         })?;
     Ok(decision)
-}
-
-/// Deep-merges `update` into `target`: objects merge key by key, anything else replaces.
-pub(crate) fn merge(target: &mut Value, update: &Value) {
-    match (target, update) {
-        (Value::Object(t), Value::Object(u)) => {
-            for (k, v) in u {
-                merge(t.entry(k.clone()).or_insert(Value::Null), v);
-            }
-        }
-        (t, u) => *t = u.clone(),
-    }
 }
 
 /// The strictest of some decisions: out over pending over in; `None` when none is made.

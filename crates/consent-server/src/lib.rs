@@ -35,9 +35,12 @@ mod config;
 mod db;
 mod edge;
 mod links;
+mod model;
 mod ops;
 mod prefs;
 mod server;
+mod state;
+mod util;
 mod writer;
 
 pub use config::{ApiKey, Config, Datastream, Keys, KeysError};

@@ -15,7 +15,8 @@ use crate::config::ApiKey;
 use crate::db::{ConsentChange, Profile, ProfileKey};
 use crate::links::{CHANNELS, LinkError, LinkParams, LinkProfile, MAX_PART_CHARS, SCOPES};
 use crate::ops::inc;
-use crate::server::AppState;
+use crate::state::AppState;
+use crate::util::{iso8601, merge, now_millis};
 
 /// Why a preference-service request was refused. None of them changes anything.
 #[derive(Debug, thiserror::Error)]
@@ -236,7 +237,7 @@ fn set_path(value: &mut Value, path: &[String], leaf: Value) {
     if !cursor.is_object() {
         *cursor = Value::Object(serde_json::Map::new());
     }
-    crate::edge::merge(cursor, &leaf);
+    merge(cursor, &leaf);
 }
 
 /// Applies choices through a link. Choices already in place are skipped, so a repeated request
@@ -257,7 +258,7 @@ async fn apply(
         let (doc, path) = choice_path(choice, link, profile)?;
         todo.push((doc, path, choice.clone()));
     }
-    let time = crate::server::iso8601(crate::server::now_millis());
+    let time = iso8601(now_millis());
     // Which choices the edit's last run changed (the run that is committed).
     let changed = Arc::new(std::sync::Mutex::new(vec![false; todo.len()]));
     let payload = json!({
@@ -631,7 +632,7 @@ pub(crate) async fn decrypt(
         "campaignId": link.ci,
         "journeyVersionId": link.jv,
         "journeyActionId": link.ja,
-        "timestamp": crate::server::iso8601(crate::server::now_millis()),
+        "timestamp": iso8601(now_millis()),
     }))
     .into_response())
 }

@@ -24,10 +24,11 @@ use serde_json::{Map, Value};
 use sqlx::{AnyConnection, Connection as _, Row as _};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::db::{
+use crate::model::{
     Backend, ConsentChange, Edit, GENESIS_HASH, OpenError, Profile, ProfileKey, SQLITE_PRAGMAS,
-    StoreError, now_millis, profile_from_row, record_hash, stored_profile,
+    StoreError, profile_from_row, record_hash, stored_profile,
 };
+use crate::util::now_millis;
 
 /// What a change came to: the profile after it, and its record's sequence number (`None`: the
 /// change changed nothing and was not applied).
@@ -81,7 +82,7 @@ const INLINE_CHECKPOINT_PAGES: u32 = 10_000;
 /// The least time between two background checkpoints (each one ends with an `fsync`).
 const CHECKPOINT_INTERVAL: std::time::Duration = std::time::Duration::from_millis(50);
 
-/// Starts the writer thread for the database at `url` (as [`crate::db::normalise_url`] gives
+/// Starts the writer thread for the database at `url` (as `db::normalise_url` gives
 /// it) and waits until it is connected.
 pub(crate) async fn spawn(
     url: String,
