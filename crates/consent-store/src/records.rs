@@ -9,12 +9,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
+pub use crate::anchor::{AnchorError, ChainHead, GENESIS_HASH};
 use crate::fsutil::{Context, FsError, parent, read_optional};
 use crate::io::{DirLock, DiskIo, Io, IoFile};
 use crate::state::{read_anchor, write_anchor};
-
-/// The `prev_hash` of the first record.
-pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
 /// Where a consent decision came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -128,19 +126,6 @@ pub struct ConsentRecord {
     pub hash: String,
 }
 
-/// The last record of a verified chain: its sequence number and hash.
-///
-/// The log keeps its own head in the state file next to it (its *anchor*, see [`RecordLog`]). A
-/// copy kept off the device, such as a receipt the server signed for it, is checked with
-/// [`RecordLog::verify_against`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ChainHead {
-    /// Number of records (the last `seq`).
-    pub count: u64,
-    /// The last record's hash ([`GENESIS_HASH`] when empty).
-    pub hash: String,
-}
-
 /// Why the record log could not be opened.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -155,23 +140,6 @@ pub enum OpenRecordsError {
         path: PathBuf,
         /// The line, from 1.
         line: usize,
-    },
-}
-
-/// Why the record log's anchor could not be read or written.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum AnchorError {
-    /// The state file could not be read or written.
-    #[error(transparent)]
-    Io(#[from] FsError),
-    /// The state file holding the anchor does not decode; it is left as it is.
-    #[error("state file {} holding the record log's anchor is corrupt: {reason}", path.display())]
-    CorruptState {
-        /// The state file.
-        path: PathBuf,
-        /// What is wrong.
-        reason: &'static str,
     },
 }
 

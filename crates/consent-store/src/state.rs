@@ -10,9 +10,9 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::anchor::{AnchorError, ChainHead, GENESIS_HASH};
 use crate::fsutil::{FsError, read_optional, write_atomic};
 use crate::io::{DirLock, DiskIo, Io};
-use crate::records::{AnchorError, ChainHead};
 
 /// The first bytes of a state file written before the record log was anchored in it.
 const MAGIC_V1: &[u8; 8] = b"CNSTATE1";
@@ -323,16 +323,14 @@ fn encode(version: u32, doc: Option<&[u8]>, anchor: Option<&ChainHead>) -> Resul
     bytes.extend_from_slice(&version.to_le_bytes());
     bytes.extend_from_slice(&len.to_le_bytes());
     bytes.extend_from_slice(&[0; 4]);
-    let (count, hash) = anchor.map_or((0, crate::records::GENESIS_HASH), |a| {
-        (a.count, a.hash.as_str())
-    });
+    let (count, hash) = anchor.map_or((0, GENESIS_HASH), |a| (a.count, a.hash.as_str()));
     bytes.extend_from_slice(&count.to_le_bytes());
     // A hash that is not 64 hex digits cannot come from the record log; write the genesis hash
     // rather than a file that would not decode.
     let hash = if is_hash(hash.as_bytes()) {
         hash
     } else {
-        crate::records::GENESIS_HASH
+        GENESIS_HASH
     };
     bytes.extend_from_slice(hash.as_bytes());
     bytes.extend_from_slice(doc);

@@ -13,7 +13,7 @@ use consent_store::{Io, Store};
 use consent_transport::{CookieJar, RetryPolicy, Transport};
 use tokio::sync::{oneshot, watch};
 
-use crate::driver::{self, Driver, Msg, Parts, RecordSlot, Settings, SharedRecords};
+use crate::driver::{self, Driver, Msg, Parts, RecordSlot, Settings, SharedRecords, StatsInner};
 use crate::error::{Error, ErrorKind};
 use crate::event::{ConsentRequest, Event, EventId, Receipt};
 use crate::jar::{OptInJar, SharedJar};
@@ -79,33 +79,19 @@ pub struct Stats {
     pub requests: u64,
 }
 
-#[derive(Debug, Default)]
-pub(crate) struct StatsInner {
-    pub(crate) queued: AtomicU64,
-    pub(crate) enqueued: AtomicU64,
-    pub(crate) delivered: AtomicU64,
-    pub(crate) declined: AtomicU64,
-    pub(crate) purged: AtomicU64,
-    pub(crate) retried: AtomicU64,
-    pub(crate) dropped_rejected: AtomicU64,
-    pub(crate) dropped_damaged: AtomicU64,
-    pub(crate) requests: AtomicU64,
-}
-
-impl StatsInner {
-    fn read(&self) -> Stats {
-        let r = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        Stats {
-            queued: r(&self.queued),
-            enqueued: r(&self.enqueued),
-            delivered: r(&self.delivered),
-            declined: r(&self.declined),
-            purged: r(&self.purged),
-            retried: r(&self.retried),
-            dropped_rejected: r(&self.dropped_rejected),
-            dropped_damaged: r(&self.dropped_damaged),
-            requests: r(&self.requests),
-        }
+/// A snapshot of the driver's counters.
+fn read_stats(stats: &StatsInner) -> Stats {
+    let r = |a: &AtomicU64| a.load(Ordering::Relaxed);
+    Stats {
+        queued: r(&stats.queued),
+        enqueued: r(&stats.enqueued),
+        delivered: r(&stats.delivered),
+        declined: r(&stats.declined),
+        purged: r(&stats.purged),
+        retried: r(&stats.retried),
+        dropped_rejected: r(&stats.dropped_rejected),
+        dropped_damaged: r(&stats.dropped_damaged),
+        requests: r(&stats.requests),
     }
 }
 
@@ -286,7 +272,7 @@ impl Client {
 
     /// Counters since the client was built.
     pub fn stats(&self) -> Stats {
-        self.inner.stats.read()
+        read_stats(&self.inner.stats)
     }
 
     /// The Opt-in Service of this client (per-category approvals after `adobe.optIn`), its
@@ -665,7 +651,10 @@ impl Builder {
             .is_opt_in_storage_enabled(true)
             .opt_in_storage(Arc::new(OptInJar {
                 jar: ready.jar.clone(),
-                driver: tx.clone(),
+                changed: {
+                    let driver = tx.clone();
+                    Box::new(move || driver.send(Msg::JarChanged).is_ok())
+                },
             }))
             .build();
         let optin_config = match optin_config {

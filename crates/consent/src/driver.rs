@@ -13,7 +13,7 @@
 //! the lanes that need it, bytes and all, with the queue's own durable `purge`.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -33,7 +33,6 @@ use consent_transport::{
 use serde::{Deserialize, Serialize};
 use tokio::sync::{oneshot, watch};
 
-use crate::client::StatsInner;
 use crate::error::{Error, ErrorKind};
 use crate::event::{EventId, ORDER_BYTES, Receipt};
 use crate::jar::SharedJar;
@@ -76,6 +75,20 @@ pub(crate) enum Msg {
         request: consent_core::RequestId,
         result: Result<EdgeReply, SendError>,
     },
+}
+
+/// The client's counters: the driver counts, [`Client::stats`](crate::Client::stats) reads.
+#[derive(Debug, Default)]
+pub(crate) struct StatsInner {
+    pub(crate) queued: AtomicU64,
+    pub(crate) enqueued: AtomicU64,
+    pub(crate) delivered: AtomicU64,
+    pub(crate) declined: AtomicU64,
+    pub(crate) purged: AtomicU64,
+    pub(crate) retried: AtomicU64,
+    pub(crate) dropped_rejected: AtomicU64,
+    pub(crate) dropped_damaged: AtomicU64,
+    pub(crate) requests: AtomicU64,
 }
 
 /// Which request an [`Answer`] answers.

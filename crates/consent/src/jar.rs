@@ -123,8 +123,9 @@ impl SharedJar {
 /// thread saves the jar, so the caller of the Opt-in Service never waits for the disk.
 pub(crate) struct OptInJar {
     pub(crate) jar: SharedJar,
-    /// The client's thread.
-    pub(crate) driver: std::sync::mpsc::Sender<crate::driver::Msg>,
+    /// Tells the client's thread that the jar changed (so that it saves it); `false` when the
+    /// thread is gone.
+    pub(crate) changed: Box<dyn Fn() -> bool + Send + Sync>,
 }
 
 impl OptInStorage for OptInJar {
@@ -140,8 +141,12 @@ impl OptInStorage for OptInJar {
         let mut write = consent_core::Cookie::new(cookie.name, cookie.value, max_age);
         write.secure = cookie.secure;
         self.jar.write_if_open(&Action::StoreCookie(write))?;
-        self.driver
-            .send(crate::driver::Msg::JarChanged)
-            .map_err(|_| StorageError::Backend("the consent client is shut down".to_owned()))
+        if (self.changed)() {
+            Ok(())
+        } else {
+            Err(StorageError::Backend(
+                "the consent client is shut down".to_owned(),
+            ))
+        }
     }
 }
