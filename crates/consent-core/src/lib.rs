@@ -40,6 +40,7 @@ mod cookie;
 mod engine;
 pub mod hash;
 mod payload;
+pub mod receipt;
 mod types;
 
 pub use cookie::{

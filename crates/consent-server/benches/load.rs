@@ -208,6 +208,8 @@ async fn bench() {
     let mut config = consent_server::Config::new("127.0.0.1:0".parse().unwrap(), database).unwrap();
     config.keys = consent_server::Keys::from_json(&keys()).unwrap();
     config.rate_limit_per_sec = 0;
+    // The preference-update load is one API key far over the per-key limit's default.
+    config.api_rate_limit_per_sec = 0;
     let server = consent_server::serve(config).await.unwrap();
     let base = format!("http://{}", server.local_addr());
     // A workspace build unifies reqwest's features with consent-transport's `rustls-no-provider`:

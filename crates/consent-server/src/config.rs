@@ -11,6 +11,7 @@ use serde::Deserialize;
 use subtle::ConstantTimeEq;
 
 use crate::links::{LinkKey, LinkKeys};
+use crate::receipts::{ReceiptKey, ReceiptKeyError, ReceiptKeys};
 
 /// Everything [`crate::serve`] needs.
 #[derive(Debug, Clone)]
@@ -44,6 +45,29 @@ pub struct Config {
     pub default_cluster: String,
     /// The public base URL unsubscribe links point at.
     pub public_url: Option<String>,
+    /// How long a connection may take to send a request's headers (the first request's from
+    /// the moment it connects, a later one's on a kept-alive connection from the end of the
+    /// answer before it, so this is the keep-alive idle timeout too); then it is closed. This is
+    /// what ends slowloris connections, which send a few header bytes now and then forever.
+    pub header_read_timeout: Duration,
+    /// The most connections served at once. When all are open the server stops accepting until
+    /// one closes, and new ones wait in the kernel's listen backlog. The default, 10 000, stays
+    /// below a typical `ulimit -n` of 20 000 or more with room for the database's files and
+    /// connections, so a flood of idle connections cannot use up the file descriptors the
+    /// database needs; lower it when the limit is lower (each connection is one descriptor).
+    pub max_connections: usize,
+    /// Requests per second one API key may make to the authenticated endpoints (`/imp/*`,
+    /// `/admin/*`), burst twice that, counted after the key authenticated; 0: no limit.
+    pub api_rate_limit_per_sec: u32,
+    /// Failed authentications (answers 401) one client may have on the authenticated endpoints
+    /// per minute, after a burst of as many; a client over it is answered 429 on every
+    /// authenticated endpoint, whatever key it names, until its budget refills. 0: no limit.
+    pub auth_failures_per_minute: u32,
+    /// Whether every `set-consent` answer carries a signed receipt. `false` (the default): only
+    /// the requests that ask for one with the header `consent-receipt: true` get one (signing
+    /// costs about 28 µs of CPU per change, a third of the set-consent throughput if every
+    /// change were signed; see `docs/benchmarks.md`). Preference updates always carry theirs.
+    pub receipts_always: bool,
 }
 
 impl Config {
@@ -64,6 +88,11 @@ impl Config {
             default_sandbox: "prod".to_owned(),
             default_cluster: "or2".to_owned(),
             public_url: None,
+            header_read_timeout: Duration::from_secs(10),
+            max_connections: 10_000,
+            api_rate_limit_per_sec: 1_000,
+            auth_failures_per_minute: 10,
+            receipts_always: false,
         })
     }
 }
@@ -114,6 +143,10 @@ struct KeysFile {
     #[serde(default)]
     current_link_key: Option<String>,
     #[serde(default)]
+    receipt_keys: Vec<ReceiptKeyEntry>,
+    #[serde(default)]
+    current_receipt_key: Option<String>,
+    #[serde(default)]
     api_keys: Vec<ApiKey>,
     #[serde(default)]
     datastreams: Vec<Datastream>,
@@ -124,6 +157,14 @@ struct LinkKeyEntry {
     id: String,
     /// Base64 (standard alphabet) of at least 32 random bytes.
     secret: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReceiptKeyEntry {
+    id: String,
+    /// Base64 (standard alphabet) of the 32-byte Ed25519 private key seed.
+    seed: String,
 }
 
 /// Loading the keys file failed.
@@ -148,22 +189,40 @@ pub enum KeysError {
     /// Randomness for ephemeral keys failed.
     #[error("cannot make ephemeral link keys: {0}")]
     Ephemeral(#[from] crate::links::SignError),
+    /// A receipt key's seed is not base64.
+    #[error("receipt key {0:?}: the seed is not base64")]
+    ReceiptBase64(String),
+    /// A receipt key or the receipt key set is unusable, or an ephemeral one cannot be made.
+    #[error(transparent)]
+    ReceiptKey(#[from] ReceiptKeyError),
+    /// `current_receipt_key` names no key.
+    #[error("current_receipt_key {0:?} names no receipt key")]
+    UnknownCurrentReceipt(String),
 }
 
-/// Link keys, API keys and datastreams, from the `--keys` JSON file:
+/// Link keys, receipt keys, API keys and datastreams, from the `--keys` JSON file:
 ///
 /// ```json
 /// {
 ///   "link_keys": [{"id": "2026-11", "secret": "<base64 of 32+ random bytes>"}],
 ///   "current_link_key": "2026-11",
+///   "receipt_keys": [{"id": "r-2026-11", "seed": "<base64 of 32 random bytes>"}],
+///   "current_receipt_key": "r-2026-11",
 ///   "api_keys": [{"key": "k", "token": "t", "org": "ORG@AdobeOrg", "sandbox": "prod"}],
 ///   "datastreams": [{"id": "ebebf826-…", "org": "ORG@AdobeOrg", "sandbox": "prod"}]
 /// }
 /// ```
+///
+/// Without `link_keys` (or `receipt_keys`), ephemeral keys are made; without
+/// `current_link_key` (or `current_receipt_key`), the last key listed is the current one.
+/// Receipt key seeds are Ed25519 private keys (e.g. `head -c 32 /dev/urandom | base64`); keep
+/// a retired receipt key in the list for as long as its receipts must verify.
 #[derive(Debug, Clone)]
 pub struct Keys {
     /// The link keys.
     pub links: LinkKeys,
+    /// The keys that sign consent receipts and chain checkpoints.
+    pub receipts: ReceiptKeys,
     /// The API keys.
     pub api_keys: Vec<ApiKey>,
     /// The datastreams.
@@ -171,16 +230,17 @@ pub struct Keys {
 }
 
 impl Keys {
-    /// Random link keys and nothing else.
+    /// Random link and receipt keys and nothing else.
     pub fn ephemeral() -> Result<Self, KeysError> {
         Ok(Self {
             links: LinkKeys::ephemeral()?,
+            receipts: ReceiptKeys::ephemeral()?,
             api_keys: Vec::new(),
             datastreams: Vec::new(),
         })
     }
 
-    /// Parses the keys file's text. Without link keys, ephemeral ones are made.
+    /// Parses the keys file's text. Without link or receipt keys, ephemeral ones are made.
     pub fn from_json(text: &str) -> Result<Self, KeysError> {
         let file: KeysFile = serde_json::from_str(text)?;
         let links = if file.link_keys.is_empty() {
@@ -202,8 +262,28 @@ impl Keys {
             };
             LinkKeys::new(keys, current)
         };
+        let receipts = if file.receipt_keys.is_empty() {
+            ReceiptKeys::ephemeral()?
+        } else {
+            let mut keys = Vec::new();
+            for entry in &file.receipt_keys {
+                let seed = STANDARD
+                    .decode(entry.seed.trim())
+                    .map_err(|_| KeysError::ReceiptBase64(entry.id.clone()))?;
+                keys.push(ReceiptKey::new(&entry.id, &seed)?);
+            }
+            let current = match &file.current_receipt_key {
+                None => keys.len() - 1,
+                Some(id) => keys
+                    .iter()
+                    .position(|k| k.id() == id)
+                    .ok_or_else(|| KeysError::UnknownCurrentReceipt(id.clone()))?,
+            };
+            ReceiptKeys::new(keys, current)?
+        };
         Ok(Self {
             links,
+            receipts,
             api_keys: file.api_keys,
             datastreams: file.datastreams,
         })
@@ -236,13 +316,22 @@ mod tests {
     #[test]
     fn keys_file_parses_and_rejects_bad_input() {
         let secret = STANDARD.encode([7u8; 32]);
+        let seed1 = STANDARD.encode([1u8; 32]);
+        let seed2 = STANDARD.encode([2u8; 32]);
         let text = format!(
             r#"{{"link_keys":[{{"id":"a","secret":"{secret}"}},{{"id":"b","secret":"{secret}"}}],
                "current_link_key":"a",
+               "receipt_keys":[{{"id":"r1","seed":"{seed1}"}},{{"id":"r2","seed":" {seed2}\n"}}],
+               "current_receipt_key":"r1",
                "api_keys":[{{"key":"k","token":"t","org":"O@AdobeOrg","sandbox":"prod"}}]}}"#
         );
         let keys = Keys::from_json(&text).unwrap();
         assert_eq!(keys.links.ids().collect::<Vec<_>>(), ["a", "b"]);
+        assert_eq!(keys.receipts.ids().collect::<Vec<_>>(), ["r1", "r2"]);
+        assert_eq!(
+            keys.receipts.current().public_key(),
+            ReceiptKey::new("r1", &[1; 32]).unwrap().public_key()
+        );
         assert!(keys.authenticate("k", "t").is_some());
         assert!(keys.authenticate("k", "x").is_none());
         assert!(matches!(
@@ -258,6 +347,67 @@ mod tests {
                 r#"{{"link_keys":[{{"id":"a","secret":"{secret}"}}],"current_link_key":"z"}}"#
             )),
             Err(KeysError::UnknownCurrent(_))
+        ));
+    }
+
+    #[test]
+    fn receipt_keys_parse_rotate_and_reject_bad_input() {
+        let seed = STANDARD.encode([3u8; 32]);
+        let parse = |receipt_keys: &str| Keys::from_json(&format!("{{{receipt_keys}}}"));
+        // Without current_receipt_key the last key listed signs.
+        let keys = parse(&format!(
+            r#""receipt_keys":[{{"id":"old","seed":"{seed}"}},{{"id":"new","seed":"{}"}}]"#,
+            STANDARD.encode([4u8; 32])
+        ))
+        .unwrap();
+        assert_eq!(keys.receipts.current().id(), "new");
+        assert_eq!(keys.receipts.jwks().keys.len(), 2);
+        // Without receipt keys, an ephemeral one.
+        let keys = parse("").unwrap();
+        assert!(keys.receipts.current().id().starts_with("eph-"));
+        assert!(
+            Keys::ephemeral()
+                .unwrap()
+                .receipts
+                .current()
+                .id()
+                .starts_with("eph-")
+        );
+        // Bad input, each with its error.
+        assert!(matches!(
+            parse(r#""receipt_keys":[{"id":"r","seed":"!!"}]"#),
+            Err(KeysError::ReceiptBase64(id)) if id == "r"
+        ));
+        assert!(matches!(
+            parse(&format!(
+                r#""receipt_keys":[{{"id":"r","seed":"{}"}}]"#,
+                STANDARD.encode([3u8; 31])
+            )),
+            Err(KeysError::ReceiptKey(ReceiptKeyError::BadSeed(_)))
+        ));
+        assert!(matches!(
+            parse(&format!(
+                r#""receipt_keys":[{{"id":"r r","seed":"{seed}"}}]"#
+            )),
+            Err(KeysError::ReceiptKey(ReceiptKeyError::BadId(_)))
+        ));
+        assert!(matches!(
+            parse(&format!(
+                r#""receipt_keys":[{{"id":"r","seed":"{seed}"}},{{"id":"r","seed":"{seed}"}}]"#
+            )),
+            Err(KeysError::ReceiptKey(ReceiptKeyError::DuplicateId(_)))
+        ));
+        assert!(matches!(
+            parse(&format!(
+                r#""receipt_keys":[{{"id":"r","seed":"{seed}"}}],"current_receipt_key":"z""#
+            )),
+            Err(KeysError::UnknownCurrentReceipt(id)) if id == "z"
+        ));
+        assert!(matches!(
+            parse(&format!(
+                r#""receipt_keys":[{{"id":"r","secret":"{seed}"}}]"#
+            )),
+            Err(KeysError::Parse(_))
         ));
     }
 }

@@ -6,39 +6,19 @@
 //! profiles and appends the hash-chained consent records of a whole batch in one transaction.
 
 use serde_json::Value;
+use sha2::Digest as _;
 use sqlx::any::AnyPoolOptions;
 use sqlx::{AnyPool, Row};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::erase::{ERASURE_SOURCE, Erase};
 pub use crate::model::{
-    Backend, ConsentChange, ConsentRecord, Edit, GENESIS_HASH, OpenError, Profile, ProfileKey,
-    StoreError,
+    Backend, ConsentChange, ConsentRecord, Edit, Erasure, GENESIS_HASH, OpenError, Profile,
+    ProfileKey, Recorded, StoreError,
 };
-use crate::model::{SQLITE_PRAGMAS, profile_from_row, record_from_row, record_hash};
+use crate::model::{SQLITE_PRAGMAS, profile_from_row, record_from_row, record_hash, subject_hash};
 use crate::util::now_millis;
 use crate::writer::{Job, MAX_BATCH, Message};
-
-/// The migrations, in order: version, name, SQLite text, PostgreSQL text.
-const MIGRATIONS: &[(i64, &str, &str, &str)] = &[
-    (
-        1,
-        "init",
-        include_str!("../migrations/sqlite/0001_init.sql"),
-        include_str!("../migrations/postgres/0001_init.sql"),
-    ),
-    (
-        2,
-        "record_links",
-        include_str!("../migrations/sqlite/0002_record_links.sql"),
-        include_str!("../migrations/postgres/0002_record_links.sql"),
-    ),
-    (
-        3,
-        "events_per_profile",
-        include_str!("../migrations/sqlite/0003_events_per_profile.sql"),
-        include_str!("../migrations/postgres/0003_events_per_profile.sql"),
-    ),
-];
 
 /// The database handle; cheap to clone.
 #[derive(Debug, Clone)]
@@ -49,6 +29,8 @@ pub struct Db {
     /// On SQLite, the connection events are stored through (rusqlite, one transaction and a
     /// cached statement per request: a bound value costs far less than through the pool).
     events: Option<std::sync::Arc<std::sync::Mutex<rusqlite::Connection>>>,
+    /// The key of the identities' keyed hash in the consent records (`server_secrets`).
+    subject_key: [u8; 32],
 }
 
 /// Turns `--database` into a URL sqlx understands: a bare path becomes a SQLite file.
@@ -96,8 +78,10 @@ impl Db {
             backend,
             writer,
             events: None,
+            subject_key: [0; 32],
         };
-        db.migrate().await?;
+        crate::migrate::run(&db.pool, backend).await?;
+        db.subject_key = crate::migrate::subject_key(&db.pool).await?;
         if backend == Backend::Sqlite {
             let conn = crate::writer::open_sqlite(&url)?;
             db.events = Some(std::sync::Arc::new(std::sync::Mutex::new(conn)));
@@ -125,80 +109,6 @@ impl Db {
             let _ = finished.await;
         }
         self.pool.close().await;
-    }
-
-    async fn migrate(&self) -> Result<(), OpenError> {
-        let wrap = |version, name| {
-            move |source| OpenError::Migrate {
-                version,
-                name,
-                source,
-            }
-        };
-        // Two servers starting at once on one PostgreSQL database take turns: each migration
-        // transaction first takes the same transaction-scoped advisory lock. (SQLite serialises
-        // writers by itself.)
-        // On SQLite a transaction that reads before it writes cannot wait for the write lock
-        // (it would be told "database is locked" at once), so the lock statement there is a
-        // write that changes nothing.
-        let lock = match self.backend {
-            Backend::Postgres => "SELECT pg_advisory_xact_lock(80580001)",
-            Backend::Sqlite => "UPDATE schema_migrations SET version = version WHERE version < 0",
-        };
-        let mut tx = self
-            .pool
-            .begin()
-            .await
-            .map_err(wrap(0, "schema_migrations"))?;
-        if self.backend == Backend::Postgres {
-            sqlx::query(lock)
-                .execute(&mut *tx)
-                .await
-                .map_err(wrap(0, "schema_migrations"))?;
-        }
-        sqlx::raw_sql(
-            "CREATE TABLE IF NOT EXISTS schema_migrations (\
-             version BIGINT PRIMARY KEY, name TEXT NOT NULL, applied_at BIGINT NOT NULL)",
-        )
-        .execute(&mut *tx)
-        .await
-        .map_err(wrap(0, "schema_migrations"))?;
-        tx.commit().await.map_err(wrap(0, "schema_migrations"))?;
-        for &(version, name, sqlite, postgres) in MIGRATIONS {
-            let mut tx = self.pool.begin().await.map_err(wrap(version, name))?;
-            sqlx::query(lock)
-                .execute(&mut *tx)
-                .await
-                .map_err(wrap(version, name))?;
-            let done = sqlx::query("SELECT version FROM schema_migrations WHERE version = $1")
-                .bind(version)
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(wrap(version, name))?;
-            if done.is_some() {
-                continue;
-            }
-            let text = match self.backend {
-                Backend::Sqlite => sqlite,
-                Backend::Postgres => postgres,
-            };
-            sqlx::raw_sql(text)
-                .execute(&mut *tx)
-                .await
-                .map_err(wrap(version, name))?;
-            sqlx::query(
-                "INSERT INTO schema_migrations (version, name, applied_at) VALUES ($1, $2, $3)",
-            )
-            .bind(version)
-            .bind(name)
-            .bind(now_millis())
-            .execute(&mut *tx)
-            .await
-            .map_err(wrap(version, name))?;
-            tx.commit().await.map_err(wrap(version, name))?;
-            tracing::info!(version, name, "applied migration");
-        }
-        Ok(())
     }
 
     /// Checks that the database answers.
@@ -235,12 +145,30 @@ impl Db {
         key: &ProfileKey,
         change: ConsentChange,
     ) -> Result<(Profile, Option<i64>), StoreError> {
+        let (profile, record) = self.apply_consent_recorded(key, change).await?;
+        Ok((profile, record.map(|r| r.seq)))
+    }
+
+    /// [`Db::apply_consent`], answering the whole record the change was written as (its hash
+    /// is what a signed receipt names).
+    pub async fn apply_consent_recorded(
+        &self,
+        key: &ProfileKey,
+        change: ConsentChange,
+    ) -> Result<(Profile, Option<Recorded>), StoreError> {
         let (reply, answer) = oneshot::channel();
+        let subject = self.subject(&key.namespace, &key.id);
         self.writer
-            .send(Message::Job(Job::new(key.clone(), change, reply)))
+            .send(Message::Job(Job::new(
+                key.clone(),
+                subject.clone(),
+                change,
+                reply,
+            )))
             .await
             .map_err(|_| StoreError::Closed)?;
-        answer.await.map_err(|_| StoreError::Closed)?
+        let (profile, record) = answer.await.map_err(|_| StoreError::Closed)??;
+        Ok((profile, record.map(|r| Recorded { subject, ..r })))
     }
 
     /// Stores an event unless the profile already has one with the same id. Returns whether it
@@ -414,9 +342,11 @@ impl Db {
                  UNION ALL \
                  SELECT r.profile_prev_seq FROM consent_records r JOIN list ON r.seq = list.seq \
                  WHERE r.org = $1 AND r.sandbox = $2 AND r.profile_prev_seq IS NOT NULL) \
-             SELECT r.seq, r.namespace, r.profile_id, r.source, r.payload, r.created_at, \
-                 r.prev_hash, r.hash \
+             SELECT r.seq, r.namespace, r.subject, r.source, r.payload, r.created_at, \
+                 r.prev_hash, r.hash, p.detail \
              FROM consent_records r JOIN list ON r.seq = list.seq \
+             LEFT JOIN record_personal p \
+                 ON p.org = r.org AND p.sandbox = r.sandbox AND p.seq = r.seq \
              WHERE r.org = $1 AND r.sandbox = $2 ORDER BY r.seq",
         )
         .bind(&key.org)
@@ -433,16 +363,21 @@ impl Db {
     ///
     /// Besides every hash, it checks the profiles' lists of records: each record must point to
     /// its profile's record before it, and each profile to its latest record, so that no record
-    /// can be hidden from [`Db::records`] either. A profile whose pointer is wrong is reported
-    /// by the sequence number of its true latest record.
+    /// can be hidden from [`Db::records`] either; a profile with records but no profile row must
+    /// have been erased by a record of its own. A profile whose pointer is wrong is reported by
+    /// the sequence number of its true latest record. A record's personal detail, while it is
+    /// kept, must match the digest its record holds.
     pub async fn verify_chain(
         &self,
         org: &str,
         sandbox: &str,
     ) -> Result<Result<i64, i64>, StoreError> {
         let rows = sqlx::query(
-            "SELECT seq, namespace, profile_id, source, payload, created_at, prev_hash, hash, \
-             profile_prev_seq FROM consent_records WHERE org = $1 AND sandbox = $2 ORDER BY seq",
+            "SELECT r.seq, r.namespace, r.subject, r.source, r.payload, r.created_at, \
+             r.prev_hash, r.hash, r.profile_prev_seq, p.detail FROM consent_records r \
+             LEFT JOIN record_personal p \
+                 ON p.org = r.org AND p.sandbox = r.sandbox AND p.seq = r.seq \
+             WHERE r.org = $1 AND r.sandbox = $2 ORDER BY r.seq",
         )
         .bind(org)
         .bind(sandbox)
@@ -450,32 +385,42 @@ impl Db {
         .await?;
         let mut prev = GENESIS_HASH.to_owned();
         let mut count = 0;
-        // Each profile's latest record so far.
+        // Each profile's latest record so far, by namespace and subject.
         let mut latest: std::collections::HashMap<(String, String), i64> =
             std::collections::HashMap::new();
         for row in &rows {
             let record = record_from_row(row)?;
-            let key = ProfileKey {
-                org: org.to_owned(),
-                sandbox: sandbox.to_owned(),
-                namespace: record.namespace.clone(),
-                id: record.profile_id.clone(),
-            };
             let payload: String = row.try_get("payload")?;
             let expected = record_hash(
                 &prev,
                 record.seq,
-                &key,
+                org,
+                sandbox,
+                &record.namespace,
+                &record.subject,
                 &record.source,
                 record.created_at,
                 &payload,
             );
+            let detail: Option<String> = row.try_get("detail")?;
+            let detail_ok = detail.is_none_or(|detail| {
+                record.payload.get("personal").and_then(Value::as_str)
+                    == Some(crate::model::hex(&sha2::Sha256::digest(detail.as_bytes())).as_str())
+            });
             let profile_prev: Option<i64> = row.try_get("profile_prev_seq")?;
-            let link = latest.insert((record.namespace, record.profile_id), record.seq);
+            let subject = (record.namespace, record.subject);
+            let link = if record.source == ERASURE_SOURCE {
+                // An erasure ends the profile's list; a profile of the same identity made
+                // afterwards starts a new one.
+                latest.remove(&subject)
+            } else {
+                latest.insert(subject, record.seq)
+            };
             if record.seq != count + 1
                 || record.prev_hash != prev
                 || record.hash != expected
                 || profile_prev != link
+                || !detail_ok
             {
                 return Ok(Err(record.seq));
             }
@@ -490,16 +435,161 @@ impl Db {
         .fetch_all(&self.pool)
         .await?;
         let mut wrong: Option<i64> = None;
+        let mut blame = |at: i64| wrong = Some(wrong.map_or(at, |w: i64| w.min(at)));
         for row in &profiles {
-            let key: (String, String) = (row.try_get("namespace")?, row.try_get("id")?);
+            let namespace: String = row.try_get("namespace")?;
+            let id: String = row.try_get("id")?;
+            let subject = self.subject(&namespace, &id);
             let last: Option<i64> = row.try_get("last_record_seq")?;
-            let truth = latest.get(&key).copied();
+            let truth = latest.remove(&(namespace, subject));
             if last != truth {
-                let at = truth.or(last).unwrap_or(0);
-                wrong = Some(wrong.map_or(at, |w| w.min(at)));
+                blame(truth.or(last).unwrap_or(0));
             }
         }
+        // Records of a profile that is gone without an erasure record.
+        for seq in latest.into_values() {
+            blame(seq);
+        }
         Ok(wrong.map_or(Ok(count), Err))
+    }
+
+    /// [`Db::verify_chain`], and the chain still holds the record a checkpoint names, with the
+    /// hash the checkpoint gives it: a chain rewritten and re-hashed before the checkpoint (which
+    /// `verify_chain` alone cannot see, the rewritten chain being consistent) is reported by the
+    /// checkpoint's sequence number. The checkpoint's signature is the caller's to check
+    /// ([`ReceiptKeys::verify_checkpoint`](crate::ReceiptKeys::verify_checkpoint) or the
+    /// published keys).
+    pub async fn verify_chain_against(
+        &self,
+        checkpoint: &consent_core::receipt::Checkpoint,
+    ) -> Result<Result<i64, i64>, StoreError> {
+        let verified = self
+            .verify_chain(&checkpoint.org, &checkpoint.sandbox)
+            .await?;
+        let seq = i64::try_from(checkpoint.seq).unwrap_or(i64::MAX);
+        let Ok(count) = verified else {
+            return Ok(verified);
+        };
+        if seq == 0 {
+            return Ok(Ok(count));
+        }
+        let row = sqlx::query(
+            "SELECT hash FROM consent_records WHERE org = $1 AND sandbox = $2 AND seq = $3",
+        )
+        .bind(&checkpoint.org)
+        .bind(&checkpoint.sandbox)
+        .bind(seq)
+        .fetch_optional(&self.pool)
+        .await?;
+        let hash: Option<String> = row.map(|r| r.try_get("hash")).transpose()?;
+        Ok(if hash.as_deref() == Some(checkpoint.hash.as_str()) {
+            Ok(count)
+        } else {
+            Err(seq)
+        })
+    }
+
+    /// The head of the chain of an organisation and sandbox: its last record's sequence number
+    /// and hash (`0` and [`GENESIS_HASH`] for a chain without records).
+    pub async fn chain_head(&self, org: &str, sandbox: &str) -> Result<(i64, String), StoreError> {
+        let row = sqlx::query("SELECT seq, hash FROM chain_heads WHERE org = $1 AND sandbox = $2")
+            .bind(org)
+            .bind(sandbox)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(match row {
+            Some(row) => (row.try_get("seq")?, row.try_get("hash")?),
+            None => (0, GENESIS_HASH.to_owned()),
+        })
+    }
+
+    /// The keyed hash that stands for the identity `id` of `namespace` in the consent records
+    /// ([`ConsentRecord::subject`]). Someone who knows the identity and has the database can
+    /// find its records; the records alone tell nothing about whom they are about.
+    pub fn subject(&self, namespace: &str, id: &str) -> String {
+        subject_hash(&self.subject_key, namespace, id)
+    }
+
+    /// Erases everything personal stored about one identity: its profile, its events and the
+    /// events of other profiles whose identity map names it, the personal detail of consent
+    /// records about it or naming it, and identity-specific consents other profiles hold for it.
+    /// The consent records stay, and [`Db::verify_chain`] still passes: they hold no personal
+    /// data. The erasure is appended to the chain as a record of its own (source `erasure`).
+    /// Returns `None` when nothing was stored about the identity (then nothing is recorded).
+    ///
+    /// On SQLite, deleted content is overwritten (`secure_delete`) and the write-ahead log is
+    /// emptied after the erasure, so the identity is not left in the database's files either.
+    pub async fn erase(&self, key: &ProfileKey) -> Result<Option<Erasure>, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        let subject = self.subject(&key.namespace, &key.id);
+        self.writer
+            .send(Message::Erase(Erase {
+                key: key.clone(),
+                subject,
+                reply,
+            }))
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        answer.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Everything stored about one identity (GDPR Art. 15), as one JSON document: the profile,
+    /// its consent records (each with its personal detail put back while it is kept) and its
+    /// events. `None` when nothing is stored about it.
+    pub async fn export(&self, key: &ProfileKey) -> Result<Option<Value>, StoreError> {
+        let profile = self.profile(key).await?;
+        let records = self.records(key).await?;
+        let rows = sqlx::query(
+            "SELECT event_id, body, received_at FROM events \
+             WHERE org = $1 AND sandbox = $2 AND namespace = $3 AND profile_id = $4 \
+             ORDER BY received_at, event_id",
+        )
+        .bind(&key.org)
+        .bind(&key.sandbox)
+        .bind(&key.namespace)
+        .bind(&key.id)
+        .fetch_all(&self.pool)
+        .await?;
+        if profile.is_none() && records.is_empty() && rows.is_empty() {
+            return Ok(None);
+        }
+        let mut events = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let body: String = row.try_get("body")?;
+            events.push(serde_json::json!({
+                "id": row.try_get::<String, _>("event_id")?,
+                "receivedAt": row.try_get::<i64, _>("received_at")?,
+                "body": serde_json::from_str::<Value>(&body)?,
+            }));
+        }
+        Ok(Some(serde_json::json!({
+            "identity": {
+                "org": key.org,
+                "sandbox": key.sandbox,
+                "namespace": key.namespace,
+                "id": key.id,
+                "subject": self.subject(&key.namespace, &key.id),
+            },
+            "profile": profile.map(|p| serde_json::json!({
+                "general": p.general,
+                "consents": p.consents,
+                "subscriptions": p.subscriptions,
+                "updatedAt": p.updated_at,
+            })),
+            "records": records.iter().map(|r| serde_json::json!({
+                "seq": r.seq,
+                "source": r.source,
+                "createdAt": r.created_at,
+                "change": r.detail.as_ref().map_or_else(
+                    || r.payload.clone(),
+                    |detail| crate::model::join_personal(&r.payload, detail),
+                ),
+                "payload": r.payload,
+                "prevHash": r.prev_hash,
+                "hash": r.hash,
+            })).collect::<Vec<_>>(),
+            "events": events,
+        })))
     }
 }
 

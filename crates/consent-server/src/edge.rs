@@ -197,9 +197,17 @@ pub(crate) async fn handle(
     };
 
     let mut warnings = Vec::new();
+    let mut receipt = None;
     let general = match action {
         Action::SetConsent => {
-            let general = set_consent(&state, &key, body, &request_id).await?;
+            let wants_receipt = state.config.receipts_always
+                || headers
+                    .get(RECEIPT_HEADER)
+                    .and_then(|v| v.to_str().ok())
+                    .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"));
+            let general;
+            (general, receipt) =
+                set_consent(&state, &key, body, &request_id, wants_receipt).await?;
             match general {
                 Some(d) => Some(d),
                 None => stored_general(&state, &key, minted)
@@ -371,15 +379,19 @@ pub(crate) async fn handle(
             max_age: CONSENT_COOKIE_MAX_AGE,
         });
     }
+    let mut handle = vec![
+        Handle::Identity([IdentityResult {
+            id: &ecid,
+            namespace: Namespace { code: "ECID" },
+        }]),
+        Handle::Store(&store),
+    ];
+    if let Some(receipt) = &receipt {
+        handle.push(Handle::Receipt([ReceiptEntry { receipt }]));
+    }
     let answer = Answer {
         request_id: &request_id,
-        handle: [
-            Handle::Identity([IdentityResult {
-                id: &ecid,
-                namespace: Namespace { code: "ECID" },
-            }]),
-            Handle::Store(&store),
-        ],
+        handle: &handle,
         warnings: &warnings,
     };
     let body = serde_json::to_string(&answer).map_err(|err| {
@@ -399,7 +411,7 @@ pub(crate) async fn handle(
 #[serde(rename_all = "camelCase")]
 struct Answer<'a> {
     request_id: &'a str,
-    handle: [Handle<'a>; 2],
+    handle: &'a [Handle<'a>],
     #[serde(skip_serializing_if = "<[Value]>::is_empty")]
     warnings: &'a [Value],
 }
@@ -411,7 +423,20 @@ enum Handle<'a> {
     Identity([IdentityResult<'a>; 1]),
     #[serde(rename = "state:store")]
     Store(&'a [StoreEntry<'a>]),
+    /// The signed receipt of the change a `set-consent` recorded.
+    #[serde(rename = "consent:receipt")]
+    Receipt([ReceiptEntry<'a>; 1]),
 }
+
+/// A `consent:receipt` entry: the receipt as a compact JWS, and the key that signed it (in
+/// `GET /.well-known/consent-receipt-keys`).
+#[derive(serde::Serialize)]
+struct ReceiptEntry<'a> {
+    receipt: &'a str,
+}
+
+/// The request header that asks for a `consent:receipt` in a `set-consent` answer.
+pub(crate) const RECEIPT_HEADER: &str = "consent-receipt";
 
 #[derive(serde::Serialize)]
 struct IdentityResult<'a> {
@@ -470,6 +495,21 @@ fn profile_general(profile: &crate::db::Profile) -> Option<Decision> {
 /// written as `y` or `n`: the profile would then say what the person did not.
 fn xdm_collect(decision: Decision, xdm_updates: &[Value]) -> String {
     xdm_val(decision, &["collect"], xdm_updates)
+}
+
+/// Writes the `collect` value that records the call's `general` decision ([`xdm_collect`]),
+/// replacing the whole field: an older `time` or `reason` would date or explain a choice it did
+/// not go with. `general` and `collect` are written by the same change, so the stored profile
+/// never holds one without the other (`general` "in" beside `y`, "out" beside `n`, "pending"
+/// beside a pending value): whatever the stored values were, the call's decision replaces both.
+/// A profile whose consents are not an object (only one not written by this server) gets one.
+fn set_collect(consents: &mut Value, val: &str) {
+    if !consents.is_object() {
+        *consents = Value::Object(serde_json::Map::new());
+    }
+    if let Value::Object(fields) = consents {
+        fields.insert("collect".to_owned(), json!({ "val": val }));
+    }
 }
 
 /// The XDM field of every named purpose, as a path into the profile's consents.
@@ -692,7 +732,8 @@ async fn set_consent(
     key: &ProfileKey,
     mut body: Value,
     request_id: &str,
-) -> Result<Option<Decision>, EdgeError> {
+    wants_receipt: bool,
+) -> Result<(Option<Decision>, Option<String>), EdgeError> {
     // Only the fields the Web SDK's option validator knows are validated by it; `query` and
     // `meta` are request plumbing.
     let mut options = serde_json::Map::new();
@@ -731,7 +772,7 @@ async fn set_consent(
             merge(consents, update);
         }
         if let Some(val) = &collect {
-            consents["collect"] = json!({"val": val});
+            set_collect(consents, val);
         }
         purposes.apply(consents);
         // Every set-consent call is recorded, even one that repeats the stored consent: the
@@ -748,14 +789,14 @@ async fn set_consent(
         "consent": consent,
         "general": decision.map(Decision::as_str),
     });
-    state
+    let (profile, record) = state
         .db
-        .apply_consent(
+        .apply_consent_recorded(
             key,
             crate::db::ConsentChange {
                 general: decision.map(|d| d.as_str().to_owned()),
                 edit: Box::new(edit),
-                source: "edge:set-consent".to_owned(),
+                source: SET_CONSENT_SOURCE.to_owned(),
                 payload,
             },
         )
@@ -764,8 +805,22 @@ async fn set_consent(
             tracing::error!(%err, "storage failed");
             EdgeError::internal(request_id)
         })?;
-    Ok(decision)
+    let receipt = record.filter(|_| wants_receipt).map(|record| {
+        let claims = crate::receipts::claims_for(
+            key,
+            SET_CONSENT_SOURCE,
+            decision,
+            &profile,
+            &record,
+            crate::util::now_millis(),
+        );
+        state.config.keys.receipts.sign_receipt(&claims)
+    });
+    Ok((decision, receipt))
 }
+
+/// The source of the records `set-consent` writes.
+const SET_CONSENT_SOURCE: &str = "edge:set-consent";
 
 /// The strictest of some decisions: out over pending over in; `None` when none is made.
 fn strictest(decisions: impl IntoIterator<Item = Option<Decision>>) -> Option<Decision> {
@@ -997,6 +1052,39 @@ mod tests {
         assert_eq!(xdm_collect(Decision::Pending, &[]), "p");
         assert_eq!(xdm_collect(Decision::In, &updates), "y");
         assert_eq!(xdm_collect(Decision::Out, &updates), "n");
+    }
+
+    #[test]
+    fn the_collect_value_written_means_the_decision_stored_beside_it() {
+        let updates = [
+            json!({"collect": {"val": "y"}}),
+            json!({"collect": {"val": "dy"}}),
+            json!({"collect": {"val": "n"}}),
+            json!({"idSpecific": {"ECID": {"1": {"collect": {"val": "LI"}}}}}),
+        ];
+        for decision in [Decision::In, Decision::Out, Decision::Pending] {
+            for n in 0..=updates.len() {
+                for calls in [&updates[..n], &updates[n..]] {
+                    let val = xdm_collect(decision, calls);
+                    assert_eq!(stored_decision(&val), decision, "{val} for {calls:?}");
+                    let mut consents =
+                        json!({"collect": {"val": "n", "time": "2024-01-01T00:00:00Z"}});
+                    set_collect(&mut consents, &val);
+                    assert_eq!(consents, json!({"collect": {"val": val}}));
+                    let profile = crate::db::Profile {
+                        general: decision.as_str().to_owned(),
+                        consents,
+                        subscriptions: json!({}),
+                        updated_at: 0,
+                    };
+                    assert_eq!(profile_general(&profile), Some(decision));
+                }
+            }
+        }
+        // Consents that are not an object (not written by this server) are replaced, not a panic.
+        let mut consents = json!("garbage");
+        set_collect(&mut consents, "n");
+        assert_eq!(consents, json!({"collect": {"val": "n"}}));
     }
 
     #[test]

@@ -31,13 +31,17 @@
 //! # Ok(()) }
 //! ```
 
+mod admin;
 mod config;
 mod db;
 mod edge;
+mod erase;
 mod links;
+mod migrate;
 mod model;
 mod ops;
 mod prefs;
+mod receipts;
 mod server;
 mod state;
 mod util;
@@ -45,12 +49,13 @@ mod writer;
 
 pub use config::{ApiKey, Config, Datastream, Keys, KeysError};
 pub use db::{
-    Backend, ConsentChange, ConsentRecord, Db, Edit, GENESIS_HASH, OpenError, Profile, ProfileKey,
-    StoreError,
+    Backend, ConsentChange, ConsentRecord, Db, Edit, Erasure, GENESIS_HASH, OpenError, Profile,
+    ProfileKey, Recorded, StoreError,
 };
 pub use links::{
     KeyError, LinkError, LinkKey, LinkKeys, LinkParams, LinkProfile, SignError, SignedLink,
 };
 pub use ops::{Metrics, RateLimiter};
 pub use prefs::PrefError;
+pub use receipts::{RECEIPT_SEED_LEN, ReceiptKey, ReceiptKeyError, ReceiptKeys, verify_ed25519};
 pub use server::{ServeError, Server, serve};

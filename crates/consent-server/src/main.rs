@@ -25,7 +25,12 @@ struct Args {
     #[arg(long, env = "CONSENT_LISTEN", default_value = "127.0.0.1:8080")]
     listen: SocketAddr,
     /// Database: sqlite://PATH (or a plain path) or postgres://…
-    #[arg(long, env = "DATABASE_URL", default_value = "sqlite://consent.db")]
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "sqlite://consent.db",
+        global = true
+    )]
     database: String,
     /// JSON file with link keys, API keys and datastreams; without it, link keys are ephemeral.
     #[arg(long, env = "CONSENT_KEYS")]
@@ -50,6 +55,142 @@ struct Args {
     /// Request timeout in seconds.
     #[arg(long, env = "CONSENT_REQUEST_TIMEOUT", default_value_t = 10)]
     request_timeout: u64,
+    /// Seconds a connection may take to send a request's headers (also the keep-alive idle
+    /// timeout); then it is closed.
+    #[arg(long, env = "CONSENT_HEADER_READ_TIMEOUT", default_value_t = 10)]
+    header_read_timeout: u64,
+    /// Connections served at once; further ones wait in the listen backlog. Keep it well below
+    /// the open-file limit (`ulimit -n`).
+    #[arg(long, env = "CONSENT_MAX_CONNECTIONS", default_value_t = 10_000)]
+    max_connections: usize,
+    /// Requests per second per API key on the authenticated endpoints, burst twice that (0: no
+    /// limit).
+    #[arg(long, env = "CONSENT_API_RATE_LIMIT", default_value_t = 1_000)]
+    api_rate_limit: u32,
+    /// Failed authentications per minute per client on the authenticated endpoints, after a
+    /// burst of as many; over it the client gets 429 there (0: no limit).
+    #[arg(long, env = "CONSENT_AUTH_FAILURE_LIMIT", default_value_t = 10)]
+    auth_failure_limit: u32,
+    /// Without a command, the server runs.
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+/// What the binary does besides serving: the data-subject rights on the database directly, for
+/// operators (the admin API does the same over HTTP).
+#[derive(Debug, clap::Subcommand)]
+enum Command {
+    /// Erases everything personal stored about one identity (GDPR Art. 17) and records the
+    /// erasure; prints what was removed as JSON.
+    Erase(Person),
+    /// Prints everything stored about one identity as one JSON document (GDPR Art. 15).
+    Export(Person),
+    /// Verifies a signed consent receipt (or a chain checkpoint) offline, against the published
+    /// receipt keys (`GET /.well-known/consent-receipt-keys`, saved to a file); prints its
+    /// claims as JSON when the signature holds.
+    VerifyReceipt {
+        /// The JWKS file.
+        #[arg(long)]
+        keys: PathBuf,
+        /// The receipt (compact JWS); `-` or nothing reads it from stdin.
+        receipt: Option<String>,
+    },
+}
+
+/// Verifies a receipt or checkpoint (told apart by the header's `typ`) against a JWKS file.
+fn verify_receipt(keys: &std::path::Path, receipt: Option<String>) -> anyhow::Result<()> {
+    use consent_core::receipt::{self, CHECKPOINT_TYP, Checkpoint, Jwks, ReceiptClaims};
+    let text =
+        std::fs::read_to_string(keys).with_context(|| format!("reading {}", keys.display()))?;
+    let jwks =
+        Jwks::from_json(&text).with_context(|| format!("{} is not a JWKS", keys.display()))?;
+    let token = match receipt.filter(|r| r != "-") {
+        Some(token) => token,
+        None => {
+            let mut token = String::new();
+            std::io::Read::read_to_string(&mut std::io::stdin(), &mut token)
+                .context("reading the receipt from stdin")?;
+            token
+        }
+    };
+    let token = token.trim();
+    let header = receipt::decode(token).context("not a receipt")?.header;
+    let claims = if header.typ.as_deref() == Some(CHECKPOINT_TYP) {
+        serde_json::to_value(receipt::verify_with::<Checkpoint>(
+            token,
+            &jwks,
+            consent_server::verify_ed25519,
+        )?)?
+    } else {
+        serde_json::to_value(receipt::verify_with::<ReceiptClaims>(
+            token,
+            &jwks,
+            consent_server::verify_ed25519,
+        )?)?
+    };
+    #[allow(clippy::print_stdout, reason = "the command's output")]
+    {
+        println!("{claims:#}");
+    }
+    Ok(())
+}
+
+/// One identity of one organisation and sandbox.
+#[derive(Debug, clap::Args)]
+struct Person {
+    /// The organisation, e.g. `ORG@AdobeOrg`.
+    #[arg(long)]
+    org: String,
+    /// The sandbox.
+    #[arg(long, default_value = "prod")]
+    sandbox: String,
+    /// The identity namespace, e.g. `ECID`, `Email` or `CRMID`.
+    namespace: String,
+    /// The identity.
+    id: String,
+}
+
+/// Runs a data-subject command against the database; the exit status says whether anything was
+/// stored about the person (1 when nothing was).
+async fn run_command(database: &str, command: Command) -> anyhow::Result<()> {
+    let (person, erase) = match command {
+        Command::VerifyReceipt { keys, receipt } => return verify_receipt(&keys, receipt),
+        Command::Erase(person) => (person, true),
+        Command::Export(person) => (person, false),
+    };
+    let key = consent_server::ProfileKey {
+        org: person.org,
+        sandbox: person.sandbox,
+        namespace: person.namespace,
+        id: person.id,
+    };
+    let db = consent_server::Db::open(database)
+        .await
+        .with_context(|| format!("opening {database}"))?;
+    let outcome = if erase {
+        db.erase(&key)
+            .await
+            .map(|erased| erased.map(|e| e.to_json()))
+    } else {
+        db.export(&key).await
+    };
+    db.close().await;
+    match outcome? {
+        Some(document) => {
+            #[allow(clippy::print_stdout, reason = "the command's output")]
+            {
+                println!("{document:#}");
+            }
+            Ok(())
+        }
+        None => anyhow::bail!(
+            "nothing is stored about {} {} in {}/{}",
+            key.namespace,
+            key.id,
+            key.org,
+            key.sandbox
+        ),
+    }
 }
 
 #[tokio::main]
@@ -65,6 +206,9 @@ async fn main() -> anyhow::Result<()> {
                 .unwrap_or(tracing::Level::INFO),
         )
         .init();
+    if let Some(command) = args.command {
+        return run_command(&args.database, command).await;
+    }
     let mut config = consent_server::Config::new(args.listen, args.database)?;
     match &args.keys {
         Some(path) => {
@@ -81,6 +225,10 @@ async fn main() -> anyhow::Result<()> {
     config.rate_limit_per_sec = args.rate_limit;
     config.trusted_proxies = args.trusted_proxies;
     config.request_timeout = Duration::from_secs(args.request_timeout.max(1));
+    config.header_read_timeout = Duration::from_secs(args.header_read_timeout.max(1));
+    config.max_connections = args.max_connections.max(1);
+    config.api_rate_limit_per_sec = args.api_rate_limit;
+    config.auth_failures_per_minute = args.auth_failure_limit;
     // Registered before the address is printed: a signal sent as soon as the address is known
     // already stops the server gracefully instead of killing it.
     let shutdown = shutdown_signals()?;

@@ -33,6 +33,24 @@ pub enum OpenError {
     /// The writer's own SQLite connection could not be opened.
     #[error("cannot open the SQLite database for writing: {0}")]
     Writer(#[source] rusqlite::Error),
+    /// A consent record chain written before migration 4 does not verify, so it is not
+    /// rewritten into the new form (which would hide the damage): the database is left as it
+    /// was.
+    #[error(
+        "the consent record chain of {org}/{sandbox} does not verify at record {seq}; migration 4 \
+         would re-hash it and hide that, so the database is left unchanged"
+    )]
+    LegacyChain {
+        /// The organisation.
+        org: String,
+        /// The sandbox.
+        sandbox: String,
+        /// The first record that does not verify.
+        seq: i64,
+    },
+    /// A secret the database keeps is malformed.
+    #[error("the database's {0} in server_secrets is malformed")]
+    BadSecret(&'static str),
     /// A migration failed.
     #[error("migration {version} ({name}) failed: {source}")]
     Migrate {
@@ -106,18 +124,77 @@ pub struct ConsentRecord {
     pub seq: i64,
     /// The profile's identity namespace.
     pub namespace: String,
-    /// The profile's identity value.
-    pub profile_id: String,
-    /// What produced it (`edge:set-consent`, `preferences`, `one-click`, …).
+    /// The profile's identity as a keyed hash ([`Db::subject`](crate::Db::subject)): the
+    /// record names whom it is about without holding the identity, so that it survives the
+    /// person's erasure.
+    pub subject: String,
+    /// What produced it (`edge:set-consent`, `preferences`, `one-click`, `erasure`, …).
     pub source: String,
-    /// The change, as JSON.
+    /// The change, as JSON, without its personal fields (see [`ConsentRecord::detail`]): what
+    /// the hash covers. When the change had personal fields, `personal` holds the SHA-256 of
+    /// the salted detail, so that the detail, while kept, is bound to the chain too.
     pub payload: Value,
+    /// The personal fields the change named (addresses, identity-specific consents), with the
+    /// salt of their digest: kept apart from the record and removed by an erasure. `None` when
+    /// the change had none or they were erased.
+    pub detail: Option<Value>,
     /// Milliseconds since the epoch.
     pub created_at: i64,
     /// The hash of the record before.
     pub prev_hash: String,
     /// This record's hash.
     pub hash: String,
+}
+
+/// The record a consent change was written as ([`Db::apply_consent_recorded`](crate::Db::apply_consent_recorded)).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Recorded {
+    /// Its position in the organisation's and sandbox's chain.
+    pub seq: i64,
+    /// Its hash: the chain's head right after it.
+    pub hash: String,
+    /// When it was written, in milliseconds since the epoch.
+    pub created_at: i64,
+    /// The keyed hash of the profile's identity it names.
+    pub subject: String,
+}
+
+/// What an erasure removed ([`Db::erase`](crate::Db::erase)).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Erasure {
+    /// Whether the profile itself was stored (and is now deleted).
+    pub profile: bool,
+    /// Events deleted: the profile's own, and those of other profiles whose identity map
+    /// names the identity.
+    pub events: u64,
+    /// Consent records whose personal detail was deleted (the records themselves stay).
+    pub details: u64,
+    /// Other profiles whose identity-specific consents named the identity (those entries are
+    /// deleted).
+    pub other_profiles: u64,
+    /// The sequence number of the record of the erasure.
+    pub seq: i64,
+    /// The erasure record's hash.
+    pub hash: String,
+}
+
+impl Erasure {
+    /// The answer of `DELETE /admin/v1/profiles/{namespace}/{id}` (and of `consent-server
+    /// erase`): `{"erased":{"profile":…,"events":…,"details":…,"otherProfiles":…},
+    /// "record":{"seq":…,"hash":…}}`.
+    pub fn to_json(&self) -> Value {
+        serde_json::json!({
+            "erased": {
+                "profile": self.profile,
+                "events": self.events,
+                "details": self.details,
+                "otherProfiles": self.other_profiles,
+            },
+            "record": {"seq": self.seq, "hash": self.hash},
+        })
+    }
 }
 
 /// An edit of a profile's consents and subscriptions; returns whether it changed anything (and
@@ -155,7 +232,8 @@ impl std::fmt::Debug for ConsentChange {
 /// Set on every SQLite connection: WAL lets readers run beside the one writer; the busy timeout
 /// makes a writer wait for the lock instead of failing at once.
 pub(crate) const SQLITE_PRAGMAS: &str = "PRAGMA busy_timeout = 5000; PRAGMA journal_mode = WAL; \
-                              PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;";
+                              PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; \
+                              PRAGMA secure_delete = ON;";
 
 pub(crate) fn profile_from_row(row: &AnyRow) -> Result<Profile, StoreError> {
     let consents: String = row.try_get("consents")?;
@@ -183,14 +261,17 @@ pub(crate) fn stored_profile(
     })
 }
 
+/// A record from a row of `consent_records` left-joined with `record_personal` (`detail`).
 pub(crate) fn record_from_row(row: &AnyRow) -> Result<ConsentRecord, StoreError> {
     let payload: String = row.try_get("payload")?;
+    let detail: Option<String> = row.try_get("detail")?;
     Ok(ConsentRecord {
         seq: row.try_get("seq")?,
         namespace: row.try_get("namespace")?,
-        profile_id: row.try_get("profile_id")?,
+        subject: row.try_get("subject")?,
         source: row.try_get("source")?,
         payload: serde_json::from_str(&payload)?,
+        detail: detail.map(|d| serde_json::from_str(&d)).transpose()?,
         created_at: row.try_get("created_at")?,
         prev_hash: row.try_get("prev_hash")?,
         hash: row.try_get("hash")?,
@@ -198,11 +279,17 @@ pub(crate) fn record_from_row(row: &AnyRow) -> Result<ConsentRecord, StoreError>
 }
 
 /// SHA-256 over the previous hash and every field of the record, each length-prefixed so that
-/// no two different records hash the same input.
+/// no two different records hash the same input. The identity enters only as its keyed hash,
+/// `subject`, and the payload only without its personal fields, so that erasing those leaves
+/// every hash intact.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn record_hash(
     prev: &str,
     seq: i64,
-    key: &ProfileKey,
+    org: &str,
+    sandbox: &str,
+    namespace: &str,
+    subject: &str,
     source: &str,
     created_at: i64,
     payload: &str,
@@ -211,12 +298,13 @@ pub(crate) fn record_hash(
     let seq = seq.to_string();
     let created = created_at.to_string();
     for field in [
+        RECORD_FORMAT,
         prev,
         &seq,
-        &key.org,
-        &key.sandbox,
-        &key.namespace,
-        &key.id,
+        org,
+        sandbox,
+        namespace,
+        subject,
         source,
         &created,
         payload,
@@ -227,6 +315,114 @@ pub(crate) fn record_hash(
     hex(&hasher.finalize())
 }
 
+/// The first field of every record hash: records of the first format (before migration 4)
+/// hashed the identity itself and had no such field.
+const RECORD_FORMAT: &str = "consent-record/2";
+
+/// The keyed hash that stands for an identity in the consent records: HMAC-SHA-256 of the
+/// namespace and the identity under the database's subject key, in hex.
+pub(crate) fn subject_hash(key: &[u8; 32], namespace: &str, id: &str) -> String {
+    use hmac::{Hmac, KeyInit, Mac as _};
+    // A 32-byte key is always accepted by HMAC.
+    let Ok(mut mac) = <Hmac<Sha256> as KeyInit>::new_from_slice(key) else {
+        return String::new();
+    };
+    mac.update(&(namespace.len() as u64).to_be_bytes());
+    mac.update(namespace.as_bytes());
+    mac.update(id.as_bytes());
+    hex(&mac.finalize().into_bytes())
+}
+
+/// The fields of a change's payload that name a person: moved out of the record into its
+/// detail, wherever they are in the payload.
+pub(crate) const PERSONAL_FIELDS: &[&str] = &["address", "idSpecific", "identityMap", "email"];
+
+/// Splits the personal fields ([`PERSONAL_FIELDS`]) out of `payload`. Returns the detail to
+/// keep apart, `{"salt": …, "fields": {"<JSON pointer>": value, …}}`, and puts the SHA-256 of
+/// its text under `personal` in the payload; `None` (and the payload unchanged) when there are
+/// none. The random salt keeps the digest from telling anything about the detail once the
+/// detail is erased.
+pub(crate) fn split_personal(payload: &mut Value) -> Option<String> {
+    fn walk(value: &mut Value, path: &mut String, out: &mut serde_json::Map<String, Value>) {
+        match value {
+            Value::Object(map) => {
+                let keys: Vec<String> = map.keys().cloned().collect();
+                for key in keys {
+                    let len = path.len();
+                    path.push('/');
+                    path.push_str(&key.replace('~', "~0").replace('/', "~1"));
+                    if PERSONAL_FIELDS.contains(&key.as_str()) {
+                        if let Some(v) = map.remove(&key)
+                            && !v.is_null()
+                        {
+                            out.insert(path.clone(), v);
+                        }
+                    } else if let Some(v) = map.get_mut(&key) {
+                        walk(v, path, out);
+                    }
+                    path.truncate(len);
+                }
+            }
+            Value::Array(items) => {
+                for (i, item) in items.iter_mut().enumerate() {
+                    let len = path.len();
+                    path.push('/');
+                    path.push_str(&i.to_string());
+                    walk(item, path, out);
+                    path.truncate(len);
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut fields = serde_json::Map::new();
+    walk(payload, &mut String::new(), &mut fields);
+    if fields.is_empty() {
+        return None;
+    }
+    let mut salt = [0u8; 16];
+    if getrandom::fill(&mut salt).is_err() {
+        // Without randomness the digest is still a commitment, only not a hiding one.
+        salt[..8].copy_from_slice(&crate::util::now_millis().to_le_bytes());
+    }
+    let detail = serde_json::json!({"salt": hex(&salt), "fields": fields}).to_string();
+    if let Value::Object(map) = payload {
+        map.insert(
+            "personal".to_owned(),
+            Value::String(hex(&Sha256::digest(detail.as_bytes()))),
+        );
+    }
+    Some(detail)
+}
+
+/// Puts a detail's fields back into a payload (for an export): the inverse of
+/// [`split_personal`], without the digest.
+pub(crate) fn join_personal(payload: &Value, detail: &Value) -> Value {
+    let mut whole = payload.clone();
+    if let Value::Object(map) = &mut whole {
+        map.remove("personal");
+    }
+    if let Some(fields) = detail.get("fields").and_then(Value::as_object) {
+        for (pointer, value) in fields {
+            let Some((parent, key)) = pointer.rsplit_once('/') else {
+                continue;
+            };
+            let key = key.replace("~1", "/").replace("~0", "~");
+            if let Some(Value::Object(map)) = whole.pointer_mut(parent) {
+                map.insert(key, value.clone());
+            }
+        }
+    }
+    whole
+}
+
+/// The columns of a new consent record, for a `VALUES` list.
+pub(crate) const INSERT_RECORD_COLUMNS: &str = "INSERT INTO consent_records (org, sandbox, seq, \
+     namespace, subject, source, payload, created_at, prev_hash, hash, profile_prev_seq) VALUES ";
+/// A record's personal detail.
+pub(crate) const INSERT_DETAIL: &str = "INSERT INTO record_personal (org, sandbox, seq, namespace, \
+     profile_id, detail) VALUES ($1, $2, $3, $4, $5, $6)";
+
 /// Lower-case hex.
 pub(crate) fn hex(bytes: &[u8]) -> String {
     use std::fmt::Write as _;
@@ -235,4 +431,58 @@ pub(crate) fn hex(bytes: &[u8]) -> String {
         let _ = write!(out, "{b:02x}");
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn personal_fields_are_split_off_with_a_salted_digest_and_put_back() {
+        let original = json!({
+            "requestId": "r",
+            "consent": [{"standard": "Adobe", "version": "2.0", "value": {
+                "collect": {"val": "y"},
+                "idSpecific": {"Email": {"a@b.example": {"marketing": {"email": {"val": "n"}}}}}
+            }}],
+            "address": "a@b.example",
+            "a/b~c": {"email": "x@y.example"},
+        });
+        let mut payload = original.clone();
+        let detail = split_personal(&mut payload).unwrap();
+        let text = payload.to_string();
+        assert!(
+            !text.contains("a@b.example") && !text.contains("x@y.example"),
+            "{text}"
+        );
+        assert_eq!(payload["consent"][0]["value"]["collect"]["val"], "y");
+        let digest = payload["personal"].as_str().unwrap();
+        assert_eq!(digest, hex(&Sha256::digest(detail.as_bytes())));
+        let detail: Value = serde_json::from_str(&detail).unwrap();
+        assert_eq!(detail["salt"].as_str().unwrap().len(), 32);
+        assert_eq!(join_personal(&payload, &detail), original);
+        // The same payload twice: different salts, so different digests.
+        let mut again = original.clone();
+        split_personal(&mut again).unwrap();
+        assert_ne!(again["personal"], payload["personal"]);
+        // Nothing personal (a null address is no address): nothing split, the null dropped.
+        let mut plain = json!({"general": "in", "address": null});
+        assert_eq!(split_personal(&mut plain), None);
+        assert_eq!(plain, json!({"general": "in"}));
+    }
+
+    #[test]
+    fn a_subject_depends_on_the_key_the_namespace_and_the_identity() {
+        let a = subject_hash(&[1; 32], "ECID", "123");
+        assert_eq!(a.len(), 64);
+        assert_ne!(a, subject_hash(&[2; 32], "ECID", "123"));
+        assert_ne!(a, subject_hash(&[1; 32], "CRMID", "123"));
+        assert_ne!(a, subject_hash(&[1; 32], "ECID", "124"));
+        // The namespace is length-prefixed: no shifting of characters between the two.
+        assert_ne!(
+            subject_hash(&[1; 32], "EC", "ID123"),
+            subject_hash(&[1; 32], "ECID", "123")
+        );
+    }
 }

@@ -12,7 +12,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::config::ApiKey;
-use crate::db::{ConsentChange, Profile, ProfileKey};
+use crate::db::{ConsentChange, Profile, ProfileKey, Recorded};
 use crate::links::{CHANNELS, LinkError, LinkParams, LinkProfile, MAX_PART_CHARS, SCOPES};
 use crate::ops::inc;
 use crate::state::AppState;
@@ -40,6 +40,10 @@ pub enum PrefError {
     /// Storage failed.
     #[error("internal error")]
     Internal,
+    /// The API key made more requests than its rate limit allows; retry after the duration
+    /// (sent as `Retry-After`, in whole seconds).
+    #[error("too many requests for this API key")]
+    RateLimited(std::time::Duration),
 }
 
 impl PrefError {
@@ -53,6 +57,7 @@ impl PrefError {
             PrefError::Link(_) => StatusCode::FORBIDDEN,
             PrefError::NotFound => StatusCode::NOT_FOUND,
             PrefError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+            PrefError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
         }
     }
 
@@ -66,6 +71,7 @@ impl PrefError {
             PrefError::BadRequest(_) => "bad_request",
             PrefError::NotFound => "not_found",
             PrefError::Internal => "internal",
+            PrefError::RateLimited(_) => "rate_limited",
         }
     }
 }
@@ -83,11 +89,22 @@ impl IntoResponse for PrefError {
                 header::HeaderValue::from_static("Bearer"),
             );
         }
+        if let PrefError::RateLimited(wait) = self {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, retry_after(wait));
+        }
         response
     }
 }
 
-fn internal(err: crate::db::StoreError) -> PrefError {
+/// A `Retry-After` value: whole seconds, rounded up, at least 1.
+pub(crate) fn retry_after(wait: std::time::Duration) -> header::HeaderValue {
+    let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    header::HeaderValue::from(secs.max(1))
+}
+
+pub(crate) fn internal(err: crate::db::StoreError) -> PrefError {
     tracing::error!(%err, "storage failed");
     PrefError::Internal
 }
@@ -106,7 +123,10 @@ fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
 /// Checks `x-api-key` and `authorization: Bearer …`, then that `x-gw-ims-org-id` (and
 /// `x-sandbox-name`, when sent) name the key's own organisation and sandbox. The key is bound to
 /// one sandbox, so a caller that leaves `x-sandbox-name` out gets the key's.
-fn authenticate<'a>(state: &'a AppState, headers: &HeaderMap) -> Result<&'a ApiKey, PrefError> {
+pub(crate) fn authenticate<'a>(
+    state: &'a AppState,
+    headers: &HeaderMap,
+) -> Result<&'a ApiKey, PrefError> {
     let api_key = header_str(headers, "x-api-key").ok_or(PrefError::Unauthenticated)?;
     let token = header_str(headers, "authorization")
         .and_then(|v| v.strip_prefix("Bearer "))
@@ -116,6 +136,20 @@ fn authenticate<'a>(state: &'a AppState, headers: &HeaderMap) -> Result<&'a ApiK
         .keys
         .authenticate(api_key, token.trim())
         .ok_or(PrefError::Unauthenticated)?;
+    // The per-key limit counts every request the key's holder makes, from the moment the
+    // credentials are known to be right (a guesser never reaches it: failures are limited per
+    // client in `server::observe`). The index names the key without copying it.
+    let index = state
+        .config
+        .keys
+        .api_keys
+        .iter()
+        .position(|k| std::ptr::eq(k, key))
+        .unwrap_or(usize::MAX);
+    if let Err(wait) = state.api_limiter.take(index, std::time::Instant::now()) {
+        inc(&state.metrics.api_key_limited);
+        return Err(PrefError::RateLimited(wait));
+    }
     let org = header_str(headers, "x-gw-ims-org-id").ok_or(PrefError::Unauthenticated)?;
     if org != key.org {
         return Err(PrefError::Forbidden);
@@ -243,14 +277,15 @@ fn set_path(value: &mut Value, path: &[String], leaf: Value) {
 /// Applies choices through a link. Choices already in place are skipped, so a repeated request
 /// changes nothing and appends no record; the check runs in the writer, in the transaction that
 /// writes, so identical requests at once (mail gateways repeat one-click posts) apply once.
-/// Returns how many choices changed something, and the profile after.
+/// Returns how many choices changed something, the profile after, and the record the change was
+/// written as (`None` when nothing changed).
 async fn apply(
     state: &AppState,
     link: &LinkParams,
     profile: &LinkProfile,
     choices: &[Choice],
     source: &str,
-) -> Result<(usize, Profile), PrefError> {
+) -> Result<(usize, Profile, Option<Recorded>), PrefError> {
     check_link_identities(link, profile)?;
     let key = profile_key(link, profile);
     let mut todo = Vec::with_capacity(choices.len());
@@ -298,9 +333,9 @@ async fn apply(
         }
         any
     };
-    let (stored, _) = state
+    let (stored, record) = state
         .db
-        .apply_consent(
+        .apply_consent_recorded(
             &key,
             ConsentChange {
                 general: None,
@@ -317,7 +352,7 @@ async fn apply(
             inc(&state.metrics.unsubscribes);
         }
     }
-    Ok((changed.iter().filter(|c| **c).count(), stored))
+    Ok((changed.iter().filter(|c| **c).count(), stored, record))
 }
 
 fn html_escape(s: &str) -> String {
@@ -579,14 +614,27 @@ pub(crate) async fn preferences(
             val,
         });
     }
-    let (changed, stored) = apply(&state, &link, &profile, &choices, "preferences").await?;
-    Ok(Json(json!({
+    let source = "preferences";
+    let (changed, stored, record) = apply(&state, &link, &profile, &choices, source).await?;
+    let mut answer = json!({
         "profileNameSpace": profile.pns,
         "profileId": profile.pid,
         "changed": changed,
         "consents": {"consents": stored.consents, "subscriptions": stored.subscriptions},
-    }))
-    .into_response())
+    });
+    // A change that changed nothing wrote no record, so there is nothing to sign.
+    if let Some(record) = record {
+        let claims = crate::receipts::claims_for(
+            &profile_key(&link, &profile),
+            source,
+            None,
+            &stored,
+            &record,
+            now_millis(),
+        );
+        answer["receipt"] = Value::String(state.config.keys.receipts.sign_receipt(&claims));
+    }
+    Ok(Json(answer).into_response())
 }
 
 /// `GET /imp/consent/decrypt?params&pid&sig` for the organisation's own callers.
@@ -696,7 +744,7 @@ fn check_text(name: &str, value: &str) -> Result<(), PrefError> {
 /// Refuses control characters (U+0000 to U+001F, U+007F to U+009F) and the noncharacters
 /// U+FFFE and U+FFFF in an identity: PostgreSQL cannot store U+0000, and none of them belongs
 /// in an identifier, so both databases answer 400 alike.
-fn check_chars(name: &str, value: &str) -> Result<(), PrefError> {
+pub(crate) fn check_chars(name: &str, value: &str) -> Result<(), PrefError> {
     if let Some(bad) = value
         .chars()
         .find(|c| c.is_control() || matches!(c, '\u{FFFE}' | '\u{FFFF}'))

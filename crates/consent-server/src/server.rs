@@ -5,20 +5,23 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::Router;
-use axum::extract::{ConnectInfo, DefaultBodyLimit, Request, State};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinHandle;
 
+use crate::admin;
 use crate::config::Config;
 use crate::db::{Db, OpenError};
 use crate::edge::routes as edge;
 use crate::ops::{Metrics, RateLimiter, inc, openapi};
-use crate::prefs;
+use crate::prefs::{self, retry_after};
 use crate::state::AppState;
 
 /// Starting the server failed.
@@ -106,22 +109,18 @@ pub async fn serve(config: Config) -> Result<Server, ServeError> {
     let state = Arc::new(AppState {
         db: db.clone(),
         limiter: RateLimiter::new(config.rate_limit_per_sec),
-        metrics: Metrics::default(),
+        api_limiter: RateLimiter::new(config.api_rate_limit_per_sec),
+        auth_failures: RateLimiter::with_burst(
+            f64::from(config.auth_failures_per_minute) / 60.0,
+            f64::from(config.auth_failures_per_minute),
+        ),
+        metrics: Metrics::with_routes(ROUTES),
         config,
         local_addr,
     });
-    let app = router(state);
-    let (stop, mut stopped) = watch::channel(false);
-    let task = tokio::spawn(async move {
-        axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(async move {
-            let _ = stopped.wait_for(|s| *s).await;
-        })
-        .await
-    });
+    let app = router(state.clone());
+    let (stop, stopped) = watch::channel(false);
+    let task = tokio::spawn(accept_loop(listener, app, state, stopped));
     tracing::info!(%local_addr, "consent-server listening");
     Ok(Server {
         local_addr,
@@ -130,6 +129,113 @@ pub async fn serve(config: Config) -> Result<Server, ServeError> {
         task,
     })
 }
+
+/// Accepts connections until told to stop, then lets every open connection finish its
+/// in-flight request and waits for them all to close.
+///
+/// `axum::serve` has neither a header read timeout nor a connection cap; this loop is the same
+/// (HTTP/1.1 with keep-alive, graceful shutdown, `ConnectInfo<SocketAddr>` for the middleware)
+/// with both. A connection holds a permit of a semaphore of `max_connections`; with none left the
+/// loop stops accepting, so further connections wait in the kernel's listen backlog instead of
+/// using up file descriptors.
+async fn accept_loop(
+    listener: TcpListener,
+    app: Router,
+    state: Arc<AppState>,
+    mut stopped: watch::Receiver<bool>,
+) -> std::io::Result<()> {
+    let cap = state
+        .config
+        .max_connections
+        .clamp(1, Semaphore::MAX_PERMITS);
+    let permits = Arc::new(Semaphore::new(cap));
+    let graceful = GracefulShutdown::new();
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(state.config.header_read_timeout)
+        .keep_alive(true);
+    loop {
+        let permit = tokio::select! {
+            biased;
+            () = stop_requested(&mut stopped) => break,
+            permit = permits.clone().acquire_owned() => match permit {
+                Ok(permit) => permit,
+                // The semaphore is never closed.
+                Err(_) => break,
+            },
+        };
+        let (stream, peer) = tokio::select! {
+            biased;
+            () = stop_requested(&mut stopped) => break,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(err) => {
+                    // Out of file descriptors, a connection reset before it was accepted, …:
+                    // none of them ends the server. A short pause keeps an exhausted descriptor
+                    // table from turning this loop into a busy one.
+                    tracing::warn!(%err, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        inc(&state.metrics.connections_accepted);
+        inc(&state.metrics.connections_open);
+        let app = app.clone();
+        let service =
+            hyper::service::service_fn(move |mut request: Request<hyper::body::Incoming>| {
+                request.extensions_mut().insert(ConnectInfo(peer));
+                tower_service::Service::call(&mut app.clone(), request)
+            });
+        let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
+        let state = state.clone();
+        tokio::spawn(async move {
+            if let Err(err) = connection.await {
+                tracing::debug!(%peer, %err, "connection ended with an error");
+            }
+            state
+                .metrics
+                .connections_open
+                .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+            drop(permit);
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
+    Ok(())
+}
+
+/// Ends once `true` has been sent.
+async fn stop_requested(stopped: &mut watch::Receiver<bool>) {
+    // The guard `wait_for` returns must not live across an await of the accept loop.
+    let _ = stopped.wait_for(|s| *s).await;
+}
+
+/// Every route template, for the latency histograms. A route `router` serves that is missing
+/// here would be counted as `unmatched`; `tests/it/limits.rs` requests each of these and finds
+/// its series.
+const ROUTES: &[&str] = &[
+    "/ee/v1/interact",
+    "/ee/{hint}/v1/interact",
+    "/ee/v1/collect",
+    "/ee/{hint}/v1/collect",
+    "/ee/v1/privacy/set-consent",
+    "/ee/{hint}/v1/privacy/set-consent",
+    "/ee/v1/identity/acquire",
+    "/ee/{hint}/v1/identity/acquire",
+    "/unsubscribe",
+    "/imp/consent/preferences",
+    "/imp/consent/decrypt",
+    "/admin/v1/unsubscribe-links",
+    "/admin/v1/profiles/{namespace}/{id}",
+    "/admin/v1/profiles/{namespace}/{id}/export",
+    "/admin/v1/chain/checkpoint",
+    "/.well-known/consent-receipt-keys",
+    "/healthz",
+    "/metrics",
+    "/openapi.json",
+];
 
 fn router(state: Arc<AppState>) -> Router {
     let public = Router::new()
@@ -151,7 +257,16 @@ fn router(state: Arc<AppState>) -> Router {
         .route("/admin/v1/unsubscribe-links", post(prefs::create_link))
         .route(
             "/admin/v1/profiles/{namespace}/{id}",
-            get(prefs::read_profile),
+            get(prefs::read_profile).delete(admin::erase_profile),
+        )
+        .route(
+            "/admin/v1/profiles/{namespace}/{id}/export",
+            get(admin::export_profile),
+        )
+        .route("/admin/v1/chain/checkpoint", get(admin::checkpoint))
+        .route(
+            "/.well-known/consent-receipt-keys",
+            get(admin::receipt_keys),
         )
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
@@ -199,27 +314,64 @@ fn is_public(path: &str) -> bool {
     path.starts_with("/ee/") || path == "/unsubscribe"
 }
 
+/// Whether `path` is one of the authenticated endpoints, where failed authentications are
+/// limited per client.
+fn is_authenticated(path: &str) -> bool {
+    path.starts_with("/imp/") || path.starts_with("/admin/")
+}
+
 /// What every request goes through, in one layer: the per-client rate limit on the public
-/// endpoints, the request timeout, and the counters.
+/// endpoints, the per-client limit of failed authentications on the authenticated ones, the
+/// request timeout, and the counters and latency histogram.
 async fn observe(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
     let started = Instant::now();
     // The method and path are copied only when they are logged.
     let logged = tracing::enabled!(tracing::Level::DEBUG)
         .then(|| (request.method().clone(), request.uri().path().to_owned()));
+    let route = state.metrics.route(
+        request
+            .extensions()
+            .get::<MatchedPath>()
+            .map(MatchedPath::as_str),
+    );
+    let method = request.method().clone();
     let client = request
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .map(|ConnectInfo(peer)| {
             client_ip(peer.ip(), request.headers(), &state.config.trusted_proxies)
         });
-    let limited = is_public(request.uri().path())
-        && client.is_some_and(|ip| !state.limiter.allow(ip, started));
+    let path = request.uri().path();
+    let authenticated = is_authenticated(path);
+    let limited = if is_public(path) {
+        client.is_some_and(|ip| !state.limiter.allow(ip, started))
+    } else {
+        false
+    };
+    // A client that failed to authenticate too often is refused before its credentials are
+    // even looked at, whichever key it names now: a guesser cannot use up another key's budget,
+    // and learns nothing more.
+    let locked_out = match client {
+        Some(ip) if authenticated => state.auth_failures.check(ip, started).err(),
+        _ => None,
+    };
     let response = if limited {
         inc(&state.metrics.rate_limited);
         (
             StatusCode::TOO_MANY_REQUESTS,
             [(header::RETRY_AFTER, "1")],
             "rate limited\n",
+        )
+            .into_response()
+    } else if let Some(wait) = locked_out {
+        inc(&state.metrics.auth_failures_limited);
+        (
+            StatusCode::TOO_MANY_REQUESTS,
+            [(header::RETRY_AFTER, retry_after(wait))],
+            axum::Json(serde_json::json!({
+                "error": "rate_limited",
+                "message": "too many failed authentications from this client",
+            })),
         )
             .into_response()
     } else {
@@ -232,17 +384,17 @@ async fn observe(State(state): State<Arc<AppState>>, request: Request, next: Nex
         }
     };
     let status = response.status();
-    let class = match status.as_u16() {
-        200..=399 => &state.metrics.responses_2xx,
-        400..=499 => &state.metrics.responses_4xx,
-        _ => &state.metrics.responses_5xx,
-    };
-    inc(class);
-    let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+    if authenticated && status == StatusCode::UNAUTHORIZED {
+        inc(&state.metrics.auth_failures);
+        if let Some(ip) = client {
+            let _ = state.auth_failures.take(ip, started);
+        }
+    }
+    let elapsed = started.elapsed();
     state
         .metrics
-        .request_micros
-        .fetch_add(micros, std::sync::atomic::Ordering::Relaxed);
+        .observe(route, &method, status.as_u16(), elapsed);
+    let micros = elapsed.as_micros();
     if let Some((method, path)) = logged {
         tracing::debug!(%method, %path, status = status.as_u16(), micros, "request");
     }

@@ -13,7 +13,12 @@ pub(crate) struct AppState {
     pub(crate) db: Db,
     pub(crate) config: Config,
     pub(crate) metrics: Metrics,
+    /// Per client, on the public endpoints.
     pub(crate) limiter: RateLimiter,
+    /// Per API key (its index in `config.keys.api_keys`), on the authenticated endpoints.
+    pub(crate) api_limiter: RateLimiter<usize>,
+    /// Failed authentications per client.
+    pub(crate) auth_failures: RateLimiter,
     pub(crate) local_addr: SocketAddr,
 }
 

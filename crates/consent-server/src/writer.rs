@@ -24,40 +24,53 @@ use serde_json::{Map, Value};
 use sqlx::{AnyConnection, Connection as _, Row as _};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::erase::Erase;
 use crate::model::{
-    Backend, ConsentChange, Edit, GENESIS_HASH, OpenError, Profile, ProfileKey, SQLITE_PRAGMAS,
-    StoreError, profile_from_row, record_hash, stored_profile,
+    Backend, ConsentChange, Edit, Erasure, GENESIS_HASH, INSERT_DETAIL, INSERT_RECORD_COLUMNS,
+    OpenError, Profile, ProfileKey, Recorded, SQLITE_PRAGMAS, StoreError, profile_from_row,
+    record_hash, split_personal, stored_profile,
 };
 use crate::util::now_millis;
 
-/// What a change came to: the profile after it, and its record's sequence number (`None`: the
-/// change changed nothing and was not applied).
-pub(crate) type Applied = (Profile, Option<i64>);
+/// What a change came to: the profile after it, and its record (`None`: the change changed
+/// nothing and was not applied).
+pub(crate) type Applied = (Profile, Option<Recorded>);
 
 /// One queued consent change, prepared by the caller's task: the payload arrives as text, so
 /// that serialising it (and dropping the JSON tree) costs the writer thread nothing.
 pub(crate) struct Job {
     pub(crate) key: ProfileKey,
+    /// The profile's keyed hash, what the record names.
+    pub(crate) subject: String,
     pub(crate) general: Option<String>,
     pub(crate) edit: Edit,
     pub(crate) source: String,
+    /// The payload without its personal fields.
     pub(crate) payload: String,
+    /// The personal fields, kept apart (`record_personal`).
+    pub(crate) detail: Option<String>,
     pub(crate) reply: oneshot::Sender<Result<Applied, StoreError>>,
 }
 
 impl Job {
-    /// A job for `change` to the profile `key`; answers on `reply`.
+    /// A job for `change` to the profile `key`, whose keyed hash is `subject`; answers on
+    /// `reply`. The payload's personal fields are split off here, on the caller's task.
     pub(crate) fn new(
         key: ProfileKey,
+        subject: String,
         change: ConsentChange,
         reply: oneshot::Sender<Result<Applied, StoreError>>,
     ) -> Self {
+        let mut payload = change.payload;
+        let detail = split_personal(&mut payload);
         Self {
             key,
+            subject,
             general: change.general,
             edit: change.edit,
             source: change.source,
-            payload: change.payload.to_string(),
+            payload: payload.to_string(),
+            detail,
             reply,
         }
     }
@@ -67,6 +80,8 @@ impl Job {
 pub(crate) enum Message {
     /// A change to commit.
     Job(Job),
+    /// An erasure, committed on its own after the changes queued before it.
+    Erase(Erase),
     /// Stop after what is queued before this, and say when stopped.
     Close(oneshot::Sender<()>),
 }
@@ -203,17 +218,22 @@ impl Checkpointer {
     }
 }
 
-/// Takes `first` and whatever else is queued, up to [`MAX_BATCH`] changes or a close request.
-fn fill(
-    first: Message,
-    jobs: &mut mpsc::Receiver<Message>,
-) -> (Vec<Job>, Option<oneshot::Sender<()>>) {
+/// What ends a batch early: a close request or an erasure (run after the batch, on its own).
+enum Control {
+    Close(oneshot::Sender<()>),
+    Erase(Erase),
+}
+
+/// Takes `first` and whatever else is queued, up to [`MAX_BATCH`] changes, a close request or
+/// an erasure.
+fn fill(first: Message, jobs: &mut mpsc::Receiver<Message>) -> (Vec<Job>, Option<Control>) {
     let mut batch = Vec::new();
     let mut next = Some(first);
     while let Some(message) = next.take() {
         match message {
             Message::Job(job) => batch.push(job),
-            Message::Close(done) => return (batch, Some(done)),
+            Message::Close(done) => return (batch, Some(Control::Close(done))),
+            Message::Erase(erase) => return (batch, Some(Control::Erase(erase))),
         }
         if batch.len() < MAX_BATCH {
             next = jobs.try_recv().ok();
@@ -229,57 +249,137 @@ fn answer(batch: Vec<Job>, results: Vec<Applied>) {
     }
 }
 
-/// The writer's loop, the same for both databases: takes a batch, commits it with `commit` and
-/// answers every change; a batch that fails is retried one change at a time, so one bad change
-/// fails alone. Ends on a close request or when every sender is gone; from then on nothing more is
-/// accepted. Returns the close request to answer once the database is closed.
+/// What the writer does with its database.
+trait Store {
+    /// Commits a batch of changes in one transaction.
+    fn commit(&mut self, batch: &[Job]) -> Result<Vec<Applied>, StoreError>;
+    /// Erases one profile's personal data and appends the erasure's record, in one transaction;
+    /// `None` when nothing was stored about it.
+    fn erase(&mut self, erase: &Erase) -> Result<Option<Erasure>, StoreError>;
+}
+
+/// The writer's loop, the same for both databases: takes a batch, commits it and answers every
+/// change; a batch that fails is retried one change at a time, so one bad change fails alone.
+/// An erasure runs after the changes queued before it. Ends on a close request or when every
+/// sender is gone; from then on nothing more is accepted. Returns the close request to answer
+/// once the database is closed.
 fn serve(
     jobs: &mut mpsc::Receiver<Message>,
-    mut commit: impl FnMut(&[Job]) -> Result<Vec<Applied>, StoreError>,
+    store: &mut impl Store,
 ) -> Option<oneshot::Sender<()>> {
     let mut closing = None;
     while closing.is_none() {
         let Some(first) = jobs.blocking_recv() else {
             break;
         };
-        let (mut batch, close) = fill(first, jobs);
-        closing = close;
-        if batch.is_empty() {
-            continue;
+        let (mut batch, control) = fill(first, jobs);
+        if !batch.is_empty() {
+            match store.commit(&batch) {
+                Ok(results) => answer(batch, results),
+                Err(err) if batch.len() == 1 => {
+                    if let Some(job) = batch.pop() {
+                        let _ = job.reply.send(Err(err));
+                    }
+                }
+                Err(_) => {
+                    for job in batch {
+                        let result = store
+                            .commit(std::slice::from_ref(&job))
+                            .map(|mut r| r.remove(0));
+                        let _ = job.reply.send(result);
+                    }
+                }
+            }
         }
-        match commit(&batch) {
-            Ok(results) => answer(batch, results),
-            Err(err) if batch.len() == 1 => {
-                if let Some(job) = batch.pop() {
-                    let _ = job.reply.send(Err(err));
-                }
+        match control {
+            Some(Control::Close(done)) => closing = Some(done),
+            Some(Control::Erase(erase)) => {
+                let result = store.erase(&erase);
+                let _ = erase.reply.send(result);
             }
-            Err(_) => {
-                for job in batch {
-                    let result = commit(std::slice::from_ref(&job)).map(|mut r| r.remove(0));
-                    let _ = job.reply.send(result);
-                }
-            }
+            None => {}
         }
     }
     jobs.close();
     closing
 }
 
+/// The SQLite writer's connection and its checkpoint thread.
+struct SqliteStore {
+    conn: rusqlite::Connection,
+    checkpointer: Checkpointer,
+}
+
+impl Store for SqliteStore {
+    fn commit(&mut self, batch: &[Job]) -> Result<Vec<Applied>, StoreError> {
+        let outcome = sqlite_batch(&mut self.conn, batch);
+        self.checkpointer.nudge();
+        outcome
+    }
+
+    fn erase(&mut self, erase: &Erase) -> Result<Option<Erasure>, StoreError> {
+        let outcome = crate::erase::sqlite(&mut self.conn, erase)?;
+        // The log still holds the pages as they were before the erasure: copy it into the
+        // database and empty it (readers in the middle of a read may keep it from emptying;
+        // the next checkpoint then does).
+        // The checkpoint thread may be copying at that moment (then SQLite answers busy at
+        // once): try again for a while.
+        if outcome.is_some() {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+            loop {
+                let busy = self
+                    .conn
+                    .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |row| {
+                        row.get::<_, i64>(0)
+                    });
+                match busy {
+                    Ok(0) => break,
+                    Ok(_) if std::time::Instant::now() < deadline => {
+                        std::thread::sleep(std::time::Duration::from_millis(5));
+                    }
+                    Ok(_) => {
+                        tracing::warn!("the log still holds pages from before an erasure");
+                        break;
+                    }
+                    Err(err) => {
+                        tracing::warn!(%err, "checkpoint after an erasure failed");
+                        break;
+                    }
+                }
+            }
+        }
+        Ok(outcome)
+    }
+}
+
+/// The PostgreSQL writer's runtime and connection.
+struct PostgresStore<'a> {
+    runtime: &'a tokio::runtime::Runtime,
+    conn: AnyConnection,
+}
+
+impl Store for PostgresStore<'_> {
+    fn commit(&mut self, batch: &[Job]) -> Result<Vec<Applied>, StoreError> {
+        self.runtime.block_on(postgres_batch(&mut self.conn, batch))
+    }
+
+    fn erase(&mut self, erase: &Erase) -> Result<Option<Erasure>, StoreError> {
+        self.runtime
+            .block_on(crate::erase::postgres(&mut self.conn, erase))
+    }
+}
+
 fn run_sqlite(
-    mut conn: rusqlite::Connection,
+    conn: rusqlite::Connection,
     mut jobs: mpsc::Receiver<Message>,
     checkpointer: Checkpointer,
 ) {
-    let closing = serve(&mut jobs, |batch| {
-        let outcome = sqlite_batch(&mut conn, batch);
-        checkpointer.nudge();
-        outcome
-    });
+    let mut store = SqliteStore { conn, checkpointer };
+    let closing = serve(&mut jobs, &mut store);
     // Stop the checkpoint thread, then close the connection cleanly (this checkpoints the
     // write-ahead log).
-    checkpointer.stop();
-    if let Err((_, err)) = conn.close() {
+    store.checkpointer.stop();
+    if let Err((_, err)) = store.conn.close() {
         tracing::warn!(%err, "closing the writer's SQLite connection failed");
     }
     if let Some(done) = closing {
@@ -291,13 +391,12 @@ fn run_sqlite(
 /// statements on `runtime`, a current-thread runtime of its own.
 fn run_postgres(
     runtime: &tokio::runtime::Runtime,
-    mut conn: AnyConnection,
+    conn: AnyConnection,
     mut jobs: mpsc::Receiver<Message>,
 ) {
-    let closing = serve(&mut jobs, |batch| {
-        runtime.block_on(postgres_batch(&mut conn, batch))
-    });
-    let _ = runtime.block_on(conn.close());
+    let mut store = PostgresStore { runtime, conn };
+    let closing = serve(&mut jobs, &mut store);
+    let _ = runtime.block_on(store.conn.close());
     if let Some(done) = closing {
         let _ = done.send(());
     }
@@ -328,9 +427,11 @@ fn distinct_keys(batch: &[Job]) -> Vec<&ProfileKey> {
 /// A consent record about to be written.
 struct NewRecord<'a> {
     key: &'a ProfileKey,
+    subject: &'a str,
     seq: i64,
     source: &'a str,
     payload: &'a str,
+    detail: Option<&'a str>,
     prev_hash: String,
     hash: String,
     /// The sequence number of the same profile's record before this one.
@@ -400,18 +501,39 @@ fn plan<'a>(
             });
         };
         let seq = *prev_seq + 1;
-        let hash = record_hash(prev_hash, seq, key, &job.source, now, &job.payload);
+        let hash = record_hash(
+            prev_hash,
+            seq,
+            &key.org,
+            &key.sandbox,
+            &key.namespace,
+            &job.subject,
+            &job.source,
+            now,
+            &job.payload,
+        );
         records.push(NewRecord {
             key,
+            subject: &job.subject,
             seq,
             source: &job.source,
             payload: &job.payload,
+            detail: job.detail.as_deref(),
             prev_hash: std::mem::replace(prev_hash, hash.clone()),
-            hash,
+            hash: hash.clone(),
             profile_prev: stored.last_record.replace(seq),
         });
         *prev_seq = seq;
-        results.push((stored.profile.clone(), Some(seq)));
+        // The subject is the caller's own (it made it): `Db` fills it in.
+        results.push((
+            stored.profile.clone(),
+            Some(Recorded {
+                seq,
+                hash,
+                created_at: now,
+                subject: String::new(),
+            }),
+        ));
     }
     let profiles = keys
         .iter()
@@ -432,9 +554,6 @@ const UPSERT_PROFILE_CONFLICT: &str = " ON CONFLICT (org, sandbox, namespace, id
      general = excluded.general, consents = excluded.consents, \
      subscriptions = excluded.subscriptions, updated_at = excluded.updated_at, \
      last_record_seq = excluded.last_record_seq";
-const INSERT_RECORD_COLUMNS: &str = "INSERT INTO consent_records (org, sandbox, seq, namespace, \
-     profile_id, source, payload, created_at, prev_hash, hash, profile_prev_seq) VALUES ";
-
 /// Commits a batch on SQLite: one `BEGIN IMMEDIATE` (the write lock at once, so the chain
 /// cannot fork even with several servers on one file), cached single-row statements, one
 /// commit.
@@ -523,7 +642,7 @@ fn sqlite_batch(
                 record.key.sandbox,
                 record.seq,
                 record.key.namespace,
-                record.key.id,
+                record.subject,
                 record.source,
                 record.payload,
                 now,
@@ -531,6 +650,18 @@ fn sqlite_batch(
                 record.hash,
                 record.profile_prev,
             ])?;
+        }
+        for record in &plan.records {
+            if let Some(detail) = record.detail {
+                tx.prepare_cached(INSERT_DETAIL)?.execute(params![
+                    record.key.org,
+                    record.key.sandbox,
+                    record.seq,
+                    record.key.namespace,
+                    record.key.id,
+                    detail,
+                ])?;
+            }
         }
         let mut head = tx.prepare_cached(
             "UPDATE chain_heads SET seq = ?1, hash = ?2 WHERE org = ?3 AND sandbox = ?4",
@@ -698,7 +829,7 @@ async fn postgres_batch(
                 .bind(&record.key.sandbox)
                 .bind(record.seq)
                 .bind(&record.key.namespace)
-                .bind(&record.key.id)
+                .bind(record.subject)
                 .bind(record.source)
                 .bind(record.payload)
                 .bind(now)
@@ -707,6 +838,19 @@ async fn postgres_batch(
                 .bind(record.profile_prev);
         }
         query.execute(&mut *tx).await?;
+    }
+    for record in &plan.records {
+        if let Some(detail) = record.detail {
+            sqlx::query(INSERT_DETAIL)
+                .bind(&record.key.org)
+                .bind(&record.key.sandbox)
+                .bind(record.seq)
+                .bind(&record.key.namespace)
+                .bind(&record.key.id)
+                .bind(detail)
+                .execute(&mut *tx)
+                .await?;
+        }
     }
     for ((org, sandbox), (seq, hash)) in &plan.heads {
         sqlx::query("UPDATE chain_heads SET seq = $1, hash = $2 WHERE org = $3 AND sandbox = $4")
@@ -736,10 +880,12 @@ mod tests {
         };
         let batch = [Job {
             key: key.clone(),
+            subject: "s".to_owned(),
             general: Some("in".to_owned()),
             edit: Box::new(|_, _| true),
             source: "test".to_owned(),
             payload: "{}".to_owned(),
+            detail: None,
             reply,
         }];
         let keys = distinct_keys(&batch);

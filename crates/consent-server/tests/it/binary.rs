@@ -1,4 +1,5 @@
-//! The `consent-server` binary: first stdout line, health, graceful stop on SIGTERM.
+//! The `consent-server` binary: first stdout line, health, graceful stop on SIGTERM, and the
+//! `erase` and `export` commands.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -82,4 +83,76 @@ fn a_trusted_proxy_that_is_not_an_address_is_a_clear_error() {
         stderr.contains("--trusted-proxy") && stderr.contains("proxy.local"),
         "{stderr}"
     );
+}
+
+#[tokio::test]
+async fn the_erase_and_export_commands_act_on_the_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("consent.db").display());
+    let key = consent_server::ProfileKey {
+        org: "ORG@AdobeOrg".into(),
+        sandbox: "prod".into(),
+        namespace: "CRMID".into(),
+        id: "cli-person".into(),
+    };
+    let db = consent_server::Db::open(&url).await.unwrap();
+    let change = consent_server::ConsentChange {
+        general: Some("in".to_owned()),
+        edit: Box::new(|_, _| true),
+        source: "test".to_owned(),
+        payload: serde_json::json!({"address": "cli@example.com"}),
+    };
+    db.apply_consent(&key, change).await.unwrap();
+    db.close().await;
+    let run = |command: &str| {
+        Command::new(env!("CARGO_BIN_EXE_consent-server"))
+            .args([
+                command,
+                "--database",
+                &url,
+                "--org",
+                "ORG@AdobeOrg",
+                "CRMID",
+                "cli-person",
+            ])
+            .output()
+            .unwrap()
+    };
+    let export = run("export");
+    assert!(
+        export.status.success(),
+        "{}",
+        String::from_utf8_lossy(&export.stderr)
+    );
+    let document: serde_json::Value = serde_json::from_slice(&export.stdout).unwrap();
+    assert_eq!(document["profile"]["general"], "in");
+    assert_eq!(
+        document["records"][0]["change"]["address"],
+        "cli@example.com"
+    );
+    let erase = run("erase");
+    assert!(
+        erase.status.success(),
+        "{}",
+        String::from_utf8_lossy(&erase.stderr)
+    );
+    let answer: serde_json::Value = serde_json::from_slice(&erase.stdout).unwrap();
+    assert_eq!(answer["erased"]["profile"], true, "{answer}");
+    assert_eq!(answer["erased"]["details"], 1, "{answer}");
+    // Nothing is left: both commands say so and fail.
+    for command in ["export", "erase"] {
+        let output = run(command);
+        assert_eq!(output.status.code(), Some(1), "{command}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            stderr.contains("nothing is stored about CRMID cli-person"),
+            "{stderr}"
+        );
+    }
+    let db = consent_server::Db::open(&url).await.unwrap();
+    assert_eq!(
+        db.verify_chain("ORG@AdobeOrg", "prod").await.unwrap(),
+        Ok(2)
+    );
+    db.close().await;
 }

@@ -469,7 +469,7 @@ async fn fresh_db(h: &Harness, dir: &std::path::Path) -> (String, consent_server
 }
 
 /// Changes of three profiles, interleaved: 7 records, profile "a" has 1, 4, 7.
-async fn interleaved_changes(db: &consent_server::Db) {
+pub(crate) async fn interleaved_changes(db: &consent_server::Db) {
     for (i, id) in ["a", "b", "c", "a", "b", "c", "a"].iter().enumerate() {
         let change = consent_server::ConsentChange {
             general: Some(if i % 2 == 0 { "in" } else { "out" }.to_owned()),
@@ -481,54 +481,9 @@ async fn interleaved_changes(db: &consent_server::Db) {
     }
 }
 
-fn seqs(records: &[consent_server::ConsentRecord]) -> Vec<i64> {
+pub(crate) fn seqs(records: &[consent_server::ConsentRecord]) -> Vec<i64> {
     records.iter().map(|r| r.seq).collect()
 }
-
-async fn records_written_before_the_list_migration_are_linked_by_it(h: &Harness) {
-    let dir = tempfile::tempdir().unwrap();
-    let (url, db) = fresh_db(h, dir.path()).await;
-    interleaved_changes(&db).await;
-    let mut before = Vec::new();
-    for k in [key("a"), key("b"), key("c")] {
-        before.push(db.records(&k).await.unwrap());
-    }
-    assert_eq!(seqs(&before[0]), [1, 4, 7]);
-    assert_eq!(seqs(&before[1]), [2, 5]);
-    db.close().await;
-
-    // Put the database back in the shape migration 1 left it in, data included.
-    let pool = sqlx::AnyPool::connect(&url).await.unwrap();
-    sqlx::raw_sql(
-        "CREATE INDEX consent_records_profile \
-             ON consent_records (org, sandbox, namespace, profile_id); \
-         ALTER TABLE consent_records DROP COLUMN profile_prev_seq; \
-         ALTER TABLE profiles DROP COLUMN last_record_seq; \
-         DELETE FROM schema_migrations WHERE version = 2;",
-    )
-    .execute(&pool)
-    .await
-    .unwrap();
-    pool.close().await;
-
-    let db = consent_server::Db::open(&url).await.unwrap();
-    for (k, expected) in [key("a"), key("b"), key("c")].iter().zip(&before) {
-        assert_eq!(&db.records(k).await.unwrap(), expected);
-    }
-    assert_eq!(db.verify_chain(ORG_A, "prod").await.unwrap(), Ok(7));
-    // And the list goes on from where the migration left it.
-    interleaved_changes(&db).await;
-    assert_eq!(
-        seqs(&db.records(&key("a")).await.unwrap()),
-        [1, 4, 7, 8, 11, 14]
-    );
-    assert_eq!(db.verify_chain(ORG_A, "prod").await.unwrap(), Ok(14));
-    db.close().await;
-}
-on_both!(
-    record_list_migration,
-    records_written_before_the_list_migration_are_linked_by_it
-);
 
 async fn verify_chain_catches_a_record_hidden_from_its_profile(h: &Harness) {
     let dir = tempfile::tempdir().unwrap();

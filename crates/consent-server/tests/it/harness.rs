@@ -80,6 +80,9 @@ impl Harness {
         let mut config = Config::new("127.0.0.1:0".parse().unwrap(), url.clone()).unwrap();
         config.keys = Keys::from_json(&keys_json()).unwrap();
         config.rate_limit_per_sec = 10_000;
+        // The per-key and failed-authentication limits are tested on their own (`limits.rs`).
+        config.api_rate_limit_per_sec = 0;
+        config.auth_failures_per_minute = 0;
         tweak(&mut config);
         let server = consent_server::serve(config).await.unwrap();
         let base = format!("http://{}", server.local_addr());

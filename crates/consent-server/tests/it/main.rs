@@ -6,11 +6,16 @@
 mod binary;
 #[cfg(unix)]
 mod browser;
+mod contradictions;
 mod decisions;
 mod edge;
+mod erasure;
 mod events_security;
 mod harness;
+mod limits;
+mod migrations;
 mod openapi;
 mod ops;
 mod prefs;
+mod receipts;
 mod security;

@@ -122,7 +122,7 @@ fn check(doc: &Value, schema: &Value, value: &Value, at: &str, errors: &mut Vec<
     }
 }
 
-fn assert_conforms(doc: &Value, schema: &str, value: &Value) {
+pub(crate) fn assert_conforms(doc: &Value, schema: &str, value: &Value) {
     let mut errors = Vec::new();
     let schema = json!({ "$ref": format!("#/components/schemas/{schema}") });
     check(doc, &schema, value, "$", &mut errors);
