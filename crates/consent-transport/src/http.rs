@@ -42,6 +42,9 @@ pub enum ConfigError {
     UnsupportedUrl(String),
 }
 
+/// The request header that asks consent-server for a `set-consent`'s signed receipt.
+const RECEIPT_HEADER: &str = "consent-receipt";
+
 /// Where and how to reach an Edge-compatible server.
 ///
 /// ```
@@ -66,6 +69,7 @@ pub struct EdgeConfig {
     retry: RetryPolicy,
     state_entries: bool,
     cookie_header: bool,
+    receipts: bool,
 }
 
 impl EdgeConfig {
@@ -102,6 +106,7 @@ impl EdgeConfig {
             retry: RetryPolicy::default(),
             state_entries: true,
             cookie_header: true,
+            receipts: false,
         })
     }
 
@@ -145,6 +150,16 @@ impl EdgeConfig {
     #[must_use]
     pub fn send_cookie_header(mut self, on: bool) -> Self {
         self.cookie_header = on;
+        self
+    }
+
+    /// Whether `privacy/set-consent` requests ask for the signed receipt of the change they make
+    /// (header `consent-receipt: true`): consent-server then answers with a `consent:receipt`
+    /// handle ([`EdgeResponse::receipts`]); a server that does not know the header ignores it.
+    /// Off by default.
+    #[must_use]
+    pub fn request_receipts(mut self, on: bool) -> Self {
+        self.receipts = on;
         self
     }
 
@@ -634,6 +649,9 @@ impl HttpTransport {
             && let Some(cookies) = self.jar.header(&url)
         {
             builder = builder.header(COOKIE, cookies);
+        }
+        if self.config.receipts && request.operation() == crate::Operation::SetConsent {
+            builder = builder.header(RECEIPT_HEADER, "true");
         }
         let response = match builder.send().await {
             Ok(response) => response,

@@ -385,6 +385,14 @@ impl EdgeResponse {
         Ok(items)
     }
 
+    /// The signed consent receipts of `consent:receipt` handles (compact JWS, checked with
+    /// `consent_core::receipt::verify_with` against the server's published keys), in order.
+    pub fn receipts(&self) -> impl Iterator<Item = &str> + '_ {
+        self.handles(Handle::CONSENT_RECEIPT)
+            .flat_map(|h| h.payload.iter())
+            .filter_map(|item| item.get("receipt").and_then(Value::as_str))
+    }
+
     /// The handles of one type.
     pub fn handles<'a>(&'a self, kind: &'a str) -> impl Iterator<Item = &'a Handle> + 'a {
         self.handle.iter().filter(move |h| h.kind == kind)
@@ -409,6 +417,8 @@ pub struct Handle {
 impl Handle {
     /// The handle type that asks the client to store cookies.
     pub const STATE_STORE: &'static str = "state:store";
+    /// The handle type of consent-server's signed consent receipt (`[{"receipt": "<JWS>"}]`).
+    pub const CONSENT_RECEIPT: &'static str = "consent:receipt";
 
     /// This handle's payload as `state:store` items.
     pub fn state_store(&self) -> Result<Vec<StateStoreItem>, serde_json::Error> {

@@ -13,6 +13,10 @@ use consent_store::{Io, Store};
 use consent_transport::{CookieJar, RetryPolicy, Transport};
 use tokio::sync::{oneshot, watch};
 
+use consent_core::receipt::Jwks;
+
+pub use crate::driver::RECEIPT_STANDARD;
+
 use crate::driver::{self, Driver, Msg, Parts, RecordSlot, Settings, SharedRecords, StatsInner};
 use crate::error::{Error, ErrorKind};
 use crate::event::{ConsentRequest, Event, EventId, Receipt};
@@ -34,6 +38,8 @@ struct Inner {
     records: SharedRecords,
     stats: Arc<StatsInner>,
     optin: OptIn,
+    /// The server's published receipt keys, when the builder was given them.
+    receipt_keys: Option<Arc<Jwks>>,
 }
 
 impl Drop for Inner {
@@ -102,6 +108,7 @@ fn read_stats(stats: &StatsInner) -> Stats {
 #[derive(Debug, Clone)]
 pub struct Records {
     slot: SharedRecords,
+    receipt_keys: Option<Arc<Jwks>>,
 }
 
 impl Records {
@@ -119,14 +126,57 @@ impl Records {
 
     /// Checks the whole chain (every record's hash, the links, the sequence, and the head
     /// anchored in the state file) and returns how many records it holds. A tampered file fails,
-    /// naming the first bad record.
+    /// naming the first bad record. With the server's receipt keys
+    /// ([`Builder::receipt_keys`]), every receipt the server signed is checked too
+    /// ([`Records::verify_receipts`]).
     pub fn verify(&self) -> Result<usize, Error> {
-        self.with(|log| {
+        let count = self.with(|log| {
             let head = log
                 .verify()
                 .map_err(|e| Error::from_cause(ErrorKind::Storage, e))?;
             Ok(usize::try_from(head.count).unwrap_or(usize::MAX))
-        })
+        })?;
+        if let Some(keys) = &self.receipt_keys {
+            self.verify_receipts(keys)?;
+        }
+        Ok(count)
+    }
+
+    /// The signed consent receipts the server sent for this client's `setConsent` calls (kept
+    /// in the log as records of source `server`, standard [`RECEIPT_STANDARD`]), oldest first,
+    /// each with the sequence number of the record that holds it.
+    pub fn receipts(&self) -> Result<Vec<(u64, String)>, Error> {
+        Ok(self
+            .list()?
+            .into_iter()
+            .filter(|r| r.standard == RECEIPT_STANDARD)
+            .filter_map(|r| {
+                let receipt = r.payload.as_ref()?.get("receipt")?.as_str()?.to_owned();
+                Some((r.seq, receipt))
+            })
+            .collect())
+    }
+
+    /// Checks every receipt in the log against the server's published keys (the JWKS of
+    /// consent-server's `GET /.well-known/consent-receipt-keys`): each must be signed by one of
+    /// them. Returns how many were checked; the first that does not verify fails with
+    /// [`ErrorKind::Storage`], naming its record.
+    pub fn verify_receipts(&self, keys: &Jwks) -> Result<usize, Error> {
+        let receipts = self.receipts()?;
+        for (seq, token) in &receipts {
+            consent_core::receipt::verify_with::<consent_core::receipt::ReceiptClaims>(
+                token,
+                keys,
+                verify_ed25519,
+            )
+            .map_err(|e| {
+                Error::new(
+                    ErrorKind::Storage,
+                    format!("consent record {seq}: the server's receipt does not verify: {e}"),
+                )
+            })?;
+        }
+        Ok(receipts.len())
     }
 
     /// The chain's head now (record count and last hash), once the chain verifies: keep it off the
@@ -267,6 +317,7 @@ impl Client {
     pub fn records(&self) -> Records {
         Records {
             slot: Arc::clone(&self.inner.records),
+            receipt_keys: self.inner.receipt_keys.clone(),
         }
     }
 
@@ -337,6 +388,7 @@ pub struct Builder {
     shutdown_timeout: Duration,
     optin: Option<OptInConfigBuilder>,
     notice_version: Option<String>,
+    receipt_keys: Option<Jwks>,
 }
 
 impl Default for Builder {
@@ -359,6 +411,7 @@ impl Default for Builder {
             shutdown_timeout: Duration::from_secs(5),
             optin: None,
             notice_version: None,
+            receipt_keys: None,
         }
     }
 }
@@ -510,6 +563,16 @@ impl Builder {
         self
     }
 
+    /// The server's published receipt keys (the JWKS of consent-server's
+    /// `GET /.well-known/consent-receipt-keys`, fetched and kept by the app): with them,
+    /// [`Records::verify`] also checks every receipt the server signed. Without them the receipts
+    /// are kept all the same, to check later ([`Records::verify_receipts`]).
+    #[must_use]
+    pub fn receipt_keys(mut self, keys: Jwks) -> Self {
+        self.receipt_keys = Some(keys);
+        self
+    }
+
     /// The Opt-in Service's configuration; its storage is the client's cookie jar.
     #[must_use]
     pub fn optin_config(mut self, config: OptInConfigBuilder) -> Self {
@@ -550,7 +613,8 @@ impl Builder {
             (Some(base), Some(datastream)) => {
                 let edge = consent_transport::EdgeConfig::new(base, datastream.clone(), &org)
                     .map_err(|e| Error::from_cause(ErrorKind::Config, e))?
-                    .retry(self.retry.clone());
+                    .retry(self.retry.clone())
+                    .request_receipts(true);
                 (edge.cookie_url(), Some(edge))
             }
             (Some(_), None) => {
@@ -676,6 +740,7 @@ impl Builder {
                 records: Arc::clone(&ready.records),
                 stats: Arc::clone(&ready.stats),
                 optin,
+                receipt_keys: self.receipt_keys.map(Arc::new),
             }),
         })
     }
@@ -835,4 +900,16 @@ fn run_driver<I: Io>(
             let _ = ready.send(Err(e));
         }
     }
+}
+
+/// Ed25519 verification for [`consent_core::receipt::verify_with`].
+fn verify_ed25519(
+    public_key: &consent_core::receipt::PublicKey,
+    message: &[u8],
+    signature: &consent_core::receipt::Signature,
+) -> bool {
+    use ring::signature::{ED25519, UnparsedPublicKey};
+    UnparsedPublicKey::new(&ED25519, public_key)
+        .verify(message, signature)
+        .is_ok()
 }

@@ -221,6 +221,10 @@ pub(crate) struct Settings {
     pub(crate) notice_version: Option<String>,
 }
 
+/// The standard of the records that hold the server's signed consent receipts (one record
+/// each, source `server`, payload `{"receipt": "<JWS>", "requestId": …}`).
+pub const RECEIPT_STANDARD: &str = "consent-receipt";
+
 /// The record log, shared with [`crate::Records`] (which reads it on the caller's thread).
 pub(crate) type SharedRecords = Arc<Mutex<RecordSlot>>;
 
@@ -960,10 +964,39 @@ impl<I: Io> Driver<I> {
             Msg::ConsentAnswer { request, result } => {
                 self.consent_in_flight = self.consent_in_flight.saturating_sub(1);
                 let response = engine_response(&result, Origin::SetConsent(request));
-                if let Err(e) = &result {
-                    tracing::warn!("setConsent request failed: {e}");
+                match &result {
+                    Err(e) => tracing::warn!("setConsent request failed: {e}"),
+                    Ok(reply) => self.keep_receipts(reply),
                 }
                 let _ = self.handle(Input::Response(response));
+            }
+        }
+    }
+
+    /// Keeps the signed receipts of a `setConsent` answer in the record log, each as a record of
+    /// its own (source `server`), so that the person holds the server's proof beside their own.
+    fn keep_receipts(&mut self, reply: &EdgeReply) {
+        let mut receipts = reply.response.receipts().peekable();
+        if receipts.peek().is_none() {
+            return;
+        }
+        let mut slot = self.records.lock().unwrap_or_else(PoisonError::into_inner);
+        let RecordSlot::Open(log) = &mut *slot else {
+            return;
+        };
+        for receipt in receipts {
+            let record = NewRecord::new(
+                now_nanos() / 1_000_000,
+                RECEIPT_STANDARD.to_owned(),
+                String::new(),
+                RecordSource::Server,
+                RecordPayload::Full(serde_json::json!({
+                    "receipt": receipt,
+                    "requestId": reply.request_id,
+                })),
+            );
+            if let Err(e) = log.append(record) {
+                tracing::error!("cannot keep the server's consent receipt: {e}");
             }
         }
     }

@@ -74,6 +74,6 @@ pub use consent_store::{ChainHead, ConsentRecord};
 pub use consent_transport::{RetryPolicy, Transport};
 pub use {consent_core, consent_optin, consent_store, consent_transport};
 
-pub use crate::client::{Builder, Client, Records, Stats};
+pub use crate::client::{Builder, Client, RECEIPT_STANDARD, Records, Stats};
 pub use crate::error::{Error, ErrorKind};
 pub use crate::event::{ConsentRequest, Event, EventId, Receipt};

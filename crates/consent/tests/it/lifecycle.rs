@@ -168,8 +168,15 @@ async fn records_prove_every_change_and_a_tampered_log_fails() {
         .await
         .unwrap();
     let records = client.records();
-    assert_eq!(records.verify().unwrap(), 3);
-    let list = records.list().unwrap();
+    // Three consent records (the default, then each choice) and, for each choice the server
+    // confirmed, the receipt it signed.
+    assert_eq!(records.verify().unwrap(), 5);
+    let all = records.list().unwrap();
+    assert_eq!(records.receipts().unwrap().len(), 2);
+    let list: Vec<_> = all
+        .iter()
+        .filter(|r| r.standard != consent::RECEIPT_STANDARD)
+        .collect();
     let generals: Vec<&str> = list
         .iter()
         .map(|r| r.payload.as_ref().unwrap()["general"].as_str().unwrap())
@@ -187,16 +194,20 @@ async fn records_prove_every_change_and_a_tampered_log_fails() {
             .all(|r| r.notice_version.as_deref() == Some("privacy-notice-2026-11"))
     );
     let mut out = Vec::new();
-    assert_eq!(records.export_jsonl(&mut out).unwrap(), 3);
-    assert_eq!(String::from_utf8(out).unwrap().lines().count(), 3);
+    assert_eq!(records.export_jsonl(&mut out).unwrap(), 5);
+    assert_eq!(String::from_utf8(out).unwrap().lines().count(), 5);
 
     let path = dir.path().join("records.jsonl");
     let text = std::fs::read_to_string(&path).unwrap();
+    let line = 1 + text
+        .lines()
+        .position(|l| l.contains(r#""general":"out""#))
+        .unwrap();
     let tampered = text.replacen(r#""general":"out""#, r#""general":"in""#, 1);
     assert_ne!(text, tampered);
     std::fs::write(&path, tampered).unwrap();
     let e = records.verify().unwrap_err();
-    assert!(e.to_string().contains("line 3"), "{e}");
+    assert!(e.to_string().contains(&format!("line {line}")), "{e}");
     client.shutdown().await.unwrap();
 }
 
@@ -385,7 +396,8 @@ async fn a_head_kept_off_the_device_catches_a_log_cut_back_with_its_anchor() {
         .await
         .unwrap();
     let late = client.records().head().unwrap();
-    assert_eq!(late.count, early.count + 1);
+    // The opt-out's record and the server's receipt for it.
+    assert_eq!(late.count, early.count + 2);
     client.shutdown().await.unwrap();
 
     // Someone who can write every file puts back the log and the state file of before the

@@ -10,3 +10,4 @@ mod delivery;
 mod gate;
 mod harness;
 mod lifecycle;
+mod receipts;
