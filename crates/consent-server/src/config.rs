@@ -63,10 +63,11 @@ pub struct Config {
     /// per minute, after a burst of as many; a client over it is answered 429 on every
     /// authenticated endpoint, whatever key it names, until its budget refills. 0: no limit.
     pub auth_failures_per_minute: u32,
-    /// Whether every `set-consent` answer carries a signed receipt. `false` (the default): only
-    /// the requests that ask for one with the header `consent-receipt: true` get one (signing
-    /// costs about 28 µs of CPU per change, a third of the set-consent throughput if every
-    /// change were signed; see `docs/benchmarks.md`). Preference updates always carry theirs.
+    /// Whether every `set-consent` and preference-update answer carries the signed receipt of
+    /// its change. `false` (the default): only the requests that ask for one with the header
+    /// `consent-receipt: true` get one (signing costs about 28 µs of CPU per change, about a
+    /// third of the set-consent throughput on two cores if every change were signed; see
+    /// `docs/benchmarks.md`).
     pub receipts_always: bool,
 }
 

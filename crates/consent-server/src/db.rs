@@ -534,33 +534,130 @@ impl Db {
     }
 
     /// Everything stored about one identity (GDPR Art. 15), as one JSON document: the profile,
-    /// its consent records (each with its personal detail put back while it is kept) and its
-    /// events. `None` when nothing is stored about it.
+    /// every consent record about it (found by its keyed hash, so those from before an earlier
+    /// erasure too; each with its personal detail put back while it is kept), its events, and
+    /// under `elsewhere` what other profiles hold that names it — the things [`Db::erase`] would
+    /// remove there: events whose identity map lists it, identity-specific consents for it, and
+    /// record details naming it. `None` when nothing is stored about it.
     pub async fn export(&self, key: &ProfileKey) -> Result<Option<Value>, StoreError> {
+        use crate::erase::{detail_names, event_names, needle};
+        let subject = self.subject(&key.namespace, &key.id);
+        let needle = needle(&key.id);
+        // A substring search finds the candidates; each is then checked on the parsed JSON.
+        let contains = match self.backend {
+            Backend::Sqlite => "instr",
+            Backend::Postgres => "strpos",
+        };
         let profile = self.profile(key).await?;
-        let records = self.records(key).await?;
         let rows = sqlx::query(
-            "SELECT event_id, body, received_at FROM events \
-             WHERE org = $1 AND sandbox = $2 AND namespace = $3 AND profile_id = $4 \
-             ORDER BY received_at, event_id",
+            "SELECT r.seq, r.namespace, r.subject, r.source, r.payload, r.created_at, \
+             r.prev_hash, r.hash, p.detail FROM consent_records r \
+             LEFT JOIN record_personal p \
+                 ON p.org = r.org AND p.sandbox = r.sandbox AND p.seq = r.seq \
+             WHERE r.org = $1 AND r.sandbox = $2 AND r.namespace = $3 AND r.subject = $4 \
+             ORDER BY r.seq",
         )
         .bind(&key.org)
         .bind(&key.sandbox)
         .bind(&key.namespace)
-        .bind(&key.id)
+        .bind(&subject)
         .fetch_all(&self.pool)
         .await?;
-        if profile.is_none() && records.is_empty() && rows.is_empty() {
-            return Ok(None);
-        }
-        let mut events = Vec::with_capacity(rows.len());
-        for row in &rows {
+        let records = rows
+            .iter()
+            .map(record_from_row)
+            .collect::<Result<Vec<_>, _>>()?;
+        // The SQL texts below splice in only the function name chosen above.
+        let event_rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT event_id, namespace, profile_id, body, received_at FROM events \
+             WHERE org = $1 AND sandbox = $2 AND ((namespace = $3 AND profile_id = $4) \
+             OR {contains}(body, $5) > 0) ORDER BY received_at, event_id"
+        )))
+        .bind(&key.org)
+        .bind(&key.sandbox)
+        .bind(&key.namespace)
+        .bind(&key.id)
+        .bind(&needle)
+        .fetch_all(&self.pool)
+        .await?;
+        let (mut events, mut naming_events) = (Vec::new(), Vec::new());
+        for row in &event_rows {
             let body: String = row.try_get("body")?;
-            events.push(serde_json::json!({
+            let namespace: String = row.try_get("namespace")?;
+            let profile_id: String = row.try_get("profile_id")?;
+            let own = namespace == key.namespace && profile_id == key.id;
+            if !own && !event_names(&body, &key.namespace, &key.id) {
+                continue;
+            }
+            let mut event = serde_json::json!({
                 "id": row.try_get::<String, _>("event_id")?,
                 "receivedAt": row.try_get::<i64, _>("received_at")?,
                 "body": serde_json::from_str::<Value>(&body)?,
-            }));
+            });
+            if own {
+                events.push(event);
+            } else {
+                event["profile"] = serde_json::json!({"namespace": namespace, "id": profile_id});
+                naming_events.push(event);
+            }
+        }
+        let consent_rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT namespace, id, consents FROM profiles \
+             WHERE org = $1 AND sandbox = $2 AND {contains}(consents, $3) > 0"
+        )))
+        .bind(&key.org)
+        .bind(&key.sandbox)
+        .bind(&needle)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut naming_consents = Vec::new();
+        for row in &consent_rows {
+            let namespace: String = row.try_get("namespace")?;
+            let id: String = row.try_get("id")?;
+            if namespace == key.namespace && id == key.id {
+                continue;
+            }
+            let consents: Value = serde_json::from_str(&row.try_get::<String, _>("consents")?)?;
+            if let Some(entry) = consents
+                .get("idSpecific")
+                .and_then(|ids| ids.get(&key.namespace))
+                .and_then(|ids| ids.get(&key.id))
+            {
+                naming_consents.push(serde_json::json!({
+                    "profile": {"namespace": namespace, "id": id},
+                    "consents": entry,
+                }));
+            }
+        }
+        let detail_rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT seq, detail FROM record_personal \
+             WHERE org = $1 AND sandbox = $2 AND {contains}(detail, $3) > 0 ORDER BY seq"
+        )))
+        .bind(&key.org)
+        .bind(&key.sandbox)
+        .bind(&needle)
+        .fetch_all(&self.pool)
+        .await?;
+        let own: std::collections::HashSet<i64> = records.iter().map(|r| r.seq).collect();
+        let mut naming_details = Vec::new();
+        for row in &detail_rows {
+            let seq: i64 = row.try_get("seq")?;
+            let detail: String = row.try_get("detail")?;
+            if !own.contains(&seq) && detail_names(&detail, &key.namespace, &key.id) {
+                naming_details.push(serde_json::json!({
+                    "seq": seq,
+                    "detail": serde_json::from_str::<Value>(&detail)?,
+                }));
+            }
+        }
+        if profile.is_none()
+            && records.is_empty()
+            && events.is_empty()
+            && naming_events.is_empty()
+            && naming_consents.is_empty()
+            && naming_details.is_empty()
+        {
+            return Ok(None);
         }
         Ok(Some(serde_json::json!({
             "identity": {
@@ -568,7 +665,7 @@ impl Db {
                 "sandbox": key.sandbox,
                 "namespace": key.namespace,
                 "id": key.id,
-                "subject": self.subject(&key.namespace, &key.id),
+                "subject": subject,
             },
             "profile": profile.map(|p| serde_json::json!({
                 "general": p.general,
@@ -589,6 +686,11 @@ impl Db {
                 "hash": r.hash,
             })).collect::<Vec<_>>(),
             "events": events,
+            "elsewhere": {
+                "events": naming_events,
+                "consents": naming_consents,
+                "recordDetails": naming_details,
+            },
         })))
     }
 }

@@ -200,11 +200,7 @@ pub(crate) async fn handle(
     let mut receipt = None;
     let general = match action {
         Action::SetConsent => {
-            let wants_receipt = state.config.receipts_always
-                || headers
-                    .get(RECEIPT_HEADER)
-                    .and_then(|v| v.to_str().ok())
-                    .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"));
+            let wants_receipt = crate::receipts::wanted(state.config.receipts_always, headers);
             let general;
             (general, receipt) =
                 set_consent(&state, &key, body, &request_id, wants_receipt).await?;
@@ -434,9 +430,6 @@ enum Handle<'a> {
 struct ReceiptEntry<'a> {
     receipt: &'a str,
 }
-
-/// The request header that asks for a `consent:receipt` in a `set-consent` answer.
-pub(crate) const RECEIPT_HEADER: &str = "consent-receipt";
 
 #[derive(serde::Serialize)]
 struct IdentityResult<'a> {

@@ -30,7 +30,7 @@ pub(crate) struct Erase {
 pub(crate) const ERASURE_SOURCE: &str = "erasure";
 
 /// Whether an event body's identity map (top level or under `xdm`) lists `id` in `namespace`.
-fn event_names(body: &str, namespace: &str, id: &str) -> bool {
+pub(crate) fn event_names(body: &str, namespace: &str, id: &str) -> bool {
     let Ok(body) = serde_json::from_str::<Value>(body) else {
         return false;
     };
@@ -65,25 +65,44 @@ fn scrub_consents(consents: &mut Value, namespace: &str, id: &str) -> bool {
     removed
 }
 
-/// Whether a record's detail names `id`: as a value (an address) or as a key (an
-/// identity-specific consent).
-fn detail_names(detail: &str, id: &str) -> bool {
-    fn walk(value: &Value, id: &str) -> bool {
-        match value {
-            Value::String(s) => s == id,
-            Value::Array(items) => items.iter().any(|v| walk(v, id)),
-            Value::Object(map) => map.iter().any(|(k, v)| k == id || walk(v, id)),
+/// Whether a record's detail names the identity `id` of `namespace`: as a link's address of
+/// that namespace (`{"value": id, "namespace": namespace}`; a bare address string, as the first
+/// record format wrote it, when it equals `id`), as an `idSpecific` or `identityMap` entry of that
+/// namespace, or as a subscription member. Nothing else counts, so a detail that merely holds the
+/// same characters elsewhere (a `val`, a channel name) is never taken for the person's.
+pub(crate) fn detail_names(detail: &str, namespace: &str, id: &str) -> bool {
+    let Ok(detail) = serde_json::from_str::<Value>(detail) else {
+        return false;
+    };
+    let Some(fields) = detail.get("fields").and_then(Value::as_object) else {
+        return false;
+    };
+    fields.iter().any(|(pointer, value)| {
+        let field = pointer.rsplit('/').next().unwrap_or_default();
+        match field {
+            "address" => match value {
+                Value::String(address) => address == id,
+                other => {
+                    other.get("value").and_then(Value::as_str) == Some(id)
+                        && other.get("namespace").and_then(Value::as_str) == Some(namespace)
+                }
+            },
+            "idSpecific" => value.get(namespace).and_then(|ids| ids.get(id)).is_some(),
+            "identityMap" => value
+                .get(namespace)
+                .and_then(Value::as_array)
+                .is_some_and(|ids| {
+                    ids.iter()
+                        .any(|entry| entry.get("id").and_then(Value::as_str) == Some(id))
+                }),
+            "subscribers" => value.get(id).is_some(),
             _ => false,
         }
-    }
-    serde_json::from_str::<Value>(detail)
-        .ok()
-        .and_then(|d| d.get("fields").cloned())
-        .is_some_and(|fields| walk(&fields, id))
+    })
 }
 
 /// The identity as a JSON string, quotes included: what a substring search looks for.
-fn needle(id: &str) -> String {
+pub(crate) fn needle(id: &str) -> String {
     Value::String(id.to_owned()).to_string()
 }
 
@@ -171,7 +190,7 @@ pub(crate) fn sqlite(
         let mut found = Vec::new();
         for row in rows {
             let (seq, detail) = row?;
-            if detail_names(&detail, &key.id) {
+            if detail_names(&detail, &key.namespace, &key.id) {
                 found.push(seq);
             }
         }
@@ -373,7 +392,7 @@ pub(crate) async fn postgres(
     .await?;
     for row in &rows {
         let detail: String = row.try_get("detail")?;
-        if !detail_names(&detail, &key.id) {
+        if !detail_names(&detail, &key.namespace, &key.id) {
             continue;
         }
         let seq: i64 = row.try_get("seq")?;
@@ -501,11 +520,25 @@ mod tests {
     }
 
     #[test]
-    fn a_detail_names_an_identity_as_a_value_or_a_key() {
-        let detail = r#"{"salt":"00","fields":{"/address":"a@b","/consent/0/value/idSpecific":{"Email":{"c@d":{}}}}}"#;
-        assert!(detail_names(detail, "a@b"));
-        assert!(detail_names(detail, "c@d"));
-        assert!(!detail_names(detail, "00"));
-        assert!(!detail_names(detail, "e@f"));
+    fn a_detail_names_an_identity_only_where_an_identity_goes() {
+        let detail = r#"{"salt":"00","fields":{
+            "/address":{"value":"a@b","namespace":"Email"},
+            "/consent/0/value/idSpecific":{"Email":{"c@d":{"marketing":{"email":{"val":"n"}}}}},
+            "/consent/0/value/marketing/sms/subscriptions/l/subscribers":{"+155501":{}}}}"#;
+        assert!(detail_names(detail, "Email", "a@b"));
+        assert!(!detail_names(detail, "CRMID", "a@b"), "another namespace");
+        assert!(detail_names(detail, "Email", "c@d"));
+        assert!(detail_names(detail, "Phone", "+155501"));
+        // The same characters where no identity goes: a value, a namespace, a channel, the salt.
+        for other in ["n", "Email", "email", "marketing", "00", "e@f"] {
+            assert!(!detail_names(detail, "CRMID", other), "{other}");
+            assert!(!detail_names(detail, "Email", other), "{other}");
+        }
+        // The first format's bare address.
+        assert!(detail_names(
+            r#"{"fields":{"/address":"a@b"}}"#,
+            "Email",
+            "a@b"
+        ));
     }
 }

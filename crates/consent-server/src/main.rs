@@ -71,6 +71,10 @@ struct Args {
     /// burst of as many; over it the client gets 429 there (0: no limit).
     #[arg(long, env = "CONSENT_AUTH_FAILURE_LIMIT", default_value_t = 10)]
     auth_failure_limit: u32,
+    /// Every `set-consent` and preference-update answer carries a signed receipt, not only those
+    /// asked for with the `consent-receipt: true` header (about 28 µs of CPU per change).
+    #[arg(long, env = "CONSENT_RECEIPTS_ALWAYS")]
+    receipts_always: bool,
     /// Without a command, the server runs.
     #[command(subcommand)]
     command: Option<Command>,
@@ -229,6 +233,7 @@ async fn main() -> anyhow::Result<()> {
     config.max_connections = args.max_connections.max(1);
     config.api_rate_limit_per_sec = args.api_rate_limit;
     config.auth_failures_per_minute = args.auth_failure_limit;
+    config.receipts_always = args.receipts_always;
     // Registered before the address is printed: a signal sent as soon as the address is known
     // already stops the server gracefully instead of killing it.
     let shutdown = shutdown_signals()?;

@@ -227,7 +227,22 @@ async fn rewrite_records(tx: &mut Transaction<'static, Any>) -> Result<(), OpenE
     .fetch_all(&mut **tx)
     .await
     .map_err(fail)?;
+    // Each chain's head as stored: it must be the chain's last record, or records were cut off
+    // its end (which re-hashing would hide too).
+    let mut stored_heads: std::collections::HashMap<(String, String), (i64, String)> =
+        std::collections::HashMap::new();
+    for row in sqlx::query("SELECT org, sandbox, seq, hash FROM chain_heads")
+        .fetch_all(&mut **tx)
+        .await
+        .map_err(fail)?
+    {
+        let get = |name: &str| row.try_get::<String, _>(name).map_err(fail);
+        let seq: i64 = row.try_get("seq").map_err(fail)?;
+        stored_heads.insert((get("org")?, get("sandbox")?), (seq, get("hash")?));
+    }
+    let mut old_heads: Vec<(String, String, i64, String)> = Vec::new();
     let mut chain: Option<(String, String)> = None;
+    let mut last_seq = 0;
     let (mut old_prev, mut new_prev) = (GENESIS_HASH.to_owned(), GENESIS_HASH.to_owned());
     let mut heads: Vec<(String, String, String)> = Vec::new();
     for row in &rows {
@@ -243,6 +258,7 @@ async fn rewrite_records(tx: &mut Transaction<'static, Any>) -> Result<(), OpenE
         );
         if chain.as_ref() != Some(&(org.clone(), sandbox.clone())) {
             if let Some((o, s)) = chain.take() {
+                old_heads.push((o.clone(), s.clone(), last_seq, old_prev.clone()));
                 heads.push((o, s, new_prev.clone()));
             }
             chain = Some((org.clone(), sandbox.clone()));
@@ -256,6 +272,7 @@ async fn rewrite_records(tx: &mut Transaction<'static, Any>) -> Result<(), OpenE
             return Err(OpenError::LegacyChain { org, sandbox, seq });
         }
         old_prev = expected;
+        last_seq = seq;
         let mut public: Value = serde_json::from_str(&payload)
             .map_err(|err| fail(sqlx::Error::Decode(Box::new(err))))?;
         let detail = split_personal(&mut public);
@@ -265,8 +282,8 @@ async fn rewrite_records(tx: &mut Transaction<'static, Any>) -> Result<(), OpenE
             &new_prev, seq, &org, &sandbox, &namespace, &subject, &source, created_at, &public,
         );
         sqlx::query(
-            "UPDATE consent_records SET subject = $1, payload = $2, prev_hash = $3, hash = $4 \
-             WHERE org = $5 AND sandbox = $6 AND seq = $7",
+            "UPDATE consent_records SET subject = $1, payload = $2, prev_hash = $3, hash = $4, \
+             profile_id = '' WHERE org = $5 AND sandbox = $6 AND seq = $7",
         )
         .bind(&subject)
         .bind(&public)
@@ -293,7 +310,29 @@ async fn rewrite_records(tx: &mut Transaction<'static, Any>) -> Result<(), OpenE
         new_prev = hash;
     }
     if let Some((o, s)) = chain {
+        old_heads.push((o.clone(), s.clone(), last_seq, old_prev.clone()));
         heads.push((o, s, new_prev));
+    }
+    for (org, sandbox, seq, hash) in old_heads {
+        let stored = stored_heads.remove(&(org.clone(), sandbox.clone()));
+        if stored != Some((seq, hash)) {
+            // The head names records past the last one: the first of them is missing.
+            let at = match stored {
+                Some((head, _)) if head > seq => seq + 1,
+                _ => seq,
+            };
+            return Err(OpenError::LegacyChain {
+                org,
+                sandbox,
+                seq: at,
+            });
+        }
+    }
+    // A head whose chain has no record at all: its records were removed.
+    if let Some(((org, sandbox), (seq, _))) =
+        stored_heads.into_iter().find(|(_, (seq, _))| *seq != 0)
+    {
+        return Err(OpenError::LegacyChain { org, sandbox, seq });
     }
     for (org, sandbox, hash) in &heads {
         sqlx::query("UPDATE chain_heads SET hash = $1 WHERE org = $2 AND sandbox = $3")

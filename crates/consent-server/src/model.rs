@@ -334,8 +334,12 @@ pub(crate) fn subject_hash(key: &[u8; 32], namespace: &str, id: &str) -> String 
 }
 
 /// The fields of a change's payload that name a person: moved out of the record into its
-/// detail, wherever they are in the payload.
-pub(crate) const PERSONAL_FIELDS: &[&str] = &["address", "idSpecific", "identityMap", "email"];
+/// detail, wherever they are in the payload. `address` (a link's address, with its namespace),
+/// `idSpecific` (XDM consents keyed by identity), `identityMap` and `subscribers` (XDM
+/// subscription members keyed by identity: phone numbers, push tokens). Channel names such as
+/// `marketing.email` are decisions, not personal data, and stay in the record.
+pub(crate) const PERSONAL_FIELDS: &[&str] =
+    &["address", "idSpecific", "identityMap", "subscribers"];
 
 /// Splits the personal fields ([`PERSONAL_FIELDS`]) out of `payload`. Returns the detail to
 /// keep apart, `{"salt": …, "fields": {"<JSON pointer>": value, …}}`, and puts the SHA-256 of
@@ -447,7 +451,8 @@ mod tests {
                 "idSpecific": {"Email": {"a@b.example": {"marketing": {"email": {"val": "n"}}}}}
             }}],
             "address": "a@b.example",
-            "a/b~c": {"email": "x@y.example"},
+            "a/b~c": {"subscribers": {"x@y.example": {}}},
+            "marketing": {"email": {"val": "n"}},
         });
         let mut payload = original.clone();
         let detail = split_personal(&mut payload).unwrap();
@@ -457,6 +462,8 @@ mod tests {
             "{text}"
         );
         assert_eq!(payload["consent"][0]["value"]["collect"]["val"], "y");
+        // A channel's decision is proof, not personal data: it stays.
+        assert_eq!(payload["marketing"]["email"]["val"], "n");
         let digest = payload["personal"].as_str().unwrap();
         assert_eq!(digest, hex(&Sha256::digest(detail.as_bytes())));
         let detail: Value = serde_json::from_str(&detail).unwrap();

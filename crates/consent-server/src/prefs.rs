@@ -120,10 +120,10 @@ fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     first.to_str().ok()
 }
 
-/// Checks `x-api-key` and `authorization: Bearer …`, then that `x-gw-ims-org-id` (and
-/// `x-sandbox-name`, when sent) name the key's own organisation and sandbox. The key is bound to
-/// one sandbox, so a caller that leaves `x-sandbox-name` out gets the key's.
-pub(crate) fn authenticate<'a>(
+/// The API key that `x-api-key` and the bearer token name, when they are right; no limit is
+/// counted. `server::observe` runs it on the headers alone, before the body is read, so that a
+/// wrong guess is answered (and counted against the client) at once.
+pub(crate) fn credentials<'a>(
     state: &'a AppState,
     headers: &HeaderMap,
 ) -> Result<&'a ApiKey, PrefError> {
@@ -131,11 +131,21 @@ pub(crate) fn authenticate<'a>(
     let token = header_str(headers, "authorization")
         .and_then(|v| v.strip_prefix("Bearer "))
         .ok_or(PrefError::Unauthenticated)?;
-    let key = state
+    state
         .config
         .keys
         .authenticate(api_key, token.trim())
-        .ok_or(PrefError::Unauthenticated)?;
+        .ok_or(PrefError::Unauthenticated)
+}
+
+/// Checks `x-api-key` and `authorization: Bearer …`, then that `x-gw-ims-org-id` (and
+/// `x-sandbox-name`, when sent) name the key's own organisation and sandbox. The key is bound to
+/// one sandbox, so a caller that leaves `x-sandbox-name` out gets the key's.
+pub(crate) fn authenticate<'a>(
+    state: &'a AppState,
+    headers: &HeaderMap,
+) -> Result<&'a ApiKey, PrefError> {
+    let key = credentials(state, headers)?;
     // The per-key limit counts every request the key's holder makes, from the moment the
     // credentials are known to be right (a guesser never reaches it: failures are limited per
     // client in `server::observe`). The index names the key without copying it.
@@ -288,11 +298,15 @@ async fn apply(
 ) -> Result<(usize, Profile, Option<Recorded>), PrefError> {
     check_link_identities(link, profile)?;
     let key = profile_key(link, profile);
-    let mut todo = Vec::with_capacity(choices.len());
+    // One request may name a place more than once (`no`, `yes`, `no`, …): only its last choice
+    // counts, so the request records and counts what changed in the end, not each step.
+    let mut todo: Vec<(char, Vec<String>, Choice)> = Vec::with_capacity(choices.len());
     for choice in choices {
         let (doc, path) = choice_path(choice, link, profile)?;
+        todo.retain(|(d, p, _)| (*d, p) != (doc, &path));
         todo.push((doc, path, choice.clone()));
     }
+    let finals: Vec<Choice> = todo.iter().map(|(_, _, c)| c.clone()).collect();
     let time = iso8601(now_millis());
     // Which choices the edit's last run changed (the run that is committed).
     let changed = Arc::new(std::sync::Mutex::new(vec![false; todo.len()]));
@@ -302,7 +316,7 @@ async fn apply(
         })).collect::<Vec<_>>(),
         "message": {"m": link.m, "ci": link.ci, "jv": link.jv, "ja": link.ja},
         "subscription": link.subscription,
-        "address": profile.e,
+        "address": profile.e.as_ref().map(|address| json!({"value": address, "namespace": profile.ens})),
         "time": time,
     });
     let report = changed.clone();
@@ -347,7 +361,7 @@ async fn apply(
         .await
         .map_err(internal)?;
     let changed = changed.lock().map(|c| c.clone()).unwrap_or_default();
-    for (choice, _) in choices.iter().zip(&changed).filter(|(_, c)| **c) {
+    for (choice, _) in finals.iter().zip(&changed).filter(|(_, c)| **c) {
         if choice.val == "n" {
             inc(&state.metrics.unsubscribes);
         }
@@ -623,7 +637,9 @@ pub(crate) async fn preferences(
         "consents": {"consents": stored.consents, "subscriptions": stored.subscriptions},
     });
     // A change that changed nothing wrote no record, so there is nothing to sign.
-    if let Some(record) = record {
+    if let Some(record) =
+        record.filter(|_| crate::receipts::wanted(state.config.receipts_always, &headers))
+    {
         let claims = crate::receipts::claims_for(
             &profile_key(&link, &profile),
             source,

@@ -355,6 +355,13 @@ async fn observe(State(state): State<Arc<AppState>>, request: Request, next: Nex
         Some(ip) if authenticated => state.auth_failures.check(ip, started).err(),
         _ => None,
     };
+    // Wrong credentials are answered here, from the headers alone: the body is never waited
+    // for, so a guesser cannot hold many requests open past the check above and have them all
+    // judged at once (each 401 is counted below before the next request is looked at).
+    let wrong_credentials = authenticated
+        && !limited
+        && locked_out.is_none()
+        && prefs::credentials(&state, request.headers()).is_err();
     let response = if limited {
         inc(&state.metrics.rate_limited);
         (
@@ -374,6 +381,8 @@ async fn observe(State(state): State<Arc<AppState>>, request: Request, next: Nex
             })),
         )
             .into_response()
+    } else if wrong_credentials {
+        prefs::PrefError::Unauthenticated.into_response()
     } else {
         match tokio::time::timeout(state.config.request_timeout, next.run(request)).await {
             Ok(response) => response,

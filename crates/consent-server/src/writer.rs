@@ -177,21 +177,42 @@ pub(crate) fn open_sqlite(url: &str) -> Result<rusqlite::Connection, OpenError> 
 struct Checkpointer {
     nudge: std::sync::mpsc::SyncSender<()>,
     thread: std::thread::JoinHandle<()>,
+    /// An erasure could not empty the log: the thread's next checkpoints try to (`TRUNCATE`)
+    /// until one does, so pages from before the erasure do not stay in the log file.
+    truncate_owed: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Checkpointer {
     fn start(conn: rusqlite::Connection) -> Result<Self, OpenError> {
         let (nudge, nudges) = std::sync::mpsc::sync_channel::<()>(1);
+        let truncate_owed = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let owed = std::sync::Arc::clone(&truncate_owed);
         let thread = std::thread::Builder::new()
             .name("consent-db-checkpoint".to_owned())
             .spawn(move || {
+                use std::sync::atomic::Ordering;
                 // Ends when the writer drops its sender.
                 while nudges.recv().is_ok() {
-                    let result = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| {
-                        Ok((row.get::<_, i64>(1)?, row.get::<_, i64>(2)?))
+                    let truncate = owed.load(Ordering::Acquire);
+                    let sql = if truncate {
+                        "PRAGMA wal_checkpoint(TRUNCATE)"
+                    } else {
+                        "PRAGMA wal_checkpoint(PASSIVE)"
+                    };
+                    let result = conn.query_row(sql, [], |row| {
+                        Ok((
+                            row.get::<_, i64>(0)?,
+                            row.get::<_, i64>(1)?,
+                            row.get::<_, i64>(2)?,
+                        ))
                     });
                     match result {
-                        Ok((log, copied)) => tracing::trace!(log, copied, "checkpoint"),
+                        Ok((busy, log, copied)) => {
+                            if truncate && busy == 0 {
+                                owed.store(false, Ordering::Release);
+                            }
+                            tracing::trace!(busy, log, copied, "checkpoint");
+                        }
                         Err(err) => tracing::debug!(%err, "background checkpoint failed"),
                     }
                     std::thread::sleep(CHECKPOINT_INTERVAL);
@@ -201,7 +222,11 @@ impl Checkpointer {
                 }
             })
             .map_err(|err| OpenError::Connect(sqlx::Error::Io(err)))?;
-        Ok(Self { nudge, thread })
+        Ok(Self {
+            nudge,
+            thread,
+            truncate_owed,
+        })
     }
 
     /// Says that there is something to copy; never blocks (a nudge already pending suffices).
@@ -323,7 +348,8 @@ impl Store for SqliteStore {
         // database and empty it (readers in the middle of a read may keep it from emptying;
         // the next checkpoint then does).
         // The checkpoint thread may be copying at that moment (then SQLite answers busy at
-        // once): try again for a while.
+        // once), or a reader may hold an old snapshot: try again for a while, then leave it to the
+        // checkpoint thread.
         if outcome.is_some() {
             let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
             loop {
@@ -338,7 +364,14 @@ impl Store for SqliteStore {
                         std::thread::sleep(std::time::Duration::from_millis(5));
                     }
                     Ok(_) => {
-                        tracing::warn!("the log still holds pages from before an erasure");
+                        tracing::warn!(
+                            "the log still holds pages from before an erasure; the checkpoint \
+                             thread tries to empty it again now and after every later commit"
+                        );
+                        self.checkpointer
+                            .truncate_owed
+                            .store(true, std::sync::atomic::Ordering::Release);
+                        self.checkpointer.nudge();
                         break;
                     }
                     Err(err) => {

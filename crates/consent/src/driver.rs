@@ -985,6 +985,15 @@ impl<I: Io> Driver<I> {
             return;
         };
         for receipt in receipts {
+            // Only what has the shape of a receipt is kept: junk in an answer (a proxy's, a
+            // server's bug) would otherwise sit in the append-only log for good. The signature is
+            // checked against the server's published keys by `Records::verify_receipts`.
+            if let Err(e) = consent_core::receipt::decode(receipt)
+                .and_then(|d| d.claims::<consent_core::receipt::ReceiptClaims>())
+            {
+                tracing::warn!("the server's consent receipt is malformed and was not kept: {e}");
+                continue;
+            }
             let record = NewRecord::new(
                 now_nanos() / 1_000_000,
                 RECEIPT_STANDARD.to_owned(),

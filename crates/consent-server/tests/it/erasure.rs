@@ -137,7 +137,14 @@ async fn an_export_holds_everything_about_the_person(h: &Harness) {
     assert_eq!(records.len(), 2, "{export}");
     assert_eq!(records[0]["source"], "edge:set-consent");
     // The address is kept apart from the record, and put back in the export.
-    assert_eq!(records[1]["change"]["address"], ADDRESS, "{export}");
+    assert_eq!(
+        records[1]["change"]["address"]["value"], ADDRESS,
+        "{export}"
+    );
+    assert_eq!(
+        records[1]["change"]["address"]["namespace"], "Email",
+        "{export}"
+    );
     assert!(records[1]["payload"].get("address").is_none(), "{export}");
     assert_eq!(
         records[1]["payload"]["personal"].as_str().unwrap().len(),
@@ -164,6 +171,38 @@ async fn an_export_holds_everything_about_the_person(h: &Harness) {
         .await
         .unwrap();
     crate::openapi::assert_conforms(&doc, "Export", &export);
+    // What Otto's event says about Erin is hers too.
+    let elsewhere: Vec<&str> = export["elsewhere"]["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(elsewhere, ["otto-names-erin"], "{export}");
+    assert_eq!(export["elsewhere"]["events"][0]["profile"]["id"], OTTO);
+    // The address is an identity of its own: its export finds the consent Erin's profile holds
+    // for it and the record detail naming it, as its erasure would.
+    let (status, by_address) = admin(
+        h,
+        reqwest::Method::GET,
+        &format!("/admin/v1/profiles/Email/{ADDRESS}/export"),
+    )
+    .await;
+    assert_eq!(status, 200, "{by_address}");
+    assert_eq!(by_address["profile"], Value::Null);
+    assert_eq!(
+        by_address["elsewhere"]["consents"][0]["profile"]["id"], ERIN,
+        "{by_address}"
+    );
+    assert_eq!(
+        by_address["elsewhere"]["recordDetails"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1,
+        "{by_address}"
+    );
+    crate::openapi::assert_conforms(&doc, "Export", &by_address);
     // Another organisation's key sees nothing; an identity nobody stored is a 404.
     let response = h
         .auth(h.client.get(h.url(&path)), true)
@@ -242,11 +281,27 @@ async fn an_erasure_leaves_no_trace_and_the_chain_verifies(h: &Harness) {
             }
         }
     }
-    // The erasure is recorded, under the keyed hash, and answers nothing to read or export.
+    // No profile is left to read. What an export still finds are the records, which name Erin
+    // only by the keyed hash and hold no personal data: the proof, ending with the erasure.
     let (status, _) = admin(h, reqwest::Method::GET, &path).await;
     assert_eq!(status, 404);
-    let (status, _) = admin(h, reqwest::Method::GET, &format!("{path}/export")).await;
-    assert_eq!(status, 404);
+    let (status, export) = admin(h, reqwest::Method::GET, &format!("{path}/export")).await;
+    assert_eq!(status, 200, "{export}");
+    assert_eq!(export["profile"], Value::Null);
+    assert_eq!(export["events"], json!([]));
+    assert_eq!(export["elsewhere"]["events"], json!([]));
+    let sources: Vec<&str> = export["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["source"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        sources,
+        ["edge:set-consent", "one-click", "erasure"],
+        "{export}"
+    );
+    assert!(!export["records"].to_string().contains(ADDRESS), "{export}");
     let (status, _) = admin(h, reqwest::Method::DELETE, &path).await;
     assert_eq!(
         status, 404,

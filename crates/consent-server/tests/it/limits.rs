@@ -434,3 +434,41 @@ async fn metrics_have_a_latency_histogram_per_route() {
     }
     h.shutdown().await;
 }
+
+/// The attack review's follow-up: many guesses sent with their headers only, held open, then
+/// released at once, must not all be judged while the client's budget still shows a token.
+#[tokio::test]
+async fn guesses_held_open_are_judged_one_by_one() {
+    let h = Harness::start_with(Db::Sqlite, |c| c.auth_failures_per_minute = 10)
+        .await
+        .unwrap();
+    let addr = h.server().local_addr();
+    let mut streams = Vec::new();
+    for i in 0..40 {
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        let head = format!(
+            "POST /admin/v1/unsubscribe-links HTTP/1.1\r\nHost: x\r\nx-api-key: key-a\r\n\
+             authorization: Bearer guess{i}\r\nx-gw-ims-org-id: {ORG_A}\r\n\
+             content-type: application/json\r\ncontent-length: 2\r\n\r\n"
+        );
+        stream.write_all(head.as_bytes()).await.unwrap();
+        streams.push(stream);
+    }
+    // Every guess is in; now the bodies.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut statuses = BTreeMap::new();
+    for stream in &mut streams {
+        let _ = stream.write_all(b"{}").await;
+    }
+    for stream in &mut streams {
+        let (status, _) = read_answer(stream).await;
+        *statuses.entry(status).or_insert(0) += 1;
+    }
+    let failures = statuses.get(&401).copied().unwrap_or(0);
+    assert!(failures <= 12, "{statuses:?}");
+    assert_eq!(
+        failures + statuses.get(&429).copied().unwrap_or(0),
+        40,
+        "{statuses:?}"
+    );
+}

@@ -44,9 +44,14 @@ fn first_format_hash(
 }
 
 /// A database as version 1 of the server left it: migration 1 only, and 7 records of three
-/// profiles, interleaved ("a" has 1, 4, 7); record 4 names an address. With `tamper`, record 3's
-/// payload was changed afterwards.
-async fn first_format_database(h: &Harness, dir: &std::path::Path, tamper: bool) -> String {
+/// profiles, interleaved ("a" has 1, 4, 7); record 4 names an address; the chain's head says
+/// `head`. With `tamper`, record 3's payload was changed afterwards.
+async fn first_format_database(
+    h: &Harness,
+    dir: &std::path::Path,
+    tamper: bool,
+    head: i64,
+) -> String {
     let postgres = h.database_url.starts_with("postgres");
     let kind = if postgres {
         crate::harness::Db::Postgres
@@ -118,8 +123,9 @@ async fn first_format_database(h: &Harness, dir: &std::path::Path, tamper: bool)
         .await
         .unwrap();
     }
-    sqlx::query("INSERT INTO chain_heads (org, sandbox, seq, hash) VALUES ($1, 'prod', 7, $2)")
+    sqlx::query("INSERT INTO chain_heads (org, sandbox, seq, hash) VALUES ($1, 'prod', $2, $3)")
         .bind(ORG_A)
+        .bind(head)
         .bind(&prev)
         .execute(&pool)
         .await
@@ -130,7 +136,7 @@ async fn first_format_database(h: &Harness, dir: &std::path::Path, tamper: bool)
 
 async fn first_format_records_are_linked_and_moved_apart(h: &Harness) {
     let dir = tempfile::tempdir().unwrap();
-    let url = first_format_database(h, dir.path(), false).await;
+    let url = first_format_database(h, dir.path(), false, 7).await;
     let db = consent_server::Db::open(&url).await.unwrap();
     // Migration 2 linked each profile's records.
     assert_eq!(seqs(&db.records(&key("a")).await.unwrap()), [1, 4, 7]);
@@ -163,7 +169,15 @@ on_both!(
 
 async fn a_damaged_first_format_chain_stops_the_migration(h: &Harness) {
     let dir = tempfile::tempdir().unwrap();
-    let url = first_format_database(h, dir.path(), true).await;
+    // Records cut off the end: the head says 8, the last record is 7.
+    let cut = tempfile::tempdir().unwrap();
+    let url = first_format_database(h, cut.path(), false, 8).await;
+    let err = consent_server::Db::open(&url).await.unwrap_err();
+    assert!(
+        matches!(&err, consent_server::OpenError::LegacyChain { seq: 8, .. }),
+        "{err}"
+    );
+    let url = first_format_database(h, dir.path(), true, 7).await;
     let err = consent_server::Db::open(&url).await.unwrap_err();
     assert!(
         matches!(&err, consent_server::OpenError::LegacyChain { seq: 3, .. }),

@@ -491,3 +491,43 @@ async fn repeated_requests_at_once_apply_once(h: &Harness) {
     assert_eq!(db.verify_chain(ORG_A, "prod").await.unwrap(), Ok(2));
 }
 on_both!(repeated_at_once, repeated_requests_at_once_apply_once);
+
+/// The value of one sample of `/metrics`.
+async fn sample(h: &Harness, name: &str) -> f64 {
+    h.metrics()
+        .await
+        .lines()
+        .find_map(|line| line.strip_prefix(name)?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+async fn alternating_choices_in_one_request_count_and_record_once(h: &Harness) {
+    let link = make_link(h, email_link()).await;
+    let path = format!("/imp/consent/preferences?{}", query(&link));
+    let choices: Vec<Value> = (0..1001)
+        .map(|i| json!({"type": "email", "choice": if i % 2 == 0 { "no" } else { "yes" }}))
+        .collect();
+    let body = json!({ "marketing": choices });
+    let before = sample(h, "consent_unsubscribes_total").await;
+    let (status, answer) = h.post_json_as_a(&path, &body).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["changed"], 1, "{answer}");
+    assert_eq!(sample(h, "consent_unsubscribes_total").await, before + 1.0);
+    let db = h.server().db();
+    let records = db.records(&profile_key("p-1")).await.unwrap();
+    assert_eq!(records.len(), 1);
+    assert_eq!(
+        records[0].payload["changes"],
+        json!([{"channel": "email", "scope": "channel", "val": "n"}])
+    );
+    // Ending where the profile already is: nothing changed, nothing recorded or counted.
+    let (status, answer) = h.post_json_as_a(&path, &body).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["changed"], 0, "{answer}");
+    assert_eq!(db.records(&profile_key("p-1")).await.unwrap().len(), 1);
+    assert_eq!(sample(h, "consent_unsubscribes_total").await, before + 1.0);
+}
+on_both!(
+    alternating,
+    alternating_choices_in_one_request_count_and_record_once
+);

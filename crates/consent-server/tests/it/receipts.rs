@@ -138,7 +138,7 @@ on_both!(
     a_set_consent_receipt_names_the_record_and_verifies_with_the_published_keys
 );
 
-async fn a_preference_update_carries_a_receipt_when_it_changes_something(h: &Harness) {
+async fn a_preference_update_carries_a_receipt_when_asked_and_it_changes_something(h: &Harness) {
     let jwks = published_keys(h).await;
     let request = json!({"profile": {"namespace": "CRMID", "id": "p-9"}, "channel": "email",
         "scope": "channel", "message": {"m": "msg-1", "ci": "camp-1"}});
@@ -153,8 +153,21 @@ async fn a_preference_update_carries_a_receipt_when_it_changes_something(h: &Har
         link["sig"].as_str().unwrap()
     );
     let body = json!({"marketing": [{"type": "email", "choice": "no"}]});
-    let (status, answer) = h.post_json_as_a(&path, &body).await;
+    let asking = |body: &Value| {
+        h.auth(h.client.post(h.url(&path)), false)
+            .header("consent-receipt", "true")
+            .json(body)
+    };
+    // Not asked for: none (and no signing cost).
+    let (status, answer) = h
+        .post_json_as_a(
+            &path,
+            &json!({"marketing": [{"type": "sms", "choice": "no"}]}),
+        )
+        .await;
     assert_eq!(status, 200, "{answer}");
+    assert!(answer.get("receipt").is_none(), "{answer}");
+    let answer: Value = asking(&body).send().await.unwrap().json().await.unwrap();
     let claims: ReceiptClaims = receipt::verify_with(
         answer["receipt"].as_str().unwrap(),
         &jwks,
@@ -180,14 +193,13 @@ async fn a_preference_update_carries_a_receipt_when_it_changes_something(h: &Har
         .unwrap();
     assert_eq!(email.decision, consent_core::Decision::Out);
     // The same choice again changes nothing, records nothing: no receipt.
-    let (status, answer) = h.post_json_as_a(&path, &body).await;
-    assert_eq!(status, 200, "{answer}");
+    let answer: Value = asking(&body).send().await.unwrap().json().await.unwrap();
     assert_eq!(answer["changed"], 0);
     assert!(answer.get("receipt").is_none(), "{answer}");
 }
 on_both!(
     preferences_receipt,
-    a_preference_update_carries_a_receipt_when_it_changes_something
+    a_preference_update_carries_a_receipt_when_asked_and_it_changes_something
 );
 
 async fn a_checkpoint_catches_a_chain_rewritten_before_it(h: &Harness) {

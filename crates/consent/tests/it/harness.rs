@@ -238,6 +238,8 @@ pub(crate) struct Scripted {
     retry_forever: bool,
     /// The consent cookie `interact` answers carry (the server's view when it took the request).
     interact_consent: Option<&'static str>,
+    /// The `consent:receipt` that `setConsent` answers carry, as sent.
+    consent_receipt: Option<&'static str>,
     pub(crate) delivered: AtomicUsize,
     pub(crate) attempts: AtomicUsize,
 }
@@ -250,6 +252,7 @@ impl Scripted {
             consents: None,
             retry_forever: false,
             interact_consent: None,
+            consent_receipt: None,
             delivered: AtomicUsize::new(0),
             attempts: AtomicUsize::new(0),
         }
@@ -274,6 +277,11 @@ impl Scripted {
 
     pub(crate) fn interact_consent(mut self, value: &'static str) -> Self {
         self.interact_consent = Some(value);
+        self
+    }
+
+    pub(crate) fn consent_receipt(mut self, receipt: &'static str) -> Self {
+        self.consent_receipt = Some(receipt);
         self
     }
 
@@ -306,6 +314,7 @@ impl Scripted {
 impl Transport for Scripted {
     async fn send(&self, request: Request) -> Result<EdgeReply, SendError> {
         let mut cookies = Vec::new();
+        let mut handle = Vec::new();
         match &request {
             Request::Interact(body) => {
                 if self.retry_forever {
@@ -328,12 +337,17 @@ impl Transport for Scripted {
                 }
                 let general = body.consent[0]["value"]["general"].as_str().unwrap();
                 cookies.push(self.cookie(&format!("general={general}")));
+                if let Some(receipt) = self.consent_receipt {
+                    handle.push(serde_json::json!({
+                        "type": "consent:receipt", "payload": [{"receipt": receipt}]
+                    }));
+                }
             }
             _ => {}
         }
         Ok(EdgeReply {
             status: 200,
-            response: serde_json::from_value(serde_json::json!({"handle": []})).unwrap(),
+            response: serde_json::from_value(serde_json::json!({ "handle": handle })).unwrap(),
             cookies,
             request_id: "r".to_owned(),
             attempts: 1,

@@ -4,7 +4,9 @@
 use consent::consent_core::receipt::{self, Jwks, ReceiptClaims};
 use consent::{ConsentRequest, Decision, RECEIPT_STANDARD, consent_store};
 
-use crate::harness::Edge;
+use std::sync::Arc;
+
+use crate::harness::{Edge, Scripted};
 
 async fn published_keys(edge: &Edge) -> Jwks {
     if rustls::crypto::CryptoProvider::get_default().is_none() {
@@ -98,5 +100,22 @@ async fn every_confirmed_choice_leaves_a_receipt_that_verifies_with_the_server_s
         client.records().verify().unwrap_err().kind(),
         consent::ErrorKind::Storage
     );
+    client.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_is_not_a_receipt_is_not_kept() {
+    let transport = Arc::new(Scripted::new().consent_receipt("a.b.c"));
+    let dir = tempfile::tempdir().unwrap();
+    let client = transport.client(dir.path(), "pending").await;
+    client
+        .set_consent(ConsentRequest::adobe_v1("in"))
+        .await
+        .unwrap();
+    assert_eq!(client.consent().state, Decision::In);
+    let records = client.records();
+    assert_eq!(records.receipts().unwrap(), Vec::new());
+    // The default and the choice; nothing else, and the log verifies.
+    assert_eq!(records.verify().unwrap(), 2);
     client.shutdown().await.unwrap();
 }
