@@ -10,6 +10,7 @@
 use consent_core::{Decision, SetConsentOptions};
 use serde_json::{Value, json};
 
+use crate::decisions::{collect, iab, v1, v2};
 use crate::edge::{ecid_of, entry, key, store_entries, with_ecid};
 use crate::harness::{DS_A, Db, Harness, fake_iab};
 
@@ -17,22 +18,6 @@ const CONSENT_COOKIE: &str = "kndctr_ORGA_AdobeOrg_consent";
 
 fn set_consent_path() -> String {
     format!("/ee/v1/privacy/set-consent?configId={DS_A}")
-}
-
-fn v1(general: &str) -> Value {
-    json!({"standard": "Adobe", "version": "1.0", "value": {"general": general}})
-}
-
-fn v2(value: Value) -> Value {
-    json!({"standard": "Adobe", "version": "2.0", "value": value})
-}
-
-fn collect(val: &str) -> Value {
-    v2(json!({"collect": {"val": val}}))
-}
-
-fn iab(tc: &str, gdpr_applies: bool) -> Value {
-    json!({"standard": "IAB TCF", "version": "2.0", "value": tc, "gdprApplies": gdpr_applies})
 }
 
 /// The set-consent calls a walk picks from: every standard, every kind of `collect` value, calls

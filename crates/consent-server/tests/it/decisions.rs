@@ -11,19 +11,19 @@ use crate::on_both;
 
 const CONSENT_COOKIE: &str = "kndctr_ORGA_AdobeOrg_consent";
 
-fn v1(general: &str) -> Value {
+pub(crate) fn v1(general: &str) -> Value {
     json!({"standard": "Adobe", "version": "1.0", "value": {"general": general}})
 }
 
-fn v2(value: Value) -> Value {
+pub(crate) fn v2(value: Value) -> Value {
     json!({"standard": "Adobe", "version": "2.0", "value": value})
 }
 
-fn collect(val: &str) -> Value {
+pub(crate) fn collect(val: &str) -> Value {
     v2(json!({"collect": {"val": val}}))
 }
 
-fn iab(tc: &str, gdpr_applies: bool) -> Value {
+pub(crate) fn iab(tc: &str, gdpr_applies: bool) -> Value {
     json!({"standard": "IAB TCF", "version": "2.0", "value": tc, "gdprApplies": gdpr_applies})
 }
 

@@ -122,11 +122,17 @@ fn check(doc: &Value, schema: &Value, value: &Value, at: &str, errors: &mut Vec<
     }
 }
 
-pub(crate) fn assert_conforms(doc: &Value, schema: &str, value: &Value) {
+fn assert_conforms(doc: &Value, schema: &str, value: &Value) {
     let mut errors = Vec::new();
     let schema = json!({ "$ref": format!("#/components/schemas/{schema}") });
     check(doc, &schema, value, "$", &mut errors);
     assert!(errors.is_empty(), "{schema}: {errors:#?}\n{value:#}");
+}
+
+/// Checks `value` against the schema `schema` of the document `h` serves.
+pub(crate) async fn conforms(h: &Harness, schema: &str, value: &Value) {
+    let doc = answer_of(h.client.get(h.url("/openapi.json"))).await;
+    assert_conforms(&doc, schema, value);
 }
 
 /// Every `$ref` in the document points at something.

@@ -53,16 +53,7 @@ async fn a_set_consent_receipt_names_the_record_and_verifies_with_the_published_
     let answer = set_consent_with_receipt(h, &adobe_v1("in")).await;
     let ecid = ecid_of(&answer);
     let token = receipt_of(&answer).expect("a receipt");
-    let doc: Value = h
-        .client
-        .get(h.url("/openapi.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    crate::openapi::assert_conforms(&doc, "EdgeResponse", &answer);
+    crate::openapi::conforms(h, "EdgeResponse", &answer).await;
     let claims: ReceiptClaims =
         receipt::verify_with(&token, &jwks, consent_server::verify_ed25519).unwrap();
     let db = h.server().db();
@@ -175,16 +166,7 @@ async fn a_preference_update_carries_a_receipt_when_asked_and_it_changes_somethi
     )
     .unwrap();
     assert_eq!(claims.collection_method, "preferences");
-    let doc: Value = h
-        .client
-        .get(h.url("/openapi.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    crate::openapi::assert_conforms(&doc, "PreferencesResponse", &answer);
+    crate::openapi::conforms(h, "PreferencesResponse", &answer).await;
     assert_eq!(claims.general, None);
     let email = claims.services[0]
         .purposes
@@ -220,17 +202,8 @@ async fn a_checkpoint_catches_a_chain_rewritten_before_it(h: &Harness) {
         .unwrap();
     assert_eq!(response.status().as_u16(), 200);
     let answer: Value = response.json().await.unwrap();
-    let doc: Value = h
-        .client
-        .get(h.url("/openapi.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    crate::openapi::assert_conforms(&doc, "Checkpoint", &answer);
-    crate::openapi::assert_conforms(&doc, "Jwks", &serde_json::to_value(&jwks).unwrap());
+    crate::openapi::conforms(h, "Checkpoint", &answer).await;
+    crate::openapi::conforms(h, "Jwks", &serde_json::to_value(&jwks).unwrap()).await;
     let checkpoint: Checkpoint = receipt::verify_with(
         answer["checkpoint"].as_str().unwrap(),
         &jwks,
