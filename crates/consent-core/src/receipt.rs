@@ -19,9 +19,9 @@
 //! This module does no cryptography itself (the crate stays free of I/O and randomness): signing
 //! takes a closure that signs the signing input, verifying a closure that checks one Ed25519
 //! signature with a public key. With `ring`, for example (`consent-server`'s `verify_ed25519` is
-//! this closure):
+//! this closure; a sketch, not compiled here, as `ring` is not a dependency of this crate):
 //!
-//! ```ignore
+//! ```text
 //! let token = claims.sign_with("2026-12", |msg| key_pair.sign(msg));
 //! let claims: ReceiptClaims = receipt::verify_with(&token, &jwks, |key, msg, sig| {
 //!     UnparsedPublicKey::new(&ED25519, key).verify(msg, sig).is_ok()

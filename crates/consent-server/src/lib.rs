@@ -11,8 +11,16 @@
 //!   (its confirm button, or RFC 8058 one-click with `List-Unsubscribe=One-Click`).
 //! - `POST /imp/consent/preferences?params&pid&sig` and `GET /imp/consent/decrypt?params&pid&sig`
 //!   (authenticated with an API key bound to one organisation and sandbox).
-//! - `POST /admin/v1/unsubscribe-links`, `GET /admin/v1/profiles/{namespace}/{id}`
-//!   (authenticated), `/healthz`, `/metrics`, `/openapi.json`.
+//! - `POST /admin/v1/unsubscribe-links`, `GET /admin/v1/profiles/{namespace}/{id}`, its
+//!   `DELETE` (GDPR erasure, [`Db::erase`]) and `…/export` (access, [`Db::export`]),
+//!   `GET /admin/v1/chain/checkpoint` (a signed chain head) — all authenticated —, and
+//!   `/.well-known/consent-receipt-keys` (the JWKS receipts are signed with), `/healthz`,
+//!   `/metrics`, `/openapi.json`.
+//!
+//! Consent records name a person only by a keyed hash and keep personal fields apart, so that an
+//! erasure leaves the hash chain whole; consent changes can be answered with a signed receipt
+//! (Ed25519, compact JWS, the Kantara Consent Receipt fields; the format is
+//! `consent_core::receipt`).
 //!
 //! ```
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
