@@ -11,7 +11,7 @@ use serde::Deserialize;
 use subtle::ConstantTimeEq;
 
 use crate::links::{LinkKey, LinkKeys};
-use crate::receipts::{ReceiptKey, ReceiptKeyError, ReceiptKeys};
+use crate::receipts::{ReceiptKey, ReceiptKeyError, ReceiptKeys, ReceiptPolicy};
 
 /// Everything [`crate::serve`] needs.
 #[derive(Debug, Clone)]
@@ -69,6 +69,9 @@ pub struct Config {
     /// third of the set-consent throughput on two cores if every change were signed; see
     /// `docs/benchmarks.md`).
     pub receipts_always: bool,
+    /// The jurisdiction and privacy policy receipts name (Kantara's `jurisdiction` and
+    /// `policyUrl`); none by default.
+    pub receipt_policy: ReceiptPolicy,
 }
 
 impl Config {
@@ -94,6 +97,7 @@ impl Config {
             api_rate_limit_per_sec: 1_000,
             auth_failures_per_minute: 10,
             receipts_always: false,
+            receipt_policy: ReceiptPolicy::default(),
         })
     }
 }

@@ -800,6 +800,7 @@ async fn set_consent(
         })?;
     let receipt = record.filter(|_| wants_receipt).map(|record| {
         let claims = crate::receipts::claims_for(
+            &state.config.receipt_policy,
             key,
             SET_CONSENT_SOURCE,
             decision,

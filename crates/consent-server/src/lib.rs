@@ -65,5 +65,7 @@ pub use links::{
 };
 pub use ops::{Metrics, RateLimiter};
 pub use prefs::PrefError;
-pub use receipts::{RECEIPT_SEED_LEN, ReceiptKey, ReceiptKeyError, ReceiptKeys, verify_ed25519};
+pub use receipts::{
+    RECEIPT_SEED_LEN, ReceiptKey, ReceiptKeyError, ReceiptKeys, ReceiptPolicy, verify_ed25519,
+};
 pub use server::{ServeError, Server, serve};

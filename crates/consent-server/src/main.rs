@@ -75,6 +75,12 @@ struct Args {
     /// asked for with the `consent-receipt: true` header (about 28 µs of CPU per change).
     #[arg(long, env = "CONSENT_RECEIPTS_ALWAYS")]
     receipts_always: bool,
+    /// The jurisdiction receipts name (Kantara's `jurisdiction`), e.g. `EU`.
+    #[arg(long, env = "CONSENT_RECEIPT_JURISDICTION")]
+    receipt_jurisdiction: Option<String>,
+    /// The privacy policy receipts name (Kantara's `policyUrl`).
+    #[arg(long, env = "CONSENT_RECEIPT_POLICY_URL")]
+    receipt_policy_url: Option<String>,
     /// Without a command, the server runs.
     #[command(subcommand)]
     command: Option<Command>,
@@ -234,6 +240,8 @@ async fn main() -> anyhow::Result<()> {
     config.api_rate_limit_per_sec = args.api_rate_limit;
     config.auth_failures_per_minute = args.auth_failure_limit;
     config.receipts_always = args.receipts_always;
+    config.receipt_policy =
+        consent_server::ReceiptPolicy::new(args.receipt_jurisdiction, args.receipt_policy_url);
     // Registered before the address is printed: a signal sent as soon as the address is known
     // already stops the server gracefully instead of killing it.
     let shutdown = shutdown_signals()?;

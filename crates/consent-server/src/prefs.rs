@@ -641,6 +641,7 @@ pub(crate) async fn preferences(
         record.filter(|_| crate::receipts::wanted(state.config.receipts_always, &headers))
     {
         let claims = crate::receipts::claims_for(
+            &state.config.receipt_policy,
             &profile_key(&link, &profile),
             source,
             None,

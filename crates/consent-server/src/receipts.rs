@@ -232,10 +232,32 @@ pub(crate) fn wanted(always: bool, headers: &axum::http::HeaderMap) -> bool {
             .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"))
 }
 
+/// What the receipts say about the controller beyond its name: Kantara's `jurisdiction` and
+/// `policyUrl` (both required by the Kantara schema; left out of receipts when not configured).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ReceiptPolicy {
+    /// The jurisdiction the controller is subject to, e.g. `EU`.
+    pub jurisdiction: Option<String>,
+    /// The privacy policy the consent is given under.
+    pub policy_url: Option<String>,
+}
+
+impl ReceiptPolicy {
+    /// A policy with both fields.
+    pub fn new(jurisdiction: Option<String>, policy_url: Option<String>) -> Self {
+        Self {
+            jurisdiction,
+            policy_url,
+        }
+    }
+}
+
 /// The receipt of one recorded consent change: who (the record's keyed hash of the identity),
 /// what (every purpose of the profile's consents and subscriptions after the change, with its
 /// decision), when, how (the record's source) and where in the chain (sequence and hash).
 pub(crate) fn claims_for(
+    policy: &ReceiptPolicy,
     key: &ProfileKey,
     source: &str,
     general: Option<Decision>,
@@ -269,13 +291,13 @@ pub(crate) fn claims_for(
     }
     ReceiptClaims {
         version: receipt::KANTARA_VERSION.to_owned(),
-        jurisdiction: None,
+        jurisdiction: policy.jurisdiction.clone(),
         consent_timestamp: secs(record.created_at),
         collection_method: source.to_owned(),
         consent_receipt_id: format!("{}/{}/{}", key.org, key.sandbox, record.seq),
         pii_principal_id: format!("hmac-sha256:{}", record.subject),
         pii_controllers: vec![PiiController::named(&key.org)],
-        policy_url: None,
+        policy_url: policy.policy_url.clone(),
         language: None,
         services,
         sensitive: false,

@@ -137,7 +137,16 @@ async fn first_format_database(
 async fn first_format_records_are_linked_and_moved_apart(h: &Harness) {
     let dir = tempfile::tempdir().unwrap();
     let url = first_format_database(h, dir.path(), false, 7).await;
-    let db = consent_server::Db::open(&url).await.unwrap();
+    // Two servers start on it at once: one rewrites the records, the other waits and finds them
+    // rewritten (the chain re-hashed once, not twice).
+    let (db, other) = tokio::join!(
+        consent_server::Db::open(&url),
+        consent_server::Db::open(&url)
+    );
+    let (db, other) = (db.unwrap(), other.unwrap());
+    assert_eq!(other.subject("CRMID", "a"), db.subject("CRMID", "a"));
+    assert_eq!(other.verify_chain(ORG_A, "prod").await.unwrap(), Ok(7));
+    other.close().await;
     // Migration 2 linked each profile's records.
     assert_eq!(seqs(&db.records(&key("a")).await.unwrap()), [1, 4, 7]);
     assert_eq!(seqs(&db.records(&key("b")).await.unwrap()), [2, 5]);

@@ -71,6 +71,7 @@ async fn a_set_consent_receipt_names_the_record_and_verifies_with_the_published_
     assert_eq!(claims.consent_timestamp, (record.created_at / 1000) as u64);
     assert_eq!(claims.general, Some(consent_core::Decision::In));
     assert_eq!(claims.version, receipt::KANTARA_VERSION);
+    assert_eq!((claims.jurisdiction, claims.policy_url), (None, None));
     let purposes = &claims.services[0].purposes;
     let collect = purposes.iter().find(|p| p.purpose == "collect").unwrap();
     assert_eq!(collect.decision, consent_core::Decision::In);
@@ -299,6 +300,10 @@ async fn every_set_consent_is_receipted_when_configured_and_old_keys_still_verif
     let h = Harness::start_with(crate::harness::Db::Sqlite, |config| {
         config.keys = rotated;
         config.receipts_always = true;
+        config.receipt_policy = consent_server::ReceiptPolicy::new(
+            Some("EU".to_owned()),
+            Some("https://example.com/privacy".to_owned()),
+        );
     })
     .await
     .unwrap();
@@ -308,6 +313,14 @@ async fn every_set_consent_is_receipted_when_configured_and_old_keys_still_verif
         .unwrap();
     let (_, answer) = h.post_json(&set_consent(), &adobe_v1("in")).await;
     let new_receipt = receipt_of(&answer).unwrap();
+    let claims: ReceiptClaims =
+        receipt::verify_with(&new_receipt, &jwks, consent_server::verify_ed25519).unwrap();
+    // With the controller's jurisdiction and policy configured, the Kantara fields it requires.
+    assert_eq!(claims.jurisdiction.as_deref(), Some("EU"));
+    assert_eq!(
+        claims.policy_url.as_deref(),
+        Some("https://example.com/privacy")
+    );
     assert_eq!(
         receipt::decode(&new_receipt).unwrap().header.kid.as_deref(),
         Some("r-new")
