@@ -344,8 +344,8 @@ pub(crate) const PERSONAL_FIELDS: &[&str] =
 /// Splits the personal fields ([`PERSONAL_FIELDS`]) out of `payload`. Returns the detail to
 /// keep apart, `{"salt": …, "fields": {"<JSON pointer>": value, …}}`, and puts the SHA-256 of
 /// its text under `personal` in the payload; `None` (and the payload unchanged) when there are
-/// none. The random salt keeps the digest from telling anything about the detail once the
-/// detail is erased.
+/// none, or when the payload is not an object (it is then kept whole). The random salt keeps the
+/// digest from telling anything about the detail once the detail is erased.
 pub(crate) fn split_personal(payload: &mut Value) -> Option<String> {
     fn walk(value: &mut Value, path: &mut String, out: &mut serde_json::Map<String, Value>) {
         match value {
@@ -378,6 +378,10 @@ pub(crate) fn split_personal(payload: &mut Value) -> Option<String> {
             }
             _ => {}
         }
+    }
+    // Only an object has room for the digest; the payloads the server writes are objects.
+    if !payload.is_object() {
+        return None;
     }
     let mut fields = serde_json::Map::new();
     walk(payload, &mut String::new(), &mut fields);
@@ -477,6 +481,101 @@ mod tests {
         let mut plain = json!({"general": "in", "address": null});
         assert_eq!(split_personal(&mut plain), None);
         assert_eq!(plain, json!({"general": "in"}));
+    }
+
+    /// JSON whose keys are drawn from the personal fields, channel names and others, to any
+    /// depth up to four.
+    fn payloads() -> impl proptest::strategy::Strategy<Value = Value> {
+        use proptest::prelude::*;
+        let key = prop::sample::select(vec![
+            "address",
+            "idSpecific",
+            "identityMap",
+            "subscribers",
+            "email",
+            "marketing",
+            "val",
+            "a/b",
+            "c~d",
+            "general",
+            "consent",
+        ]);
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            "[a-z@.+0-9]{0,12}".prop_map(Value::String),
+            any::<i32>().prop_map(Value::from),
+        ];
+        leaf.prop_recursive(4, 48, 6, move |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                prop::collection::btree_map(key.clone(), inner, 0..5).prop_map(|m| {
+                    Value::Object(m.into_iter().map(|(k, v)| (k.to_owned(), v)).collect())
+                }),
+            ]
+        })
+    }
+
+    /// What `split_personal` leaves: no personal field anywhere.
+    fn has_personal_field(value: &Value) -> bool {
+        match value {
+            Value::Object(map) => map
+                .iter()
+                .any(|(k, v)| PERSONAL_FIELDS.contains(&k.as_str()) || has_personal_field(v)),
+            Value::Array(items) => items.iter().any(has_personal_field),
+            _ => false,
+        }
+    }
+
+    /// The payload without its null personal fields (which carry nothing and are dropped); a
+    /// personal field's value is moved whole, so nothing inside it is dropped.
+    fn without_null_personal(value: &Value) -> Value {
+        match value {
+            Value::Object(map) => Value::Object(
+                map.iter()
+                    .filter(|(k, v)| !(PERSONAL_FIELDS.contains(&k.as_str()) && v.is_null()))
+                    .map(|(k, v)| {
+                        if PERSONAL_FIELDS.contains(&k.as_str()) {
+                            (k.clone(), v.clone())
+                        } else {
+                            (k.clone(), without_null_personal(v))
+                        }
+                    })
+                    .collect(),
+            ),
+            Value::Array(items) => Value::Array(items.iter().map(without_null_personal).collect()),
+            other => other.clone(),
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_payload_splits_into_a_record_without_personal_fields_and_joins_back(
+            original in payloads()
+        ) {
+            let mut payload = original.clone();
+            let detail = split_personal(&mut payload);
+            if !original.is_object() {
+                // Kept whole: there is no room for the digest.
+                proptest::prop_assert_eq!(detail, None);
+                proptest::prop_assert_eq!(payload, original);
+                return Ok(());
+            }
+            proptest::prop_assert!(!has_personal_field(&payload), "{}", payload);
+            match detail {
+                None => proptest::prop_assert_eq!(&payload, &without_null_personal(&original)),
+                Some(detail) => {
+                    // Bound to the record by its digest, and whole again once joined back.
+                    let digest = hex(&Sha256::digest(detail.as_bytes()));
+                    proptest::prop_assert_eq!(payload["personal"].as_str(), Some(digest.as_str()));
+                    let detail: Value = serde_json::from_str(&detail).unwrap();
+                    proptest::prop_assert_eq!(
+                        join_personal(&payload, &detail),
+                        without_null_personal(&original)
+                    );
+                }
+            }
+        }
     }
 
     #[test]
