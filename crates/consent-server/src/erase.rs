@@ -26,6 +26,25 @@ pub(crate) struct Erase {
     pub(crate) reply: oneshot::Sender<Result<Option<Erasure>, StoreError>>,
 }
 
+impl Erase {
+    /// The erasure's record, chained after `prev`: `erased` with its hash, and the payload.
+    fn record(&self, mut erased: Erasure, prev: &str, now: i64) -> (Erasure, String) {
+        let payload = payload(&erased);
+        erased.hash = record_hash(
+            prev,
+            erased.seq,
+            &self.key.org,
+            &self.key.sandbox,
+            &self.key.namespace,
+            &self.subject,
+            ERASURE_SOURCE,
+            now,
+            &payload,
+        );
+        (erased, payload)
+    }
+}
+
 /// The source of an erasure's record.
 pub(crate) const ERASURE_SOURCE: &str = "erasure";
 
@@ -245,25 +264,17 @@ pub(crate) fn sqlite(
         params![key.org, key.sandbox],
         |row| Ok((row.get(0)?, row.get(1)?)),
     )?;
-    let mut erased = Erasure {
-        profile,
-        events,
-        details,
-        other_profiles: others.len() as u64,
-        seq: head + 1,
-        hash: String::new(),
-    };
-    let payload = payload(&erased);
-    erased.hash = record_hash(
+    let (erased, payload) = erase.record(
+        Erasure {
+            profile,
+            events,
+            details,
+            other_profiles: others.len() as u64,
+            seq: head + 1,
+            hash: String::new(),
+        },
         &prev,
-        erased.seq,
-        &key.org,
-        &key.sandbox,
-        &key.namespace,
-        &erase.subject,
-        ERASURE_SOURCE,
         now,
-        &payload,
     );
     tx.execute(
         &format!("{INSERT_RECORD_COLUMNS}(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"),
@@ -440,25 +451,17 @@ pub(crate) async fn postgres(
         tx.rollback().await?;
         return Ok(None);
     }
-    let mut erased = Erasure {
-        profile,
-        events,
-        details,
-        other_profiles,
-        seq: head + 1,
-        hash: String::new(),
-    };
-    let payload = payload(&erased);
-    erased.hash = record_hash(
+    let (erased, payload) = erase.record(
+        Erasure {
+            profile,
+            events,
+            details,
+            other_profiles,
+            seq: head + 1,
+            hash: String::new(),
+        },
         &prev,
-        erased.seq,
-        &key.org,
-        &key.sandbox,
-        &key.namespace,
-        &erase.subject,
-        ERASURE_SOURCE,
         now,
-        &payload,
     );
     sqlx::query(sqlx::AssertSqlSafe(format!(
         "{INSERT_RECORD_COLUMNS}($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"

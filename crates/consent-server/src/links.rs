@@ -61,15 +61,20 @@ pub enum KeyError {
     ShortSecret(String),
 }
 
+/// Whether `id` can name a key (link or receipt key): 1 to 32 characters of `[A-Za-z0-9_-]`, so
+/// that it fits in a link part or a JWS header as it is.
+pub(crate) fn key_id_ok(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 32
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
 impl LinkKey {
     /// Derives a key from a secret of at least 32 bytes.
     pub fn new(id: &str, secret: &[u8]) -> Result<Self, KeyError> {
-        if id.is_empty()
-            || id.len() > 32
-            || !id
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
-        {
+        if !key_id_ok(id) {
             return Err(KeyError::BadId(id.to_owned()));
         }
         if secret.len() < 32 {

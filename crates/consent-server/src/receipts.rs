@@ -68,12 +68,7 @@ impl ReceiptKey {
     /// The key with id `id` (1 to 32 characters of `[A-Za-z0-9_-]`) and the Ed25519 private key
     /// `seed` (RFC 8032's 32-byte secret key).
     pub fn new(id: &str, seed: &[u8]) -> Result<Self, ReceiptKeyError> {
-        if id.is_empty()
-            || id.len() > 32
-            || !id
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
-        {
+        if !crate::links::key_id_ok(id) {
             return Err(ReceiptKeyError::BadId(id.to_owned()));
         }
         if seed.len() != RECEIPT_SEED_LEN {
