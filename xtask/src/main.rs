@@ -165,7 +165,8 @@ fn demo() -> Result<()> {
         .map(PathBuf::from)
         .unwrap_or_else(|| project_root().join("target"));
     let mut server = Command::new(target.join("debug").join("consent-server"))
-        .args(["--listen", "127.0.0.1:0"])
+        // The quick start's datastream is in no keys file: served with the default organisation.
+        .args(["--listen", "127.0.0.1:0", "--allow-unknown-datastreams"])
         .current_dir(project_root())
         .stdout(Stdio::piped())
         .spawn()

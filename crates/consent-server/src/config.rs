@@ -37,10 +37,32 @@ pub struct Config {
     /// not itself a trusted proxy); from any other peer the header is ignored, so a client cannot
     /// pick its own bucket. Empty (the default): every client is its TCP peer.
     pub trusted_proxies: Vec<IpAddr>,
-    /// The organisation of Edge requests whose datastream is not in the keys file.
+    /// The organisation of Edge requests whose datastream is not in the keys file, when
+    /// [`Config::allow_unknown_datastreams`] is set.
     pub default_org: String,
-    /// The sandbox of Edge requests whose datastream is not in the keys file.
+    /// The sandbox of Edge requests whose datastream is not in the keys file, when
+    /// [`Config::allow_unknown_datastreams`] is set.
     pub default_sandbox: String,
+    /// Whether an Edge request whose `configId` is not in the keys file's `datastreams` is
+    /// served with [`Config::default_org`] and [`Config::default_sandbox`] (the first such
+    /// request is logged). `false` (the default): it is refused, `400` with Edge's
+    /// `EXEG-0003-400`. The binary sets it when `--default-org`, `--default-sandbox` or
+    /// `--allow-unknown-datastreams` is given.
+    pub allow_unknown_datastreams: bool,
+    /// The origins allowed to call the Edge endpoints from a browser (CORS) with a `configId`
+    /// that is not in the keys file; a datastream that is has its own `origins`. Exact
+    /// `scheme://host[:port]`; `*` is refused. See `src/cors.rs`.
+    pub cors_origins: Vec<String>,
+    /// The region id of the `x-adobe-edge: <cluster>;<region>` answer header of the Edge
+    /// endpoints (alloy's `getIdentity().edge.regionId`); 9 by default, what Adobe's `or2`
+    /// cluster sends.
+    pub edge_region: u16,
+    /// The `SameSite` attribute the Edge answers ask the client to give the cookies it writes
+    /// (`attrs` of each `state:store` entry, which the Web SDK applies; `None` makes it add
+    /// `Secure`). `Option::None` (the default): no `attrs`, the client's own default.
+    pub cookie_same_site: Option<SameSite>,
+    /// TLS: serve HTTPS with this certificate. `None` (the default): plain HTTP.
+    pub tls: Option<crate::tls::TlsConfig>,
     /// The cluster written to `kndctr_<org>_cluster` when the request has no location hint.
     pub default_cluster: String,
     /// The public base URL unsubscribe links point at.
@@ -90,6 +112,11 @@ impl Config {
             trusted_proxies: Vec::new(),
             default_org: "consent@AdobeOrg".to_owned(),
             default_sandbox: "prod".to_owned(),
+            allow_unknown_datastreams: false,
+            cors_origins: Vec::new(),
+            edge_region: 9,
+            cookie_same_site: None,
+            tls: None,
             default_cluster: "or2".to_owned(),
             public_url: None,
             header_read_timeout: Duration::from_secs(10),
@@ -124,7 +151,45 @@ impl std::fmt::Debug for ApiKey {
     }
 }
 
-/// A datastream (`configId`) and the organisation and sandbox it belongs to.
+/// The `SameSite` attribute of the cookies the Edge answers hand out
+/// ([`Config::cookie_same_site`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SameSite {
+    /// `None`: sent on cross-site requests too (the Web SDK then adds `Secure`).
+    None,
+    /// `Lax`.
+    Lax,
+    /// `Strict`.
+    Strict,
+}
+
+impl SameSite {
+    /// `None`, `Lax` or `Strict`, as the attribute is written.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SameSite::None => "None",
+            SameSite::Lax => "Lax",
+            SameSite::Strict => "Strict",
+        }
+    }
+}
+
+impl std::str::FromStr for SameSite {
+    type Err = String;
+
+    /// `none`, `lax` or `strict`, in any case.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "none" => Ok(SameSite::None),
+            "lax" => Ok(SameSite::Lax),
+            "strict" => Ok(SameSite::Strict),
+            _ => Err(format!("expected none, lax or strict, got {s:?}")),
+        }
+    }
+}
+
+/// A datastream (`configId`): the organisation and sandbox it belongs to, and the origins of
+/// the sites that may call it from a browser.
 #[derive(Debug, Clone, Deserialize)]
 pub struct Datastream {
     /// The datastream id.
@@ -134,6 +199,10 @@ pub struct Datastream {
     /// The sandbox.
     #[serde(default = "prod")]
     pub sandbox: String,
+    /// The origins (`scheme://host[:port]`, compared exactly) allowed to call the Edge
+    /// endpoints with this datastream from a browser (CORS, with credentials); none by default.
+    #[serde(default)]
+    pub origins: Vec<String>,
 }
 
 fn prod() -> String {
@@ -214,7 +283,8 @@ pub enum KeysError {
 ///   "receipt_keys": [{"id": "r-2026-11", "seed": "<base64 of 32 random bytes>"}],
 ///   "current_receipt_key": "r-2026-11",
 ///   "api_keys": [{"key": "k", "token": "t", "org": "ORG@AdobeOrg", "sandbox": "prod"}],
-///   "datastreams": [{"id": "ebebf826-…", "org": "ORG@AdobeOrg", "sandbox": "prod"}]
+///   "datastreams": [{"id": "ebebf826-…", "org": "ORG@AdobeOrg", "sandbox": "prod",
+///                    "origins": ["https://www.site.test"]}]
 /// }
 /// ```
 ///

@@ -540,6 +540,10 @@ impl Db {
     /// remove there: events whose identity map lists it, identity-specific consents for it, and
     /// record details naming it. `None` when nothing is stored about it.
     pub async fn export(&self, key: &ProfileKey) -> Result<Option<Value>, StoreError> {
+        use crate::api::{
+            Elsewhere, ExportDocument, ExportEvent, ExportIdentity, ExportProfile, ExportRecord,
+            NamingConsents, NamingDetail, ProfileId,
+        };
         use crate::erase::{detail_names, event_names, needle};
         let subject = self.subject(&key.namespace, &key.id);
         let needle = needle(&key.id);
@@ -589,15 +593,19 @@ impl Db {
             if !own && !event_names(&body, &key.namespace, &key.id) {
                 continue;
             }
-            let mut event = serde_json::json!({
-                "id": row.try_get::<String, _>("event_id")?,
-                "receivedAt": row.try_get::<i64, _>("received_at")?,
-                "body": serde_json::from_str::<Value>(&body)?,
-            });
+            let mut event = ExportEvent {
+                id: row.try_get::<String, _>("event_id")?,
+                received_at: row.try_get::<i64, _>("received_at")?,
+                body: serde_json::from_str::<Value>(&body)?,
+                profile: None,
+            };
             if own {
                 events.push(event);
             } else {
-                event["profile"] = serde_json::json!({"namespace": namespace, "id": profile_id});
+                event.profile = Some(ProfileId {
+                    namespace,
+                    id: profile_id,
+                });
                 naming_events.push(event);
             }
         }
@@ -623,10 +631,10 @@ impl Db {
                 .and_then(|ids| ids.get(&key.namespace))
                 .and_then(|ids| ids.get(&key.id))
             {
-                naming_consents.push(serde_json::json!({
-                    "profile": {"namespace": namespace, "id": id},
-                    "consents": entry,
-                }));
+                naming_consents.push(NamingConsents {
+                    profile: ProfileId { namespace, id },
+                    consents: entry.clone(),
+                });
             }
         }
         let detail_rows = sqlx::query(sqlx::AssertSqlSafe(format!(
@@ -644,10 +652,10 @@ impl Db {
             let seq: i64 = row.try_get("seq")?;
             let detail: String = row.try_get("detail")?;
             if !own.contains(&seq) && detail_names(&detail, &key.namespace, &key.id) {
-                naming_details.push(serde_json::json!({
-                    "seq": seq,
-                    "detail": serde_json::from_str::<Value>(&detail)?,
-                }));
+                naming_details.push(NamingDetail {
+                    seq,
+                    detail: serde_json::from_str::<Value>(&detail)?,
+                });
             }
         }
         if profile.is_none()
@@ -659,39 +667,43 @@ impl Db {
         {
             return Ok(None);
         }
-        Ok(Some(serde_json::json!({
-            "identity": {
-                "org": key.org,
-                "sandbox": key.sandbox,
-                "namespace": key.namespace,
-                "id": key.id,
-                "subject": subject,
+        let document = ExportDocument {
+            identity: ExportIdentity {
+                org: key.org.clone(),
+                sandbox: key.sandbox.clone(),
+                namespace: key.namespace.clone(),
+                id: key.id.clone(),
+                subject,
             },
-            "profile": profile.map(|p| serde_json::json!({
-                "general": p.general,
-                "consents": p.consents,
-                "subscriptions": p.subscriptions,
-                "updatedAt": p.updated_at,
-            })),
-            "records": records.iter().map(|r| serde_json::json!({
-                "seq": r.seq,
-                "source": r.source,
-                "createdAt": r.created_at,
-                "change": r.detail.as_ref().map_or_else(
-                    || r.payload.clone(),
-                    |detail| crate::model::join_personal(&r.payload, detail),
-                ),
-                "payload": r.payload,
-                "prevHash": r.prev_hash,
-                "hash": r.hash,
-            })).collect::<Vec<_>>(),
-            "events": events,
-            "elsewhere": {
-                "events": naming_events,
-                "consents": naming_consents,
-                "recordDetails": naming_details,
+            profile: profile.map(|p| ExportProfile {
+                general: p.general,
+                consents: p.consents,
+                subscriptions: p.subscriptions,
+                updated_at: p.updated_at,
+            }),
+            records: records
+                .iter()
+                .map(|r| ExportRecord {
+                    seq: r.seq,
+                    source: r.source.clone(),
+                    created_at: r.created_at,
+                    change: r.detail.as_ref().map_or_else(
+                        || r.payload.clone(),
+                        |detail| crate::model::join_personal(&r.payload, detail),
+                    ),
+                    payload: r.payload.clone(),
+                    prev_hash: r.prev_hash.clone(),
+                    hash: r.hash.clone(),
+                })
+                .collect(),
+            events,
+            elsewhere: Elsewhere {
+                events: naming_events,
+                consents: naming_consents,
+                record_details: naming_details,
             },
-        })))
+        };
+        Ok(Some(serde_json::to_value(document)?))
     }
 }
 

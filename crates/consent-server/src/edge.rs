@@ -14,6 +14,10 @@ use consent_core::{
 };
 use serde_json::{Value, json};
 
+use crate::api::{
+    CookieAttrs, EdgeAnswer, Handle, IdentityResult, Namespace, Problem, ReceiptEntry, Report,
+    StoreEntry,
+};
 use crate::db::ProfileKey;
 use crate::ops::inc;
 use crate::state::AppState;
@@ -80,17 +84,20 @@ impl EdgeError {
 
 impl IntoResponse for EdgeError {
     fn into_response(self) -> Response {
-        let body = json!({
-            "type": format!("https://ns.adobe.com/aep/errors/{}", self.code),
-            "status": self.status.as_u16(),
-            "title": self.title,
-            "detail": self.detail,
-            "report": {"requestId": self.request_id},
-        });
+        let body = Problem {
+            kind: format!("https://ns.adobe.com/aep/errors/{}", self.code),
+            status: self.status.as_u16(),
+            title: self.title.to_owned(),
+            detail: self.detail,
+            report: Report {
+                request_id: Some(self.request_id),
+                count: None,
+            },
+        };
         (
             self.status,
             [(header::CONTENT_TYPE, "application/problem+json")],
-            body.to_string(),
+            serde_json::to_string(&body).unwrap_or_default(),
         )
             .into_response()
     }
@@ -154,7 +161,16 @@ pub(crate) async fn handle(
             &request_id,
         ));
     };
-    let (org, sandbox) = state.datastream(&config_id);
+    // An unknown datastream: the defaults when they are configured, else refused as Edge does.
+    let Some((org, sandbox)) = state.datastream(&config_id) else {
+        let shown: String = config_id.chars().take(128).collect();
+        return Err(EdgeError::invalid(
+            "EXEG-0003-400",
+            400,
+            format!("Invalid datastream ID '{shown}': no such datastream is configured."),
+            &request_id,
+        ));
+    };
     let body: Value = if body.is_empty() {
         Value::Object(serde_json::Map::new())
     } else {
@@ -176,6 +192,11 @@ pub(crate) async fn handle(
         ));
     }
     let names = CookieNames::new(&org);
+    // `query.identity.fetch` may ask for the CORE identity beside the ECID.
+    let wants_core = body
+        .pointer("/query/identity/fetch")
+        .and_then(Value::as_array)
+        .is_some_and(|fetch| fetch.iter().any(|n| n == "CORE"));
     let identities = read_identities(&body, headers, &names)
         .map_err(|detail| EdgeError::invalid("EXEG-0102-400", 400, detail, &request_id))?;
     let (ecid, minted) = match identities.ecid.clone() {
@@ -202,8 +223,15 @@ pub(crate) async fn handle(
         Action::SetConsent => {
             let wants_receipt = crate::receipts::wanted(state.config.receipts_always, headers);
             let general;
-            (general, receipt) =
-                set_consent(&state, &key, body, &request_id, wants_receipt).await?;
+            (general, receipt) = set_consent(
+                &state,
+                &key,
+                body,
+                &request_id,
+                wants_receipt,
+                SET_CONSENT_SOURCE,
+            )
+            .await?;
             match general {
                 Some(d) => Some(d),
                 None => stored_general(&state, &key, minted)
@@ -224,9 +252,33 @@ pub(crate) async fn handle(
                     ));
                 }
             };
-            let general = stored_general(&state, &key, minted)
-                .await
-                .map_err(internal)?;
+            // TC strings the events carry (`xdm.consentStrings`) are decided and recorded as a
+            // set-consent call with them would be; their decision applies to this request's
+            // events, and the answer writes the consent cookie.
+            let strings = consent_strings(events);
+            let decided = if strings.is_empty() {
+                None
+            } else {
+                set_consent(
+                    &state,
+                    &key,
+                    json!({ "consent": strings }),
+                    &request_id,
+                    false,
+                    INTERACT_SOURCE,
+                )
+                .await?
+                .0
+            };
+            let general = match decided {
+                Some(decision) => Some(decision),
+                None => with_cookie(
+                    stored_general(&state, &key, minted && strings.is_empty())
+                        .await
+                        .map_err(internal)?,
+                    identities.consent_cookie,
+                ),
+            };
             let mut batch: Vec<(String, &Value)> = Vec::with_capacity(events.len());
             for event in events {
                 let event_id = event
@@ -314,13 +366,16 @@ pub(crate) async fn handle(
                     continue;
                 }
                 counter.fetch_add(count as u64, std::sync::atomic::Ordering::Relaxed);
-                warnings.push(json!({
-                    "type": "https://ns.adobe.com/aep/errors/EXEG-0301-200",
-                    "status": 200,
-                    "title": title,
-                    "detail": detail,
-                    "report": {"count": count},
-                }));
+                warnings.push(Problem {
+                    kind: "https://ns.adobe.com/aep/errors/EXEG-0301-200".to_owned(),
+                    status: 200,
+                    title: title.to_owned(),
+                    detail: detail.to_owned(),
+                    report: Report {
+                        request_id: None,
+                        count: Some(count as u64),
+                    },
+                });
             }
             if !kept.is_empty() {
                 // A request that names no identity has a new one each time, a retry included:
@@ -343,26 +398,36 @@ pub(crate) async fn handle(
             }
             general
         }
-        Action::Acquire => stored_general(&state, &key, minted)
-            .await
-            .map_err(internal)?,
+        Action::Acquire => with_cookie(
+            stored_general(&state, &key, minted)
+                .await
+                .map_err(internal)?,
+            identities.consent_cookie,
+        ),
     };
 
     if action == Action::Collect {
         return Ok(StatusCode::NO_CONTENT.into_response());
     }
     let identity = identity_cookie(&ecid);
+    let attrs = || {
+        state.config.cookie_same_site.map(|same_site| CookieAttrs {
+            same_site: same_site.as_str(),
+        })
+    };
     let consent_value;
     let mut store = vec![
         StoreEntry {
             key: names.identity(),
             value: &identity,
             max_age: IDENTITY_MAX_AGE,
+            attrs: attrs(),
         },
         StoreEntry {
             key: names.cluster(),
             value: &cluster,
             max_age: CLUSTER_MAX_AGE,
+            attrs: attrs(),
         },
     ];
     // A pending decision is sent as `general=pending`, the cookie the engine writes itself for
@@ -373,22 +438,28 @@ pub(crate) async fn handle(
             key: names.consent(),
             value: &consent_value,
             max_age: CONSENT_COOKIE_MAX_AGE,
+            attrs: attrs(),
         });
     }
-    let mut handle = vec![
-        Handle::Identity([IdentityResult {
-            id: &ecid,
-            namespace: Namespace { code: "ECID" },
-        }]),
-        Handle::Store(&store),
-    ];
-    if let Some(receipt) = &receipt {
-        handle.push(Handle::Receipt([ReceiptEntry { receipt }]));
+    let core = wants_core.then(|| core_id(&state, &org, &ecid));
+    let mut identity = vec![IdentityResult {
+        id: &ecid,
+        namespace: Namespace { code: "ECID" },
+    }];
+    if let Some(core) = &core {
+        identity.push(IdentityResult {
+            id: core,
+            namespace: Namespace { code: "CORE" },
+        });
     }
-    let answer = Answer {
+    let mut handle = vec![Handle::Identity(identity), Handle::Store(store)];
+    if let Some(receipt) = &receipt {
+        handle.push(Handle::Receipt(vec![ReceiptEntry { receipt }]));
+    }
+    let answer = EdgeAnswer {
         request_id: &request_id,
-        handle: &handle,
-        warnings: &warnings,
+        handle,
+        warnings,
     };
     let body = serde_json::to_string(&answer).map_err(|err| {
         tracing::error!(%err, "serialising an answer failed");
@@ -400,55 +471,6 @@ pub(crate) async fn handle(
         body,
     )
         .into_response())
-}
-
-/// An Edge answer, serialised straight from borrowed parts.
-#[derive(serde::Serialize)]
-#[serde(rename_all = "camelCase")]
-struct Answer<'a> {
-    request_id: &'a str,
-    handle: &'a [Handle<'a>],
-    #[serde(skip_serializing_if = "<[Value]>::is_empty")]
-    warnings: &'a [Value],
-}
-
-#[derive(serde::Serialize)]
-#[serde(tag = "type", content = "payload")]
-enum Handle<'a> {
-    #[serde(rename = "identity:result")]
-    Identity([IdentityResult<'a>; 1]),
-    #[serde(rename = "state:store")]
-    Store(&'a [StoreEntry<'a>]),
-    /// The signed receipt of the change a `set-consent` recorded.
-    #[serde(rename = "consent:receipt")]
-    Receipt([ReceiptEntry<'a>; 1]),
-}
-
-/// A `consent:receipt` entry: the receipt as a compact JWS, and the key that signed it (in
-/// `GET /.well-known/consent-receipt-keys`).
-#[derive(serde::Serialize)]
-struct ReceiptEntry<'a> {
-    receipt: &'a str,
-}
-
-#[derive(serde::Serialize)]
-struct IdentityResult<'a> {
-    id: &'a str,
-    namespace: Namespace,
-}
-
-#[derive(serde::Serialize)]
-struct Namespace {
-    code: &'static str,
-}
-
-/// A `state:store` entry: a cookie for the client to write.
-#[derive(serde::Serialize)]
-struct StoreEntry<'a> {
-    key: &'a str,
-    value: &'a str,
-    #[serde(rename = "maxAge")]
-    max_age: u64,
 }
 
 /// The stored `general` decision, `None` when the profile has none (or is new).
@@ -726,6 +748,7 @@ async fn set_consent(
     mut body: Value,
     request_id: &str,
     wants_receipt: bool,
+    source: &'static str,
 ) -> Result<(Option<Decision>, Option<String>), EdgeError> {
     // Only the fields the Web SDK's option validator knows are validated by it; `query` and
     // `meta` are request plumbing.
@@ -777,11 +800,17 @@ async fn set_consent(
         .into_iter()
         .map(consent_core::ConsentObject::into_json)
         .collect();
-    let payload = json!({
+    let mut payload = json!({
         "requestId": request_id,
         "consent": consent,
         "general": decision.map(Decision::as_str),
     });
+    // The identities the call names (a CRM id beside the ECID, say) are kept with the change:
+    // as personal detail, apart from the chain (`model::split_personal`), so that the export
+    // of the profile shows them and an erasure of either identity removes them.
+    if let Some(identity_map) = options.identity_map {
+        payload["identityMap"] = identity_map;
+    }
     let (profile, record) = state
         .db
         .apply_consent_recorded(
@@ -789,7 +818,7 @@ async fn set_consent(
             crate::db::ConsentChange {
                 general: decision.map(|d| d.as_str().to_owned()),
                 edit: Box::new(edit),
-                source: SET_CONSENT_SOURCE.to_owned(),
+                source: source.to_owned(),
                 payload,
             },
         )
@@ -802,7 +831,7 @@ async fn set_consent(
         let claims = crate::receipts::claims_for(
             &state.config.receipt_policy,
             key,
-            SET_CONSENT_SOURCE,
+            source,
             decision,
             &profile,
             &record,
@@ -815,6 +844,54 @@ async fn set_consent(
 
 /// The source of the records `set-consent` writes.
 const SET_CONSENT_SOURCE: &str = "edge:set-consent";
+/// The source of the records of the TC strings events carry (`xdm.consentStrings`).
+const INTERACT_SOURCE: &str = "edge:interact";
+
+/// The consent objects of the TC strings a request's events carry in `xdm.consentStrings`
+/// (`{consentStandard, consentStandardVersion, consentStringValue, gdprApplies,
+/// containsPersonalData}`), in the form `set-consent` takes, for consent-core to validate and
+/// decide as it does there.
+fn consent_strings(events: &[Value]) -> Vec<Value> {
+    let mut consent = Vec::new();
+    for event in events {
+        let Some(strings) = event
+            .pointer("/xdm/consentStrings")
+            .and_then(Value::as_array)
+        else {
+            continue;
+        };
+        for entry in strings {
+            let mut object = serde_json::Map::new();
+            for (from, to) in [
+                ("consentStandard", "standard"),
+                ("consentStandardVersion", "version"),
+                ("consentStringValue", "value"),
+                ("gdprApplies", "gdprApplies"),
+                ("containsPersonalData", "gdprContainsPersonalData"),
+            ] {
+                if let Some(value) = entry.get(from) {
+                    object.insert(to.to_owned(), value.clone());
+                }
+            }
+            consent.push(Value::Object(object));
+        }
+    }
+    consent
+}
+
+/// The decision a request is served under: the server's, made stricter by the consent cookie
+/// the request carries when that says out or pending. A visitor who lost the identity cookie
+/// (a new ECID, which has no decision) but kept `general=out` therefore stays out: the events
+/// are not stored, and the answer writes `general=out` again. The cookie never loosens what the
+/// server has, and it is not recorded: it is not a consent the person gave now.
+fn with_cookie(general: Option<Decision>, cookie: Option<Decision>) -> Option<Decision> {
+    match cookie {
+        Some(restricting @ (Decision::Out | Decision::Pending)) => {
+            strictest([general, Some(restricting)])
+        }
+        Some(Decision::In) | None => general,
+    }
+}
 
 /// The strictest of some decisions: out over pending over in; `None` when none is made.
 fn strictest(decisions: impl IntoIterator<Item = Option<Decision>>) -> Option<Decision> {
@@ -839,6 +916,18 @@ struct Identities {
     request: Vec<String>,
     /// Per event, the ECIDs its `xdm.identityMap` names.
     events: Vec<Vec<String>>,
+    /// The `general` decision of the consent cookie the request carries (in `meta.state` or the
+    /// `Cookie` header); the strictest when there are several.
+    consent_cookie: Option<Decision>,
+}
+
+impl Identities {
+    fn note_consent_cookie(&mut self, value: &str) {
+        let value = value.replace("%3D", "=").replace("%3d", "=");
+        if let Some(decision) = consent_core::general_value(&value).and_then(Decision::from_wire) {
+            self.consent_cookie = strictest([self.consent_cookie, Some(decision)]);
+        }
+    }
 }
 
 /// The longest identity value looked up; longer ones cannot be a stored profile's.
@@ -882,6 +971,11 @@ fn read_identities(
         .and_then(Value::as_array)
     {
         for entry in entries {
+            if entry.get("key").and_then(Value::as_str) == Some(names.consent())
+                && let Some(value) = entry.get("value").and_then(Value::as_str)
+            {
+                found.note_consent_cookie(value);
+            }
             if entry.get("key").and_then(Value::as_str) == Some(names.identity())
                 && let Some(id) = entry
                     .get("value")
@@ -897,8 +991,13 @@ fn read_identities(
             continue;
         };
         for pair in cookies.split(';') {
-            if let Some((name, value)) = pair.trim().split_once('=')
-                && name == names.identity()
+            let Some((name, value)) = pair.trim().split_once('=') else {
+                continue;
+            };
+            if name == names.consent() {
+                found.note_consent_cookie(value);
+            }
+            if name == names.identity()
                 && let Some(id) = decode_identity_cookie(value)
             {
                 add(&mut found, &id)?;
@@ -948,6 +1047,17 @@ fn ecids_at<'a>(body: &'a Value, pointer: &str) -> impl Iterator<Item = &'a str>
         .filter_map(|entry| entry.get("id").and_then(Value::as_str))
 }
 
+/// The CORE identity of an ECID, when a request asks for it: 38 digits of the keyed hash of the
+/// organisation and ECID (the key is the database's subject key). Edge's CORE id is a
+/// third-party id shared across the sites of a network; this server has no such network, so it
+/// answers an id that is stable for the visitor, names no one else, and cannot be linked to the
+/// ECID without the key, rather than refuse the request.
+fn core_id(state: &AppState, org: &str, ecid: &str) -> String {
+    let hash = state.db.subject("CORE", &format!("{org}\n{ecid}"));
+    let n = u128::from_str_radix(hash.get(..32).unwrap_or("0"), 16).unwrap_or(0);
+    format!("{:038}", n % 10u128.pow(38))
+}
+
 /// A 38-digit ECID.
 fn mint_ecid() -> String {
     let mut bytes = [0u8; 16];
@@ -986,8 +1096,19 @@ pub(crate) mod routes {
     use super::*;
     use axum::extract::Path;
 
+    #[allow(unused_imports, reason = "the types the OpenAPI annotations name")]
+    use crate::api::{
+        EdgeAnswer, EdgeParams, EventsRequest, LocationHint, Problem, ReceiptHeader,
+        SetConsentRequest,
+    };
+
+    /// A handler for the plain path and one for the `{locationHint}` form; `$doc` is the rest of
+    /// their OpenAPI annotation.
     macro_rules! edge_route {
-        ($plain:ident, $hinted:ident, $action:expr) => {
+        ($plain:ident, $hinted:ident, $action:expr, $path:literal, $hinted_path:literal,
+         [$($params:ty),*], $($doc:tt)*) => {
+            #[utoipa::path(post, path = $path, tag = "edge", params(EdgeParams $(, $params)*),
+                $($doc)*)]
             pub(crate) async fn $plain(
                 State(state): State<Arc<AppState>>,
                 Query(query): Query<Vec<(String, String)>>,
@@ -1000,6 +1121,8 @@ pub(crate) mod routes {
                     .into_response()
             }
 
+            #[utoipa::path(post, path = $hinted_path, tag = "edge",
+                params(LocationHint, EdgeParams $(, $params)*), $($doc)*)]
             pub(crate) async fn $hinted(
                 State(state): State<Arc<AppState>>,
                 Path(hint): Path<String>,
@@ -1015,10 +1138,72 @@ pub(crate) mod routes {
         };
     }
 
-    edge_route!(interact, interact_hinted, Action::Interact);
-    edge_route!(collect, collect_hinted, Action::Collect);
-    edge_route!(set_consent, set_consent_hinted, Action::SetConsent);
-    edge_route!(acquire, acquire_hinted, Action::Acquire);
+    edge_route!(interact, interact_hinted, Action::Interact,
+    "/ee/v1/interact", "/ee/{locationHint}/v1/interact", [],
+    summary = "Send events and receive identity and state",
+    description = "An event is stored only when every identity it names (the request's \
+        identity map, the identity cookie in `meta.state` or the `Cookie` header, and the \
+        event's own `xdm.identityMap`) may be collected; the others are counted and the \
+        answer carries an `EXEG-0301-200` warning.",
+    request_body(content = EventsRequest, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Identity and state", body = EdgeAnswer<'_>),
+        (status = 400, description = "A malformed request", body = Problem,
+            content_type = "application/problem+json"),
+        (status = 429, description = "Too many requests from this client; see `Retry-After`"),
+    ));
+    edge_route!(
+        collect,
+        collect_hinted,
+        Action::Collect,
+        "/ee/v1/collect",
+        "/ee/{locationHint}/v1/collect",
+        [],
+        summary = "Send events without an answer body",
+        description = "Events are kept or dropped as `interact` does.",
+        request_body(content = EventsRequest, content_type = "application/json"),
+        responses(
+            (status = 204, description = "Accepted"),
+            (
+                status = 400,
+                description = "A malformed request",
+                body = Problem,
+                content_type = "application/problem+json"
+            ),
+            (
+                status = 429,
+                description = "Too many requests from this client; see `Retry-After`"
+            ),
+        )
+    );
+    edge_route!(set_consent, set_consent_hinted, Action::SetConsent,
+    "/ee/v1/privacy/set-consent", "/ee/{locationHint}/v1/privacy/set-consent",
+    [ReceiptHeader],
+    summary = "Set the profile's consent (Adobe 1.0, Adobe 2.0 or IAB TCF 2.0)",
+    description = "With the header `consent-receipt: true` (or on a server run with \
+        `--receipts-always`), the answer also carries a `consent:receipt` handle: the \
+        change's signed receipt, a compact JWS verifiable with \
+        `GET /.well-known/consent-receipt-keys`.",
+    request_body(content = SetConsentRequest, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Identity and state, with the consent cookie \
+            (`general=in|out|pending`) when a decision is known", body = EdgeAnswer<'_>),
+        (status = 400, description = "A malformed request", body = Problem,
+            content_type = "application/problem+json"),
+        (status = 422, description = "An unprocessable consent value", body = Problem,
+            content_type = "application/problem+json"),
+        (status = 429, description = "Too many requests from this client; see `Retry-After`"),
+    ));
+    edge_route!(acquire, acquire_hinted, Action::Acquire,
+    "/ee/v1/identity/acquire", "/ee/{locationHint}/v1/identity/acquire", [],
+    summary = "Mint or return the visitor's ECID",
+    request_body(content = Object, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Identity and state", body = EdgeAnswer<'_>),
+        (status = 400, description = "A malformed request", body = Problem,
+            content_type = "application/problem+json"),
+        (status = 429, description = "Too many requests from this client; see `Retry-After`"),
+    ));
 }
 
 #[cfg(test)]

@@ -17,6 +17,12 @@
 //!   `/.well-known/consent-receipt-keys` (the JWKS receipts are signed with), `/healthz`,
 //!   `/metrics`, `/openapi.json`.
 //!
+//! The Edge routes can serve the Web SDK in a browser: HTTPS with a certificate from files or a
+//! self-signed one ([`TlsConfig`], [`Config::tls`]), CORS with an allow-list per datastream
+//! ([`Datastream::origins`], [`Config::cors_origins`]; a disallowed `Origin` is refused with 403
+//! before anything is read), the `x-adobe-edge` answer header, and a refusal (`EXEG-0003-400`) of
+//! a datastream that is not configured unless [`Config::allow_unknown_datastreams`] is set.
+//!
 //! Consent records name a person only by a keyed hash and keep personal fields apart, so that an
 //! erasure leaves the hash chain whole; consent changes can be answered with a signed receipt
 //! (Ed25519, compact JWS, the Kantara Consent Receipt fields; the format is
@@ -40,7 +46,9 @@
 //! ```
 
 mod admin;
+mod api;
 mod config;
+mod cors;
 mod db;
 mod edge;
 mod erase;
@@ -52,10 +60,12 @@ mod prefs;
 mod receipts;
 mod server;
 mod state;
+mod tls;
 mod util;
 mod writer;
 
-pub use config::{ApiKey, Config, Datastream, Keys, KeysError};
+pub use config::{ApiKey, Config, Datastream, Keys, KeysError, SameSite};
+pub use cors::OriginError;
 pub use db::{
     Backend, ConsentChange, ConsentRecord, Db, Edit, Erasure, GENESIS_HASH, OpenError, Profile,
     ProfileKey, Recorded, StoreError,
@@ -69,3 +79,4 @@ pub use receipts::{
     RECEIPT_SEED_LEN, ReceiptKey, ReceiptKeyError, ReceiptKeys, ReceiptPolicy, verify_ed25519,
 };
 pub use server::{ServeError, Server, serve};
+pub use tls::{TlsConfig, TlsError};

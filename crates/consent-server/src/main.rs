@@ -1,7 +1,9 @@
 //! The `consent-server` binary: `consent-server --listen 127.0.0.1:8080 --database sqlite://consent.db`.
 //!
 //! It prints the address it listens on as its first line on stdout (so `--listen 127.0.0.1:0`
-//! can be used by tests), logs to stderr, and stops gracefully on Ctrl-C or SIGTERM.
+//! can be used by tests), logs to stderr, and stops gracefully on Ctrl-C or SIGTERM. With
+//! `--tls-self-signed` the second line is the certificate's SHA-256 fingerprint
+//! (`sha256 Fingerprint=AB:CD:…`, as openssl prints it).
 
 use std::io::IsTerminal as _;
 use std::net::SocketAddr;
@@ -35,9 +37,70 @@ struct Args {
     /// JSON file with link keys, API keys and datastreams; without it, link keys are ephemeral.
     #[arg(long, env = "CONSENT_KEYS")]
     keys: Option<PathBuf>,
-    /// Organisation for Edge requests whose datastream is not in the keys file.
-    #[arg(long, env = "CONSENT_DEFAULT_ORG", default_value = "consent@AdobeOrg")]
-    default_org: String,
+    /// Organisation for Edge requests whose datastream is not in the keys file [default:
+    /// consent@AdobeOrg]. Giving it serves unknown datastreams (see
+    /// --allow-unknown-datastreams).
+    #[arg(long, env = "CONSENT_DEFAULT_ORG")]
+    default_org: Option<String>,
+    /// Sandbox for Edge requests whose datastream is not in the keys file [default: prod].
+    /// Giving it serves unknown datastreams (see --allow-unknown-datastreams).
+    #[arg(long, env = "CONSENT_DEFAULT_SANDBOX")]
+    default_sandbox: Option<String>,
+    /// Serve Edge requests whose datastream (configId) is not in the keys file with the default
+    /// organisation and sandbox (logged once); without it (or --default-org/--default-sandbox)
+    /// they are refused with EXEG-0003-400.
+    #[arg(long, env = "CONSENT_ALLOW_UNKNOWN_DATASTREAMS")]
+    allow_unknown_datastreams: bool,
+    /// Origin allowed to call the Edge endpoints from a browser (CORS, with credentials) for
+    /// datastreams that are not in the keys file, exactly as browsers send it:
+    /// scheme://host[:port] (repeat, or separate with commas). Datastreams in the keys file
+    /// list their own `origins`.
+    #[arg(
+        long = "cors-origin",
+        env = "CONSENT_CORS_ORIGINS",
+        value_delimiter = ','
+    )]
+    cors_origins: Vec<String>,
+    /// The region id of the `x-adobe-edge: <cluster>;<region>` answer header.
+    #[arg(long, env = "CONSENT_EDGE_REGION", default_value_t = 9)]
+    edge_region: u16,
+    /// The SameSite attribute (none, lax or strict) the Edge answers ask the Web SDK to give the
+    /// cookies it writes (`attrs` of the `state:store` handles; none makes them Secure too).
+    /// Without it: no attribute, the client's default.
+    #[arg(long, env = "CONSENT_COOKIE_SAME_SITE")]
+    cookie_same_site: Option<consent_server::SameSite>,
+    /// Serve HTTPS with this certificate chain (PEM, leaf first); needs --tls-key.
+    #[arg(
+        long,
+        env = "CONSENT_TLS_CERT",
+        requires = "tls_key",
+        conflicts_with = "tls_self_signed"
+    )]
+    tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM: PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, env = "CONSENT_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Serve HTTPS with a certificate made at start for localhost, 127.0.0.1 and every
+    /// --tls-name (for local use); its SHA-256 fingerprint is logged and printed on stdout after
+    /// the address.
+    #[arg(long, env = "CONSENT_TLS_SELF_SIGNED")]
+    tls_self_signed: bool,
+    /// A further DNS name or IP address of the self-signed certificate (repeat, or separate
+    /// with commas).
+    #[arg(
+        long = "tls-name",
+        env = "CONSENT_TLS_NAMES",
+        value_delimiter = ',',
+        requires = "tls_self_signed"
+    )]
+    tls_names: Vec<String>,
+    /// Write the self-signed certificate (PEM) to this file, for a browser or client to trust.
+    #[arg(
+        long,
+        env = "CONSENT_TLS_SELF_SIGNED_OUT",
+        requires = "tls_self_signed"
+    )]
+    tls_self_signed_out: Option<PathBuf>,
     /// Public base URL that unsubscribe links point at.
     #[arg(long, env = "CONSENT_PUBLIC_URL")]
     public_url: Option<String>,
@@ -230,7 +293,29 @@ async fn main() -> anyhow::Result<()> {
              this process, and the admin API accepts no API key"
         ),
     }
-    config.default_org = args.default_org;
+    config.allow_unknown_datastreams = args.allow_unknown_datastreams
+        || args.default_org.is_some()
+        || args.default_sandbox.is_some();
+    if let Some(org) = args.default_org {
+        config.default_org = org;
+    }
+    if let Some(sandbox) = args.default_sandbox {
+        config.default_sandbox = sandbox;
+    }
+    config.cors_origins = args.cors_origins;
+    config.edge_region = args.edge_region;
+    config.cookie_same_site = args.cookie_same_site;
+    config.tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(consent_server::TlsConfig::from_pem_files(cert, key)?),
+        _ if args.tls_self_signed => {
+            let tls = consent_server::TlsConfig::self_signed(&args.tls_names)?;
+            if let Some(out) = &args.tls_self_signed_out {
+                tls.write_certificate(out)?;
+            }
+            Some(tls)
+        }
+        _ => None,
+    };
     config.public_url = args.public_url;
     config.rate_limit_per_sec = args.rate_limit;
     config.trusted_proxies = args.trusted_proxies;
@@ -245,6 +330,7 @@ async fn main() -> anyhow::Result<()> {
     // Registered before the address is printed: a signal sent as soon as the address is known
     // already stops the server gracefully instead of killing it.
     let shutdown = shutdown_signals()?;
+    let tls = config.tls.clone();
     let server = consent_server::serve(config).await?;
     {
         #[allow(
@@ -253,6 +339,12 @@ async fn main() -> anyhow::Result<()> {
         )]
         {
             println!("{}", server.local_addr());
+            // Then, for a self-signed certificate, its fingerprint as openssl prints it.
+            if args.tls_self_signed
+                && let Some(tls) = &tls
+            {
+                println!("sha256 Fingerprint={}", tls.fingerprint());
+            }
         }
     }
     let stop = server.stopper();

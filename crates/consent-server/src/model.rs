@@ -180,22 +180,7 @@ pub struct Erasure {
     pub hash: String,
 }
 
-impl Erasure {
-    /// The answer of `DELETE /admin/v1/profiles/{namespace}/{id}` (and of `consent-server
-    /// erase`): `{"erased":{"profile":…,"events":…,"details":…,"otherProfiles":…},
-    /// "record":{"seq":…,"hash":…}}`.
-    pub fn to_json(&self) -> Value {
-        serde_json::json!({
-            "erased": {
-                "profile": self.profile,
-                "events": self.events,
-                "details": self.details,
-                "otherProfiles": self.other_profiles,
-            },
-            "record": {"seq": self.seq, "hash": self.hash},
-        })
-    }
-}
+// `Erasure::to_json`, its answer's form, is with the other answers in `api.rs`.
 
 /// An edit of a profile's consents and subscriptions; returns whether it changed anything (and
 /// must leave both untouched when it returns `false`).

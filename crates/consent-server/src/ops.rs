@@ -13,7 +13,6 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
-use serde_json::{Value, json};
 
 /// The server's counters and latency histograms, rendered as Prometheus text at `/metrics`.
 ///
@@ -468,40 +467,6 @@ impl<K: Eq + Hash> RateLimiter<K> {
             Err(Duration::from_secs_f64((1.0 - *tokens) / self.per_sec))
         }
     }
-}
-
-/// The OpenAPI 3.1 document served at `/openapi.json`: `src/openapi.json` with the Edge paths
-/// filled in (each Edge operation is served at `/ee/v1/…` and `/ee/{locationHint}/v1/…`) and
-/// this build's version; built and serialised once.
-pub(crate) fn openapi() -> &'static str {
-    static DOCUMENT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    DOCUMENT.get_or_init(|| {
-        // The file is part of the build and checked by a test: it always parses.
-        let mut doc: Value =
-            serde_json::from_str(include_str!("openapi.json")).unwrap_or(Value::Null);
-        let operations = doc
-            .pointer_mut("/components/x-edge-operations")
-            .map(Value::take)
-            .unwrap_or(Value::Null);
-        if let Some(components) = doc.get_mut("components").and_then(Value::as_object_mut) {
-            components.remove("x-edge-operations");
-        }
-        for (name, action) in [
-            ("interact", "interact"),
-            ("collect", "collect"),
-            ("setConsent", "privacy/set-consent"),
-            ("acquire", "identity/acquire"),
-        ] {
-            let operation = operations.get(name).cloned().unwrap_or(Value::Null);
-            doc["paths"][format!("/ee/v1/{action}")] = json!({ "post": operation });
-            doc["paths"][format!("/ee/{{locationHint}}/v1/{action}")] = json!({
-                "parameters": [{"$ref": "#/components/parameters/locationHint"}],
-                "post": operation,
-            });
-        }
-        doc["info"]["version"] = json!(env!("CARGO_PKG_VERSION"));
-        doc.to_string()
-    })
 }
 
 #[cfg(test)]

@@ -10,7 +10,13 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
+use utoipa::ToSchema;
 
+use crate::api::{
+    ApiError, DecryptedLink, ErrorCode, LinkParamsQuery, OneClickPost, OrgHeaders,
+    PreferencesResponse, ProfileAnswer, ProfilePath, ReceiptHeader, RecordAnswer, StoredConsents,
+    UnsubscribeForm,
+};
 use crate::config::ApiKey;
 use crate::db::{ConsentChange, Profile, ProfileKey, Recorded};
 use crate::links::{CHANNELS, LinkError, LinkParams, LinkProfile, MAX_PART_CHARS, SCOPES};
@@ -61,17 +67,17 @@ impl PrefError {
         }
     }
 
-    fn code(&self) -> &'static str {
+    fn code(&self) -> ErrorCode {
         match self {
-            PrefError::Unauthenticated => "unauthenticated",
-            PrefError::Forbidden => "forbidden",
-            PrefError::Link(LinkError::Expired) => "link_expired",
-            PrefError::Link(LinkError::UnknownKey) => "link_unknown_key",
-            PrefError::Link(_) => "link_invalid",
-            PrefError::BadRequest(_) => "bad_request",
-            PrefError::NotFound => "not_found",
-            PrefError::Internal => "internal",
-            PrefError::RateLimited(_) => "rate_limited",
+            PrefError::Unauthenticated => ErrorCode::Unauthenticated,
+            PrefError::Forbidden => ErrorCode::Forbidden,
+            PrefError::Link(LinkError::Expired) => ErrorCode::LinkExpired,
+            PrefError::Link(LinkError::UnknownKey) => ErrorCode::LinkUnknownKey,
+            PrefError::Link(_) => ErrorCode::LinkInvalid,
+            PrefError::BadRequest(_) => ErrorCode::BadRequest,
+            PrefError::NotFound => ErrorCode::NotFound,
+            PrefError::Internal => ErrorCode::Internal,
+            PrefError::RateLimited(_) => ErrorCode::RateLimited,
         }
     }
 }
@@ -80,7 +86,10 @@ impl IntoResponse for PrefError {
     fn into_response(self) -> Response {
         let mut response = (
             self.status(),
-            Json(json!({"error": self.code(), "message": self.to_string()})),
+            Json(ApiError {
+                error: self.code(),
+                message: self.to_string(),
+            }),
         )
             .into_response();
         if matches!(self, PrefError::Unauthenticated) {
@@ -420,6 +429,17 @@ fn refused_page(err: &PrefError) -> Response {
 }
 
 /// `GET /unsubscribe`: the landing page. It changes nothing.
+#[utoipa::path(get, path = "/unsubscribe", tag = "preferences", params(LinkParamsQuery),
+    summary = "The landing page of an unsubscribe link; changes nothing",
+    responses(
+        (status = 200, description = "An HTML page with a confirm button", body = String,
+            content_type = "text/html"),
+        (status = 400, description = "A part of the link is missing", body = String,
+            content_type = "text/html"),
+        (status = 403, description = "Tampered, expired or unknown-key link", body = String,
+            content_type = "text/html"),
+        (status = 429, description = "Too many requests from this client; see `Retry-After`"),
+    ))]
 pub(crate) async fn landing(
     State(state): State<Arc<AppState>>,
     Query(query): Query<LinkQuery>,
@@ -522,6 +542,24 @@ fn multipart_fields(content_type: &str, body: &[u8]) -> Option<Vec<(String, Stri
 
 /// `POST /unsubscribe`: RFC 8058 one-click or the landing page's confirmation. No cookie or
 /// authorization is needed: the signed link is the credential. Answers 200, never a redirect.
+#[utoipa::path(post, path = "/unsubscribe", tag = "preferences", params(LinkParamsQuery),
+    summary = "Confirm the opt-out, or RFC 8058 one-click unsubscribe",
+    description = "The landing page's confirm button posts `confirm=yes` and gets a \
+        confirmation page. A mail client's one-click post (`List-Unsubscribe=One-Click`, \
+        urlencoded or multipart) needs no cookie or authorization, gets a 2xx and no redirect, \
+        and may be repeated.",
+    request_body(content(
+        (UnsubscribeForm = "application/x-www-form-urlencoded"),
+        (UnsubscribeForm = "multipart/form-data"),
+    )),
+    responses(
+        (status = 200, description = "Unsubscribed: an HTML confirmation page, or plain text \
+            for one-click"),
+        (status = 400, description = "Neither a confirmation nor a one-click body, or a part \
+            of the link is missing"),
+        (status = 403, description = "Tampered, expired or unknown-key link; nothing changed"),
+        (status = 429, description = "Too many requests from this client; see `Retry-After`"),
+    ))]
 pub(crate) async fn unsubscribe(
     State(state): State<Arc<AppState>>,
     Query(query): Query<LinkQuery>,
@@ -565,22 +603,55 @@ pub(crate) async fn unsubscribe(
 }
 
 /// The body of the consent preferences API.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct PreferencesBody {
+#[schema(as = PreferencesRequest)]
+pub(crate) struct PreferencesBody {
+    /// The choices, applied in order.
+    #[schema(min_items = 1)]
     marketing: Vec<MarketingChoice>,
 }
 
-#[derive(Debug, Deserialize)]
+/// One marketing choice.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct MarketingChoice {
+pub(crate) struct MarketingChoice {
+    /// The channel.
     #[serde(rename = "type")]
+    #[schema(schema_with = crate::api::channel_schema)]
     kind: String,
+    /// `yes` or `no`.
+    #[schema(schema_with = yes_or_no)]
     choice: String,
+    /// Defaults to the link's scope.
+    #[schema(schema_with = crate::api::scope_schema)]
     scope: Option<String>,
 }
 
+/// `yes` or `no`.
+fn yes_or_no() -> utoipa::openapi::schema::Schema {
+    utoipa::openapi::schema::Schema::Object(
+        utoipa::openapi::schema::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .enum_values(Some(["yes", "no"]))
+            .build(),
+    )
+}
+
 /// `POST /imp/consent/preferences?params&pid&sig` with the four headers.
+#[utoipa::path(post, path = "/imp/consent/preferences", tag = "preferences",
+    params(LinkParamsQuery, OrgHeaders, ReceiptHeader),
+    security(("apiKey" = [], "bearer" = [])),
+    summary = "Set marketing preferences for the profile of a link",
+    request_body(content = PreferencesBody, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Updated", body = PreferencesResponse),
+        (status = 400, description = "A malformed body or link", body = ApiError),
+        (status = 401, description = "Missing or wrong credentials", body = ApiError),
+        (status = 403, description = "A refused link, or credentials of another \
+            organisation", body = ApiError),
+        (status = 429, description = "Too many requests for this API key", body = ApiError),
+    ))]
 pub(crate) async fn preferences(
     State(state): State<Arc<AppState>>,
     Query(query): Query<LinkQuery>,
@@ -630,12 +701,16 @@ pub(crate) async fn preferences(
     }
     let source = "preferences";
     let (changed, stored, record) = apply(&state, &link, &profile, &choices, source).await?;
-    let mut answer = json!({
-        "profileNameSpace": profile.pns,
-        "profileId": profile.pid,
-        "changed": changed,
-        "consents": {"consents": stored.consents, "subscriptions": stored.subscriptions},
-    });
+    let mut answer = PreferencesResponse {
+        profile_namespace: profile.pns.clone(),
+        profile_id: profile.pid.clone(),
+        changed: changed as u64,
+        consents: StoredConsents {
+            consents: stored.consents.clone(),
+            subscriptions: stored.subscriptions.clone(),
+        },
+        receipt: None,
+    };
     // A change that changed nothing wrote no record, so there is nothing to sign.
     if let Some(record) =
         record.filter(|_| crate::receipts::wanted(state.config.receipts_always, &headers))
@@ -649,12 +724,24 @@ pub(crate) async fn preferences(
             &record,
             now_millis(),
         );
-        answer["receipt"] = Value::String(state.config.keys.receipts.sign_receipt(&claims));
+        answer.receipt = Some(state.config.keys.receipts.sign_receipt(&claims));
     }
     Ok(Json(answer).into_response())
 }
 
 /// `GET /imp/consent/decrypt?params&pid&sig` for the organisation's own callers.
+#[utoipa::path(get, path = "/imp/consent/decrypt", tag = "preferences",
+    params(LinkParamsQuery, OrgHeaders),
+    security(("apiKey" = [], "bearer" = [])),
+    summary = "Decrypt a link's params and pid (its signature is checked first)",
+    responses(
+        (status = 200, description = "The link's content", body = DecryptedLink),
+        (status = 400, description = "A part of the link is missing", body = ApiError),
+        (status = 401, description = "Missing or wrong credentials", body = ApiError),
+        (status = 403, description = "A refused link, or credentials of another \
+            organisation", body = ApiError),
+        (status = 429, description = "Too many requests for this API key", body = ApiError),
+    ))]
 pub(crate) async fn decrypt(
     State(state): State<Arc<AppState>>,
     Query(query): Query<LinkQuery>,
@@ -684,37 +771,48 @@ pub(crate) async fn decrypt(
     if link.org != key.org || link.sandbox != key.sandbox {
         return Err(PrefError::Forbidden);
     }
-    Ok(Json(json!({
-        "profileNameSpace": profile.pns,
-        "profileId": profile.pid,
-        "emailAddress": profile.e,
-        "emailNameSpace": profile.ens,
-        "sandboxId": link.sandbox,
-        "optOutLevel": link.scope,
-        "channelType": link.channel,
-        "subscription": link.subscription,
-        "messageExecutionId": link.m,
-        "campaignId": link.ci,
-        "journeyVersionId": link.jv,
-        "journeyActionId": link.ja,
-        "timestamp": iso8601(now_millis()),
-    }))
+    Ok(Json(DecryptedLink {
+        profile_namespace: profile.pns,
+        profile_id: profile.pid,
+        email_address: profile.e,
+        email_namespace: profile.ens,
+        sandbox_id: link.sandbox,
+        opt_out_level: link.scope,
+        channel_type: link.channel,
+        subscription: link.subscription,
+        message_execution_id: link.m,
+        campaign_id: link.ci,
+        journey_version_id: link.jv,
+        journey_action_id: link.ja,
+        timestamp: iso8601(now_millis()),
+    })
     .into_response())
 }
 
 /// The admin API's request to make a link.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = CreateLinkRequest)]
 pub(crate) struct CreateLink {
+    /// The profile the link opts out.
     profile: ProfileRef,
+    /// The channel.
+    #[schema(schema_with = crate::api::channel_schema)]
     channel: String,
+    /// What the opt-out covers: the whole channel (the default), one address (`identity`, which
+    /// needs `address`) or one list (`subscription`, which needs `subscription`).
     #[serde(default = "default_scope")]
+    #[schema(schema_with = crate::api::scope_schema)]
     scope: String,
+    /// The address of the identity scope.
     address: Option<Address>,
+    /// The list of the subscription scope.
     subscription: Option<String>,
+    /// The message the link is sent in.
     #[serde(default)]
     message: MessageRef,
-    /// Seconds until the link expires.
+    /// The link expires after this many seconds; without it, never.
+    #[schema(minimum = 1)]
     ttl_secs: Option<i64>,
 }
 
@@ -722,29 +820,44 @@ fn default_scope() -> String {
     "channel".to_owned()
 }
 
-#[derive(Debug, Deserialize)]
+/// A profile a link names.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct ProfileRef {
+pub(crate) struct ProfileRef {
+    /// Its namespace.
+    #[schema(min_length = 1, max_length = 256)]
     namespace: String,
+    /// Its id.
+    #[schema(min_length = 1, max_length = 256)]
     id: String,
 }
 
-#[derive(Debug, Deserialize)]
+/// An address (of the identity scope).
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct Address {
+pub(crate) struct Address {
+    /// The address.
+    #[schema(min_length = 1, max_length = 256)]
     value: String,
+    /// Its namespace (`Email`, `Phone`, …).
+    #[schema(min_length = 1, max_length = 256)]
     namespace: String,
 }
 
-#[derive(Debug, Default, Deserialize)]
+/// The message a link is sent in, as the decrypt API gives it back.
+#[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct MessageRef {
+pub(crate) struct MessageRef {
+    /// The message execution id.
     #[serde(default)]
     m: String,
+    /// The campaign id.
     #[serde(default)]
     ci: String,
+    /// The journey version id.
     #[serde(default)]
     jv: String,
+    /// The journey action id.
     #[serde(default)]
     ja: String,
 }
@@ -839,6 +952,18 @@ fn check_link_size(
 
 /// `POST /admin/v1/unsubscribe-links`: makes a link for a profile of the caller's own
 /// organisation and sandbox.
+#[utoipa::path(post, path = "/admin/v1/unsubscribe-links", tag = "admin", params(OrgHeaders),
+    security(("apiKey" = [], "bearer" = [])),
+    summary = "Create a signed unsubscribe link for a profile and channel",
+    request_body(content = CreateLink, content_type = "application/json"),
+    responses(
+        (status = 200, description = "The link", body = crate::api::Link),
+        (status = 400, description = "A malformed request, naming the field (also when the \
+            link's parts would be longer than the endpoints accept)", body = ApiError),
+        (status = 401, description = "Missing or wrong credentials", body = ApiError),
+        (status = 403, description = "Credentials of another organisation", body = ApiError),
+        (status = 429, description = "Too many requests for this API key", body = ApiError),
+    ))]
 pub(crate) async fn create_link(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -918,20 +1043,32 @@ pub(crate) async fn create_link(
         .clone()
         .unwrap_or_else(|| format!("http://{}", state.local_addr));
     let base = base.trim_end_matches('/');
-    Ok(Json(json!({
-        "params": link.params,
-        "pid": link.pid,
-        "sig": link.sig,
-        "url": format!("{base}/unsubscribe?{query}"),
-        "listUnsubscribe": format!("<{base}/unsubscribe?{query}>"),
-        "listUnsubscribePost": "List-Unsubscribe=One-Click",
-        "expiresAt": exp,
-    }))
+    Ok(Json(crate::api::Link {
+        url: format!("{base}/unsubscribe?{query}"),
+        list_unsubscribe: format!("<{base}/unsubscribe?{query}>"),
+        list_unsubscribe_post: OneClickPost::OneClick,
+        expires_at: exp,
+        params: link.params,
+        pid: link.pid,
+        sig: link.sig,
+    })
     .into_response())
 }
 
 /// `GET /admin/v1/profiles/{namespace}/{id}`: a profile of the caller's organisation and
 /// sandbox, with its consent records.
+#[utoipa::path(get, path = "/admin/v1/profiles/{namespace}/{id}", tag = "admin",
+    params(ProfilePath, OrgHeaders),
+    security(("apiKey" = [], "bearer" = [])),
+    summary = "Read a profile and its consent records",
+    responses(
+        (status = 200, description = "The profile", body = ProfileAnswer),
+        (status = 400, description = "An invalid character in the path", body = ApiError),
+        (status = 401, description = "Missing or wrong credentials", body = ApiError),
+        (status = 403, description = "Credentials of another organisation", body = ApiError),
+        (status = 404, description = "No such profile", body = ApiError),
+        (status = 429, description = "Too many requests for this API key", body = ApiError),
+    ))]
 pub(crate) async fn read_profile(
     State(state): State<Arc<AppState>>,
     Path((namespace, id)): Path<(String, String)>,
@@ -953,16 +1090,13 @@ pub(crate) async fn read_profile(
         .map_err(internal)?
         .ok_or(PrefError::NotFound)?;
     let records = state.db.records(&profile_key).await.map_err(internal)?;
-    Ok(Json(json!({
-        "general": profile.general,
-        "consents": profile.consents,
-        "subscriptions": profile.subscriptions,
-        "updatedAt": profile.updated_at,
-        "records": records.iter().map(|r| json!({
-            "seq": r.seq, "source": r.source, "payload": r.payload,
-            "createdAt": r.created_at, "prevHash": r.prev_hash, "hash": r.hash,
-        })).collect::<Vec<_>>(),
-    }))
+    Ok(Json(ProfileAnswer {
+        general: profile.general,
+        consents: profile.consents,
+        subscriptions: profile.subscriptions,
+        updated_at: profile.updated_at,
+        records: records.iter().map(RecordAnswer::from).collect(),
+    })
     .into_response())
 }
 

@@ -20,7 +20,7 @@ use crate::admin;
 use crate::config::Config;
 use crate::db::{Db, OpenError};
 use crate::edge::routes as edge;
-use crate::ops::{Metrics, RateLimiter, inc, openapi};
+use crate::ops::{Metrics, RateLimiter, inc};
 use crate::prefs::{self, retry_after};
 use crate::state::AppState;
 
@@ -40,6 +40,9 @@ pub enum ServeError {
     /// The database could not be opened.
     #[error(transparent)]
     Database(#[from] OpenError),
+    /// An entry of a CORS allow-list can never match a browser's `Origin` (or is `*`).
+    #[error(transparent)]
+    Origin(#[from] crate::cors::OriginError),
 }
 
 /// A running server. Dropping it does not stop it; call [`Server::shutdown`].
@@ -95,6 +98,7 @@ impl Server {
 /// # Ok(()) }
 /// ```
 pub async fn serve(config: Config) -> Result<Server, ServeError> {
+    crate::cors::check_origins(&config)?;
     let listener = TcpListener::bind(config.listen)
         .await
         .map_err(|source| ServeError::Bind {
@@ -117,11 +121,20 @@ pub async fn serve(config: Config) -> Result<Server, ServeError> {
         metrics: Metrics::with_routes(ROUTES),
         config,
         local_addr,
+        unknown_datastream_seen: std::sync::atomic::AtomicBool::new(false),
     });
     let app = router(state.clone());
     let (stop, stopped) = watch::channel(false);
+    match &state.config.tls {
+        Some(tls) => tracing::info!(
+            %local_addr,
+            fingerprint = tls.fingerprint(),
+            spki_sha256 = tls.spki_sha256(),
+            "consent-server listening (HTTPS)"
+        ),
+        None => tracing::info!(%local_addr, "consent-server listening"),
+    }
     let task = tokio::spawn(accept_loop(listener, app, state, stopped));
-    tracing::info!(%local_addr, "consent-server listening");
     Ok(Server {
         local_addr,
         db,
@@ -138,6 +151,10 @@ pub async fn serve(config: Config) -> Result<Server, ServeError> {
 /// with both. A connection holds a permit of a semaphore of `max_connections`; with none left the
 /// loop stops accepting, so further connections wait in the kernel's listen backlog instead of
 /// using up file descriptors.
+///
+/// With TLS, the handshake runs in the connection's task, holding its permit, and must end
+/// within the header read timeout: a client that connects and never sends a `ClientHello` (or
+/// stalls in the handshake) is closed then, as one that never sends its headers is.
 async fn accept_loop(
     listener: TcpListener,
     app: Router,
@@ -150,6 +167,11 @@ async fn accept_loop(
         .clamp(1, Semaphore::MAX_PERMITS);
     let permits = Arc::new(Semaphore::new(cap));
     let graceful = GracefulShutdown::new();
+    let tls = state
+        .config
+        .tls
+        .as_ref()
+        .map(crate::tls::TlsConfig::acceptor);
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
         .header_read_timeout(state.config.header_read_timeout)
@@ -188,10 +210,39 @@ async fn accept_loop(
                 request.extensions_mut().insert(ConnectInfo(peer));
                 tower_service::Service::call(&mut app.clone(), request)
             });
-        let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
+        // Taken now, before a handshake: a shutdown that starts while it runs still waits for
+        // this connection (and tells it to close once its request is answered).
+        let watcher = graceful.watcher();
+        let http = http.clone();
+        let tls = tls.clone();
         let state = state.clone();
         tokio::spawn(async move {
-            if let Err(err) = connection.await {
+            let served = match tls {
+                None => {
+                    watcher
+                        .watch(http.serve_connection(TokioIo::new(stream), service))
+                        .await
+                }
+                Some(acceptor) => {
+                    let timeout = state.config.header_read_timeout;
+                    match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
+                        Ok(Ok(stream)) => {
+                            watcher
+                                .watch(http.serve_connection(TokioIo::new(stream), service))
+                                .await
+                        }
+                        Ok(Err(err)) => {
+                            tracing::debug!(%peer, %err, "TLS handshake failed");
+                            Ok(())
+                        }
+                        Err(_) => {
+                            tracing::debug!(%peer, "TLS handshake timed out");
+                            Ok(())
+                        }
+                    }
+                }
+            };
+            if let Err(err) = served {
                 tracing::debug!(%peer, %err, "connection ended with an error");
             }
             state
@@ -215,7 +266,7 @@ async fn stop_requested(stopped: &mut watch::Receiver<bool>) {
 /// Every route template, for the latency histograms. A route `router` serves that is missing
 /// here would be counted as `unmatched`; `tests/it/limits.rs` requests each of these and finds
 /// its series.
-const ROUTES: &[&str] = &[
+pub(crate) const ROUTES: &[&str] = &[
     "/ee/v1/interact",
     "/ee/{hint}/v1/interact",
     "/ee/v1/collect",
@@ -275,6 +326,11 @@ fn router(state: Arc<AppState>) -> Router {
         .merge(private)
         .layer(DefaultBodyLimit::max(state.config.body_limit))
         .layer(middleware::from_fn_with_state(state.clone(), observe))
+        // Outermost: every answer of the layers above, 429 and 408 included, gets CORS.
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            crate::cors::layer,
+        ))
         .with_state(state)
 }
 
@@ -410,7 +466,15 @@ async fn observe(State(state): State<Arc<AppState>>, request: Request, next: Nex
     response
 }
 
-async fn healthz(State(state): State<Arc<AppState>>) -> Response {
+/// `GET /healthz`.
+#[utoipa::path(get, path = "/healthz", tag = "operations",
+    summary = "Liveness, including a database round trip",
+    responses(
+        (status = 200, description = "ok", body = String, content_type = "text/plain"),
+        (status = 503, description = "The database does not answer", body = String,
+            content_type = "text/plain"),
+    ))]
+pub(crate) async fn healthz(State(state): State<Arc<AppState>>) -> Response {
     match state.db.ping().await {
         Ok(()) => (StatusCode::OK, "ok\n").into_response(),
         Err(err) => {
@@ -420,7 +484,13 @@ async fn healthz(State(state): State<Arc<AppState>>) -> Response {
     }
 }
 
-async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+/// `GET /metrics`.
+#[utoipa::path(get, path = "/metrics", tag = "operations", summary = "Prometheus metrics",
+    responses(
+        (status = 200, description = "Prometheus text format 0.0.4, with a latency histogram \
+            per route", body = String, content_type = "text/plain"),
+    ))]
+pub(crate) async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         state.metrics.render(),
@@ -428,8 +498,18 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
         .into_response()
 }
 
-async fn openapi_doc() -> Response {
-    ([(header::CONTENT_TYPE, "application/json")], openapi()).into_response()
+/// `GET /openapi.json`.
+#[utoipa::path(get, path = "/openapi.json", tag = "operations", summary = "This document",
+    responses(
+        (status = 200, description = "OpenAPI 3.1, generated from the request and answer types",
+            body = Object),
+    ))]
+pub(crate) async fn openapi_doc() -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        crate::api::document(),
+    )
+        .into_response()
 }
 
 #[cfg(test)]

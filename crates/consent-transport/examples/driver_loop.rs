@@ -2,7 +2,7 @@
 //! `consent-server` — the loop that the `consent` client runs for you.
 //!
 //! ```sh
-//! cargo run -p consent-server &                                  # 127.0.0.1:8080, SQLite
+//! cargo run -p consent-server -- --allow-unknown-datastreams &   # 127.0.0.1:8080, SQLite
 //! cargo run -p consent-transport --example driver_loop -- http://127.0.0.1:8080
 //! ```
 //!

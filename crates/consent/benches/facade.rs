@@ -303,7 +303,10 @@ fn start_server() -> Server {
     let dir = tempfile::tempdir_in(scratch()).unwrap();
     let db = dir.path().join("consent.db");
     let mut child = Command::new(&bin)
-        .args(["--listen", "127.0.0.1:0", "--rate-limit", "0", "--database"])
+        .args(["--listen", "127.0.0.1:0", "--rate-limit", "0"])
+        // DATASTREAM is in no keys file: served with the default organisation.
+        .arg("--allow-unknown-datastreams")
+        .arg("--database")
         .arg(format!("sqlite://{}", db.display()))
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())

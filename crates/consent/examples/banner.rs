@@ -1,7 +1,7 @@
 //! A consent banner in the terminal: page views wait while the person decides.
 //!
 //! ```sh
-//! cargo run -p consent-server &                          # 127.0.0.1:8080, SQLite
+//! cargo run -p consent-server -- --allow-unknown-datastreams &   # 127.0.0.1:8080, SQLite
 //! cargo run -p consent --example banner -- [base-url] [data-dir]
 //! ```
 //!

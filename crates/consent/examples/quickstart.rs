@@ -1,7 +1,7 @@
 //! Quick start: the consent client against a running `consent-server`.
 //!
 //! ```sh
-//! cargo run -p consent-server &                          # 127.0.0.1:8080, SQLite
+//! cargo run -p consent-server -- --allow-unknown-datastreams &   # 127.0.0.1:8080, SQLite
 //! cargo run -p consent --example quickstart -- http://127.0.0.1:8080 [data-dir]
 //! ```
 //!

@@ -207,34 +207,41 @@ async fn c224677_iab_without_purpose_10_is_in() {
     client.shutdown().await.unwrap();
 }
 
-/// C224678, through `setConsent`: default in, one event sent, then a negative TC string: the
-/// cookie says out and the next event is declined; one event reached the server in all.
-///
-/// The Web SDK test puts the negative string in an event's `xdm.consentStrings` and Edge flips
-/// the cookie from the interact answer; `consent-server` does not evaluate `consentStrings` in
-/// events (reported), so the string is given to the client the way this API takes TC strings.
+/// C224678: default in; an event carrying a negative TC string in `xdm.consentStrings`. The
+/// server decides "out" from it as Edge does: that event is dropped with Edge's `EXEG-0301-200`
+/// warning and the answer writes `general=out`, which the client applies, so the next event is
+/// declined without a request. No event reaches the server's storage, and the server's profile
+/// says out.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn c224678_negative_iab_string_turns_collection_off() {
     let mut server = Server::start().await;
     let dir = server.scratch("client");
     let client = client(&server, &dir, "in").await;
     let negative = tc_string(&[2], &[565]);
-    let first = client
+    let receipt = client
         .send_event(consent::Event::new(json!({
             "eventType": "web.webpagedetails.pageViews",
             "consentStrings": consent_strings(&negative),
         })))
         .await
         .unwrap();
-    client.set_consent(iab(&negative, true)).await.unwrap();
+    assert!((200..=207).contains(&receipt.status));
     assert_eq!(cookie(&dir, CONSENT_COOKIE).as_deref(), Some("general=out"));
+    assert_eq!(client.consent().state, Decision::Out);
     assert_declined(client.send_event(page_view("https://example.com/")).await);
     client.flush().await.unwrap();
     assert_eq!(
         server.events_received().await,
         1,
-        "total interact events = 1"
+        "one event reached the server"
     );
-    assert_eq!(server.event_ids().await, [first.event_id.to_string()]);
+    assert_eq!(
+        server
+            .metric("consent_events_total{outcome=\"refused_consent_out\"}")
+            .await,
+        1,
+        "and was dropped"
+    );
+    assert_eq!(server.event_stored(receipt.event_id.as_str()).await, 0);
     client.shutdown().await.unwrap();
 }

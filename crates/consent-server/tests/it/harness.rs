@@ -83,6 +83,9 @@ impl Harness {
         // The per-key and failed-authentication limits are tested on their own (`limits.rs`).
         config.api_rate_limit_per_sec = 0;
         config.auth_failures_per_minute = 0;
+        // Most tests send a datastream or two the keys file does not list (`tls_cors.rs` tests
+        // the refusal).
+        config.allow_unknown_datastreams = true;
         tweak(&mut config);
         let server = consent_server::serve(config).await.unwrap();
         let base = format!("http://{}", server.local_addr());

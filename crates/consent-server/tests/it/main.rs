@@ -3,6 +3,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests fail loudly")]
 
 #[cfg(unix)]
+mod alloy;
+#[cfg(unix)]
 mod binary;
 #[cfg(unix)]
 mod browser;
@@ -19,3 +21,7 @@ mod ops;
 mod prefs;
 mod receipts;
 mod security;
+mod tls_cors;
+mod web_sdk;
+#[cfg(unix)]
+mod webdriver;

@@ -5,10 +5,38 @@ use serde_json::{Value, json};
 
 use crate::harness::{DS_A, Db, Harness};
 
-/// Checks `value` against `schema`, for the part of JSON Schema the document uses (`$ref`,
-/// `type`, `enum`, `const`, `required`, `properties`, `additionalProperties`, `items`,
-/// `minItems`, `oneOf`, `minimum`, `minLength`, `maxLength`). Returns what does not conform.
+/// The JSON Schema keywords [`check`] applies; `ANNOTATIONS` are those that constrain nothing.
+const KEYWORDS: &[&str] = &[
+    "$ref",
+    "type",
+    "enum",
+    "const",
+    "required",
+    "properties",
+    "additionalProperties",
+    "propertyNames",
+    "items",
+    "minItems",
+    "oneOf",
+    "minimum",
+    "minLength",
+    "maxLength",
+];
+const ANNOTATIONS: &[&str] = &["description", "format", "title", "default", "examples"];
+
+/// Checks `value` against `schema`, for the part of JSON Schema the document uses
+/// ([`KEYWORDS`]); a schema with any other keyword fails the test, so that a keyword the
+/// generator starts to emit is never silently taken as "anything goes". Returns what does not
+/// conform.
 fn check(doc: &Value, schema: &Value, value: &Value, at: &str, errors: &mut Vec<String>) {
+    if let Some(map) = schema.as_object() {
+        for keyword in map.keys() {
+            assert!(
+                KEYWORDS.contains(&keyword.as_str()) || ANNOTATIONS.contains(&keyword.as_str()),
+                "{at}: the checker does not know the keyword '{keyword}' of {schema}"
+            );
+        }
+    }
     if let Some(reference) = schema.get("$ref").and_then(Value::as_str) {
         let target = doc
             .pointer(reference.trim_start_matches('#'))
@@ -92,6 +120,17 @@ fn check(doc: &Value, schema: &Value, value: &Value, at: &str, errors: &mut Vec<
                 errors.push(format!("{at}: '{name}' is missing"));
             }
         }
+        if let Some(names) = schema.get("propertyNames") {
+            for name in map.keys() {
+                check(
+                    doc,
+                    names,
+                    &Value::String(name.clone()),
+                    &format!("{at}.{name}"),
+                    errors,
+                );
+            }
+        }
         let properties = schema.get("properties").and_then(Value::as_object);
         for (name, v) in map {
             let path = format!("{at}.{name}");
@@ -165,6 +204,13 @@ async fn requests_and_answers_conform_to_the_openapi_schemas() {
     );
     let paths = doc["paths"].as_object().unwrap();
     assert_eq!(paths.keys().filter(|p| p.starts_with("/ee/")).count(), 8);
+    assert!(
+        paths["/ee/{locationHint}/v1/privacy/set-consent"]["post"]["parameters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["name"] == "locationHint" && p["in"] == "path")
+    );
 
     // The checker itself refuses what does not conform.
     let mut errors = Vec::new();
@@ -263,5 +309,191 @@ async fn requests_and_answers_conform_to_the_openapi_schemas() {
         .unwrap();
     assert_eq!(response.status().as_u16(), 401);
     assert_conforms(&doc, "ApiError", &response.json().await.unwrap());
+    h.shutdown().await;
+}
+
+/// Whether `value` conforms to the schema `schema` of `doc`.
+fn conforms_to(doc: &Value, schema: &str, value: &Value) -> bool {
+    let mut errors = Vec::new();
+    let schema = json!({ "$ref": format!("#/components/schemas/{schema}") });
+    check(doc, &schema, value, "$", &mut errors);
+    errors.is_empty()
+}
+
+/// Edge's request bodies are read by consent-core's parser, not by the types the schemas come
+/// from: bodies that do and do not conform are sent, and the server must accept exactly those
+/// the schema accepts.
+#[tokio::test]
+async fn the_server_accepts_exactly_the_edge_bodies_the_schemas_accept() {
+    let h = Harness::start(Db::Sqlite).await.unwrap();
+    let doc = answer_of(h.client.get(h.url("/openapi.json"))).await;
+    let v1 = |general: Value| json!({"standard": "Adobe", "version": "1.0", "value": {"general": general}});
+    let v2 = |value: Value| json!({"standard": "Adobe", "version": "2.0", "value": value});
+    let tcf = |value: Value| json!({"standard": "IAB TCF", "version": "2.0", "value": value});
+    let set_consent: Vec<(&str, Value)> = vec![
+        ("adobe 1.0 in", json!({"consent": [v1(json!("in"))]})),
+        ("adobe 1.0 out", json!({"consent": [v1(json!("out"))]})),
+        (
+            "adobe 1.0 with plumbing",
+            json!({"consent": [v1(json!("in"))],
+            "meta": {"state": {}}, "query": {"identity": {"fetch": ["ECID"]}}}),
+        ),
+        (
+            "adobe 2.0 every field",
+            json!({"consent": [v2(json!({
+            "collect": {"val": "y", "time": "2024-01-01T00:00:00Z"}, "adID": {"val": "n"},
+            "share": {"val": "dy"}, "personalize": {"content": {"val": "y"}},
+            "marketing": {"email": {"val": "n"}}, "metadata": {"time": "2024-01-01T00:00:00Z"}}))]}),
+        ),
+        (
+            "two objects",
+            json!({"consent": [v1(json!("in")), v2(json!({"collect": {"val": "p"}}))]}),
+        ),
+        (
+            "an identity map",
+            json!({"consent": [v1(json!("in"))], "identityMap": {
+            "ECID": [{"id": "12345678901234567890123456789012345678", "authenticatedState": "ambiguous"}],
+            "Email": [{"id": "a@example.com", "primary": false}]}}),
+        ),
+        (
+            "iab tcf, gdpr not applying",
+            json!({"consent": [{"standard": "IAB TCF", "version": "2.0",
+            "value": "CO123", "gdprApplies": false}]}),
+        ),
+        (
+            "identity map null",
+            json!({"consent": [v1(json!("in"))], "identityMap": null}),
+        ),
+        (
+            "identity with a namespace",
+            json!({"consent": [v1(json!("in"))],
+            "identityMap": {"Email": [{"id": "a@example.com", "namespace": {"code": "Email"}}]}}),
+        ),
+        (
+            "identity without id",
+            json!({"consent": [v1(json!("in"))],
+            "identityMap": {"Email": [{"primary": true}]}}),
+        ),
+        ("empty tc string", json!({"consent": [tcf(json!(""))]})),
+        (
+            "id null",
+            json!({"consent": [v1(json!("in"))],
+            "identityMap": {"Email": [{"id": null}]}}),
+        ),
+        (
+            "identity with an unknown field",
+            json!({"consent": [v1(json!("in"))],
+            "identityMap": {"Email": [{"id": "a@example.com", "type": "x"}]}}),
+        ),
+        (
+            "namespace with another field",
+            json!({"consent": [v1(json!("in"))],
+            "identityMap": {"Email": [{"id": "a@example.com", "namespace": {"name": "x"}}]}}),
+        ),
+        (
+            "gdprApplies not a boolean",
+            json!({"consent": [{"standard": "IAB TCF", "version": "2.0",
+            "value": "CO123", "gdprApplies": "no"}]}),
+        ),
+        (
+            "collect without val",
+            json!({"consent": [v2(json!({"collect": {}}))]}),
+        ),
+        (
+            "collect val unknown",
+            json!({"consent": [v2(json!({"collect": {"val": "maybe"}}))]}),
+        ),
+        (
+            "adobe 1.0 upper case",
+            json!({"consent": [v1(json!("IN"))]}),
+        ),
+        (
+            "adobe 1.0 extra field",
+            json!({"consent": [{"standard": "Adobe", "version": "1.0",
+            "value": {"general": "in"}, "extra": 1}]}),
+        ),
+        (
+            "adobe 1.0 extra value field",
+            json!({"consent": [{"standard": "Adobe", "version": "1.0",
+            "value": {"general": "in", "analytics": "in"}}]}),
+        ),
+        (
+            "adobe 2.0 unknown purpose",
+            json!({"consent": [v2(json!({"analytics": {"val": "y"}}))]}),
+        ),
+        (
+            "unknown standard",
+            json!({"consent": [{"standard": "Other", "version": "1.0", "value": {}}]}),
+        ),
+        (
+            "unknown version",
+            json!({"consent": [{"standard": "Adobe", "version": "3.0", "value": {}}]}),
+        ),
+        (
+            "no value",
+            json!({"consent": [{"standard": "Adobe", "version": "1.0"}]}),
+        ),
+        ("no consent", json!({})),
+        ("empty consent", json!({"consent": []})),
+        ("consent not an array", json!({"consent": v1(json!("in"))})),
+        (
+            "tc string not a string",
+            json!({"consent": [tcf(json!(42))]}),
+        ),
+        (
+            "unknown authenticated state",
+            json!({"consent": [v1(json!("in"))],
+            "identityMap": {"Email": [{"id": "a@example.com", "authenticatedState": "maybe"}]}}),
+        ),
+    ];
+    let url = format!("/ee/v1/privacy/set-consent?configId={DS_A}");
+    let mut disagreements = Vec::new();
+    let (mut accepted, mut refused) = (0, 0);
+    for (name, body) in &set_consent {
+        let schema_says = conforms_to(&doc, "SetConsentRequest", body);
+        let (status, answer) = h.post_json(&url, body).await;
+        let server_says = status == 200;
+        if server_says {
+            accepted += 1;
+        } else {
+            assert!(status == 400 || status == 422, "{name}: {status} {answer}");
+            assert_conforms(&doc, "EdgeError", &answer);
+            refused += 1;
+        }
+        if schema_says != server_says {
+            disagreements.push(format!(
+                "{name}: schema {schema_says}, server {status} {answer}"
+            ));
+        }
+    }
+    assert!(disagreements.is_empty(), "{disagreements:#?}");
+    assert!(
+        accepted >= 10 && refused >= 15,
+        "{accepted} accepted, {refused} refused"
+    );
+
+    // What a schema cannot say: a TC string that does not decode conforms but is refused.
+    let garbage = json!({"consent": [tcf(json!("not a tc string"))]});
+    assert!(conforms_to(&doc, "SetConsentRequest", &garbage));
+    let (status, _) = h.post_json(&url, &garbage).await;
+    assert!(status == 400 || status == 422, "{status}");
+
+    let events: Vec<(&str, Value)> = vec![
+        ("one event", json!({"events": [{"xdm": {"_id": "x-1"}}]})),
+        (
+            "data only",
+            json!({"events": [{"data": {"a": 1}}], "meta": {}}),
+        ),
+        ("no events", json!({})),
+        ("empty events", json!({"events": []})),
+        ("events not an array", json!({"events": {"xdm": {}}})),
+    ];
+    for (name, body) in &events {
+        let schema_says = conforms_to(&doc, "EventsRequest", body);
+        let (status, answer) = h
+            .post_json(&format!("/ee/v1/interact?configId={DS_A}"), body)
+            .await;
+        assert_eq!(schema_says, status == 200, "{name}: {status} {answer}");
+    }
     h.shutdown().await;
 }

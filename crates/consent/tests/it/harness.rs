@@ -34,6 +34,8 @@ impl Edge {
         )
         .unwrap();
         config.rate_limit_per_sec = 0;
+        // DATASTREAM is in no keys file: served with the default organisation.
+        config.allow_unknown_datastreams = true;
         let server = consent_server::serve(config).await.unwrap();
         let base = format!("http://{}", server.local_addr());
         Self {
