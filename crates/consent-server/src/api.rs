@@ -1,5 +1,5 @@
-//! The HTTP API's wire types — what the endpoints read and what they answer — and the OpenAPI
-//! 3.1 document generated from them, served at `GET /openapi.json` ([`document`]).
+//! The HTTP API's wire types — what the endpoints read and what they answer —, from which the
+//! OpenAPI 3.1 document of `GET /openapi.json` is generated (`openapi.rs`).
 //!
 //! - Every JSON answer is one of the types here (or [`Erasure`](crate::Erasure)'s and
 //!   [`Export`](crate::model::Export)'s, which the library returns too), serialised with serde;
@@ -12,15 +12,13 @@
 //!   the integration tests send bodies that do and do not conform to the schemas and check the
 //!   server agrees.
 //! - Each handler carries its `#[utoipa::path]` (method, path, parameters, answers) beside its
-//!   code; [`ApiDoc`] gathers them, and a test checks the document has a path for every route of
-//!   the router and no other.
+//!   code; `openapi.rs` gathers them, and a test checks the document has a path for every route
+//!   of the router and no other.
 
 use serde::Serialize;
 use serde_json::Value;
-use utoipa::openapi::OpenApi as Document;
 use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
-use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
-use utoipa::{IntoParams, Modify, OpenApi, ToSchema};
+use utoipa::{IntoParams, ToSchema};
 
 use crate::links::{CHANNELS, SCOPES};
 
@@ -521,13 +519,54 @@ pub(crate) struct EventsRequest {
 #[derive(Debug, ToSchema)]
 #[allow(dead_code, reason = "a schema of what the Edge handler reads")]
 pub(crate) struct Event {
-    /// The XDM event; `xdm._id` (or `xdm.eventId`) deduplicates it, and its `identityMap`
-    /// names identities that must all allow collection.
-    #[schema(value_type = Option<Object>)]
-    xdm: Option<Value>,
+    /// The XDM event.
+    #[serde(default)]
+    xdm: EventXdm,
     /// Free-form data.
     #[schema(value_type = Option<Object>)]
     data: Option<Value>,
+}
+
+/// The fields of an event's XDM the server reads; any other field is kept as it is.
+#[derive(Debug, ToSchema)]
+#[allow(dead_code, reason = "a schema of what the Edge handler reads")]
+pub(crate) struct EventXdm {
+    /// Deduplicates the event (per profile).
+    #[serde(rename = "_id", default)]
+    id: String,
+    /// Deduplicates the event when `_id` is missing.
+    #[serde(rename = "eventId", default)]
+    event_id: String,
+    /// Identities the event is about: each must allow collection for it to be stored.
+    #[serde(rename = "identityMap", default)]
+    identity_map: IdentityMap,
+    /// TC strings, decided and recorded as a `set-consent` with them would be.
+    #[serde(rename = "consentStrings", default)]
+    consent_strings: Vec<ConsentString>,
+}
+
+/// A TC string sent with an event.
+#[derive(Debug, ToSchema)]
+#[allow(dead_code, reason = "a schema of what the Edge handler reads")]
+pub(crate) struct ConsentString {
+    /// `IAB TCF`.
+    #[serde(rename = "consentStandard")]
+    #[schema(inline)]
+    standard: IabStandard,
+    /// `2.0`.
+    #[serde(rename = "consentStandardVersion")]
+    #[schema(inline)]
+    version: Version2,
+    /// The TC string.
+    #[serde(rename = "consentStringValue")]
+    #[schema(min_length = 1)]
+    value: String,
+    /// Whether GDPR applies (without it, it does).
+    #[serde(rename = "gdprApplies", default)]
+    gdpr_applies: bool,
+    /// Whether the event carries personal data.
+    #[serde(rename = "containsPersonalData", default)]
+    contains_personal_data: bool,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1084,135 +1123,4 @@ pub(crate) enum Sig {
     /// sig.
     #[serde(rename = "sig")]
     Sig,
-}
-
-// ---------------------------------------------------------------------------------------------
-// The document
-
-/// The security schemes of the authenticated endpoints.
-struct Security;
-
-impl Modify for Security {
-    fn modify(&self, openapi: &mut Document) {
-        let components = openapi.components.get_or_insert_with(Default::default);
-        components.add_security_scheme(
-            "apiKey",
-            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::with_description(
-                "x-api-key",
-                "An API key bound to one organisation and sandbox.",
-            ))),
-        );
-        components.add_security_scheme(
-            "bearer",
-            SecurityScheme::Http(
-                HttpBuilder::new()
-                    .scheme(HttpAuthScheme::Bearer)
-                    .description(Some(
-                        "The access token that goes with the API key, in `authorization`.",
-                    ))
-                    .build(),
-            ),
-        );
-    }
-}
-
-/// The OpenAPI document of every route.
-#[derive(OpenApi)]
-#[openapi(
-    info(
-        title = "consent-server",
-        description = "Edge-compatible consent endpoints, a preference service with signed \
-                       unsubscribe links, GDPR erasure and access, and signed consent receipts."
-    ),
-    paths(
-        crate::edge::routes::interact,
-        crate::edge::routes::interact_hinted,
-        crate::edge::routes::collect,
-        crate::edge::routes::collect_hinted,
-        crate::edge::routes::set_consent,
-        crate::edge::routes::set_consent_hinted,
-        crate::edge::routes::acquire,
-        crate::edge::routes::acquire_hinted,
-        crate::prefs::landing,
-        crate::prefs::unsubscribe,
-        crate::prefs::preferences,
-        crate::prefs::decrypt,
-        crate::prefs::create_link,
-        crate::prefs::read_profile,
-        crate::admin::erase_profile,
-        crate::admin::export_profile,
-        crate::admin::checkpoint,
-        crate::admin::receipt_keys,
-        crate::server::healthz,
-        crate::server::metrics,
-        crate::server::openapi_doc,
-    ),
-    components(schemas(ApiError, Problem)),
-    modifiers(&Security),
-    tags(
-        (name = "edge", description = "The Edge Network endpoints the Web SDK talks to."),
-        (name = "preferences", description = "Unsubscribe links, the landing page and the consent preferences API."),
-        (name = "admin", description = "Authenticated administration: links, profiles, erasure, export and checkpoints."),
-        (name = "operations", description = "Health, metrics, the receipt keys and this document."),
-    )
-)]
-pub(crate) struct ApiDoc;
-
-/// The document served at `/openapi.json`, made once.
-pub(crate) fn document() -> &'static str {
-    static DOC: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    DOC.get_or_init(|| {
-        let mut doc = ApiDoc::openapi();
-        doc.info.version = env!("CARGO_PKG_VERSION").to_owned();
-        doc.to_json().unwrap_or_default()
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn refs_resolve(doc: &Value, node: &Value, seen: &mut usize) {
-        match node {
-            Value::Object(map) => {
-                if let Some(Value::String(target)) = map.get("$ref") {
-                    assert!(
-                        doc.pointer(target.trim_start_matches('#')).is_some(),
-                        "{target} does not resolve"
-                    );
-                    *seen += 1;
-                }
-                map.values().for_each(|v| refs_resolve(doc, v, seen));
-            }
-            Value::Array(items) => items.iter().for_each(|v| refs_resolve(doc, v, seen)),
-            _ => {}
-        }
-    }
-
-    #[test]
-    fn the_document_is_openapi_3_1_and_its_references_resolve() {
-        let doc: Value = serde_json::from_str(document()).unwrap();
-        assert_eq!(doc["openapi"], "3.1.0");
-        assert_eq!(doc["info"]["version"], env!("CARGO_PKG_VERSION"));
-        let mut seen = 0;
-        refs_resolve(&doc, &doc, &mut seen);
-        assert!(seen > 20, "{seen} references");
-        if std::env::var_os("CONSENT_PRINT_OPENAPI").is_some() {
-            println!("{}", serde_json::to_string_pretty(&doc).unwrap());
-        }
-    }
-
-    #[test]
-    fn every_route_of_the_router_is_documented_and_nothing_else() {
-        let doc: Value = serde_json::from_str(document()).unwrap();
-        let mut documented: Vec<String> =
-            doc["paths"].as_object().unwrap().keys().cloned().collect();
-        let mut routed: Vec<String> = crate::server::ROUTES
-            .iter()
-            .map(|r| r.replace("{hint}", "{locationHint}"))
-            .collect();
-        documented.sort();
-        routed.sort();
-        assert_eq!(documented, routed);
-    }
 }

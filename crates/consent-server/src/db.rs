@@ -510,6 +510,23 @@ impl Db {
         subject_hash(&self.subject_key, namespace, id)
     }
 
+    /// The CORE identity the Edge endpoints answer for an organisation's ECID: 38 digits of an
+    /// HMAC under a key of its own, derived from the subject key with the label `core-id`, so
+    /// that asking for CORE ids computes nothing the consent records' subjects are made of.
+    pub(crate) fn core_id(&self, org: &str, ecid: &str) -> String {
+        let mut derived = [0u8; 32];
+        let label = subject_hash(&self.subject_key, "derived-key", "core-id");
+        for (byte, pair) in derived.iter_mut().zip(label.as_bytes().chunks(2)) {
+            *byte = std::str::from_utf8(pair)
+                .ok()
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+                .unwrap_or(0);
+        }
+        let hash = subject_hash(&derived, org, ecid);
+        let n = u128::from_str_radix(hash.get(..32).unwrap_or("0"), 16).unwrap_or(0);
+        format!("{:038}", n % 10u128.pow(38))
+    }
+
     /// Erases everything personal stored about one identity: its profile, its events and the
     /// events of other profiles whose identity map names it, the personal detail of consent
     /// records about it or naming it, and identity-specific consents other profiles hold for it.

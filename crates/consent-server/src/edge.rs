@@ -229,6 +229,7 @@ pub(crate) async fn handle(
                 body,
                 &request_id,
                 wants_receipt,
+                Restated::Recorded,
                 SET_CONSENT_SOURCE,
             )
             .await?;
@@ -252,33 +253,6 @@ pub(crate) async fn handle(
                     ));
                 }
             };
-            // TC strings the events carry (`xdm.consentStrings`) are decided and recorded as a
-            // set-consent call with them would be; their decision applies to this request's
-            // events, and the answer writes the consent cookie.
-            let strings = consent_strings(events);
-            let decided = if strings.is_empty() {
-                None
-            } else {
-                set_consent(
-                    &state,
-                    &key,
-                    json!({ "consent": strings }),
-                    &request_id,
-                    false,
-                    INTERACT_SOURCE,
-                )
-                .await?
-                .0
-            };
-            let general = match decided {
-                Some(decision) => Some(decision),
-                None => with_cookie(
-                    stored_general(&state, &key, minted && strings.is_empty())
-                        .await
-                        .map_err(internal)?,
-                    identities.consent_cookie,
-                ),
-            };
             let mut batch: Vec<(String, &Value)> = Vec::with_capacity(events.len());
             for event in events {
                 let event_id = event
@@ -298,6 +272,36 @@ pub(crate) async fn handle(
                     .map_or_else(crate::util::unique_id, str::to_owned);
                 batch.push((event_id, event));
             }
+            // TC strings the events carry (`xdm.consentStrings`) are decided and recorded as a
+            // set-consent call with them would be (once the request is known to be valid: a
+            // refused request changes nothing); their decision applies to this request's events,
+            // and the answer writes the consent cookie. The same strings sent again with every
+            // event are recorded once, when they change something.
+            let strings = consent_strings(events);
+            let decided = if strings.is_empty() {
+                None
+            } else {
+                set_consent(
+                    &state,
+                    &key,
+                    json!({ "consent": strings }),
+                    &request_id,
+                    false,
+                    Restated::NotRecorded,
+                    INTERACT_SOURCE,
+                )
+                .await?
+                .0
+            };
+            let general = match decided {
+                Some(decision) => Some(decision),
+                None => with_cookie(
+                    stored_general(&state, &key, minted && strings.is_empty())
+                        .await
+                        .map_err(internal)?,
+                    identities.consent_cookie,
+                ),
+            };
             // An event is stored only when every identity it names may be collected: the
             // request's own (its identity map, `xdm.identityMap`, the identity cookie in
             // `meta.state` or the `Cookie` header) and those of its own `xdm.identityMap`. A
@@ -748,6 +752,7 @@ async fn set_consent(
     mut body: Value,
     request_id: &str,
     wants_receipt: bool,
+    restated: Restated,
     source: &'static str,
 ) -> Result<(Option<Decision>, Option<String>), EdgeError> {
     // Only the fields the Web SDK's option validator knows are validated by it; `query` and
@@ -776,11 +781,6 @@ async fn set_consent(
         .filter(|object| object.standard() == Standard::AdobeV2)
         .filter_map(|object| object.to_json().get("value").cloned())
         .collect();
-    match decision {
-        Some(Decision::In) => inc(&state.metrics.consent_in),
-        Some(Decision::Out) => inc(&state.metrics.consent_out),
-        Some(Decision::Pending) | None => inc(&state.metrics.consent_pending),
-    }
     let collect = decision.map(|d| xdm_collect(d, &xdm_updates));
     let purposes = PurposeWrites::new(&decided, &xdm_updates);
     let edit = move |consents: &mut Value, _subs: &mut Value| {
@@ -795,6 +795,27 @@ async fn set_consent(
         // record is the evidence that it was given again, and when.
         true
     };
+    if restated == Restated::NotRecorded {
+        let stored = state.db.profile(key).await.map_err(|err| {
+            tracing::error!(%err, "storage failed");
+            EdgeError::internal(request_id)
+        })?;
+        if let Some(stored) = stored {
+            let (mut consents, mut subscriptions) =
+                (stored.consents.clone(), stored.subscriptions.clone());
+            edit(&mut consents, &mut subscriptions);
+            if consents == stored.consents
+                && decision.map(Decision::as_str) == Some(stored.general.as_str())
+            {
+                return Ok((decision, None));
+            }
+        }
+    }
+    match decision {
+        Some(Decision::In) => inc(&state.metrics.consent_in),
+        Some(Decision::Out) => inc(&state.metrics.consent_out),
+        Some(Decision::Pending) | None => inc(&state.metrics.consent_pending),
+    }
     let consent: Vec<Value> = options
         .consent
         .into_iter()
@@ -805,11 +826,15 @@ async fn set_consent(
         "consent": consent,
         "general": decision.map(Decision::as_str),
     });
-    // The identities the call names (a CRM id beside the ECID, say) are kept with the change:
+    // The identities the call names besides the ECID (a CRM id, say) are kept with the change:
     // as personal detail, apart from the chain (`model::split_personal`), so that the export
-    // of the profile shows them and an erasure of either identity removes them.
-    if let Some(identity_map) = options.identity_map {
-        payload["identityMap"] = identity_map;
+    // of the profile shows them and an erasure of either identity removes them. The ECID is
+    // the record's subject already (by its keyed hash): a call naming only it writes no detail.
+    if let Some(Value::Object(mut identity_map)) = options.identity_map {
+        identity_map.remove("ECID");
+        if !identity_map.is_empty() {
+            payload["identityMap"] = Value::Object(identity_map);
+        }
     }
     let (profile, record) = state
         .db
@@ -840,6 +865,15 @@ async fn set_consent(
         state.config.keys.receipts.sign_receipt(&claims)
     });
     Ok((decision, receipt))
+}
+
+/// Whether a consent change that changes nothing stored is recorded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Restated {
+    /// Yes: a `set-consent` call is the person saying it again, and the record proves when.
+    Recorded,
+    /// No: TC strings a client attaches to every event restate nothing new.
+    NotRecorded,
 }
 
 /// The source of the records `set-consent` writes.
@@ -1047,15 +1081,12 @@ fn ecids_at<'a>(body: &'a Value, pointer: &str) -> impl Iterator<Item = &'a str>
         .filter_map(|entry| entry.get("id").and_then(Value::as_str))
 }
 
-/// The CORE identity of an ECID, when a request asks for it: 38 digits of the keyed hash of the
-/// organisation and ECID (the key is the database's subject key). Edge's CORE id is a
-/// third-party id shared across the sites of a network; this server has no such network, so it
-/// answers an id that is stable for the visitor, names no one else, and cannot be linked to the
-/// ECID without the key, rather than refuse the request.
+/// The CORE identity of an ECID, when a request asks for it ([`crate::Db::core_id`]). Edge's
+/// CORE id is a third-party id shared across the sites of a network; this server has no such
+/// network, so it answers an id that is stable for the visitor, names no one else, and cannot
+/// be linked to the ECID without the server's key, rather than refuse the request.
 fn core_id(state: &AppState, org: &str, ecid: &str) -> String {
-    let hash = state.db.subject("CORE", &format!("{org}\n{ecid}"));
-    let n = u128::from_str_radix(hash.get(..32).unwrap_or("0"), 16).unwrap_or(0);
-    format!("{:038}", n % 10u128.pow(38))
+    state.db.core_id(org, ecid)
 }
 
 /// A 38-digit ECID.
@@ -1102,13 +1133,24 @@ pub(crate) mod routes {
         SetConsentRequest,
     };
 
-    /// A handler for the plain path and one for the `{locationHint}` form; `$doc` is the rest of
-    /// their OpenAPI annotation.
+    /// A handler for the plain path and one for the `{locationHint}` form, with their OpenAPI
+    /// annotation: `$doc` (summary, description), the request body `$body`, the answers
+    /// particular to the action, and those every Edge route may give.
     macro_rules! edge_route {
         ($plain:ident, $hinted:ident, $action:expr, $path:literal, $hinted_path:literal,
-         [$($params:ty),*], $($doc:tt)*) => {
+         [$($params:ty),*], $body:ty, { $($doc:tt)* }, { $($responses:tt)* }) => {
             #[utoipa::path(post, path = $path, tag = "edge", params(EdgeParams $(, $params)*),
-                $($doc)*)]
+                $($doc)*,
+                request_body(content = $body, content_type = "application/json"),
+                responses($($responses)*
+                    (status = 403, description = "An `Origin` not allowed for the datastream \
+                        (no CORS headers; nothing changed)", body = String,
+                        content_type = "text/plain"),
+                    (status = 413, description = "A body over the size limit"),
+                    (status = 429, description = "Too many requests from this client; see \
+                        `Retry-After`"),
+                    (status = 500, description = "Storage failed", body = Problem,
+                        content_type = "application/problem+json")))]
             pub(crate) async fn $plain(
                 State(state): State<Arc<AppState>>,
                 Query(query): Query<Vec<(String, String)>>,
@@ -1122,7 +1164,17 @@ pub(crate) mod routes {
             }
 
             #[utoipa::path(post, path = $hinted_path, tag = "edge",
-                params(LocationHint, EdgeParams $(, $params)*), $($doc)*)]
+                params(LocationHint, EdgeParams $(, $params)*), $($doc)*,
+                request_body(content = $body, content_type = "application/json"),
+                responses($($responses)*
+                    (status = 403, description = "An `Origin` not allowed for the datastream \
+                        (no CORS headers; nothing changed)", body = String,
+                        content_type = "text/plain"),
+                    (status = 413, description = "A body over the size limit"),
+                    (status = 429, description = "Too many requests from this client; see \
+                        `Retry-After`"),
+                    (status = 500, description = "Storage failed", body = Problem,
+                        content_type = "application/problem+json")))]
             pub(crate) async fn $hinted(
                 State(state): State<Arc<AppState>>,
                 Path(hint): Path<String>,
@@ -1139,71 +1191,55 @@ pub(crate) mod routes {
     }
 
     edge_route!(interact, interact_hinted, Action::Interact,
-    "/ee/v1/interact", "/ee/{locationHint}/v1/interact", [],
-    summary = "Send events and receive identity and state",
-    description = "An event is stored only when every identity it names (the request's \
-        identity map, the identity cookie in `meta.state` or the `Cookie` header, and the \
-        event's own `xdm.identityMap`) may be collected; the others are counted and the \
-        answer carries an `EXEG-0301-200` warning.",
-    request_body(content = EventsRequest, content_type = "application/json"),
-    responses(
+        "/ee/v1/interact", "/ee/{locationHint}/v1/interact", [], EventsRequest, {
+        summary = "Send events and receive identity and state",
+        description = "An event is stored only when every identity it names (the request's \
+            identity map, the identity cookie in `meta.state` or the `Cookie` header, and the \
+            event's own `xdm.identityMap`) may be collected; the others are counted and the \
+            answer carries an `EXEG-0301-200` warning. TC strings in `xdm.consentStrings` are \
+            decided as `set-consent` decides them, first."
+    }, {
         (status = 200, description = "Identity and state", body = EdgeAnswer<'_>),
         (status = 400, description = "A malformed request", body = Problem,
             content_type = "application/problem+json"),
-        (status = 429, description = "Too many requests from this client; see `Retry-After`"),
-    ));
-    edge_route!(
-        collect,
-        collect_hinted,
-        Action::Collect,
-        "/ee/v1/collect",
-        "/ee/{locationHint}/v1/collect",
-        [],
+        (status = 422, description = "An unprocessable TC string in `xdm.consentStrings`",
+            body = Problem, content_type = "application/problem+json"),
+    });
+    edge_route!(collect, collect_hinted, Action::Collect,
+        "/ee/v1/collect", "/ee/{locationHint}/v1/collect", [], EventsRequest, {
         summary = "Send events without an answer body",
-        description = "Events are kept or dropped as `interact` does.",
-        request_body(content = EventsRequest, content_type = "application/json"),
-        responses(
-            (status = 204, description = "Accepted"),
-            (
-                status = 400,
-                description = "A malformed request",
-                body = Problem,
-                content_type = "application/problem+json"
-            ),
-            (
-                status = 429,
-                description = "Too many requests from this client; see `Retry-After`"
-            ),
-        )
-    );
+        description = "Events (and their TC strings) are handled as `interact` handles them."
+    }, {
+        (status = 204, description = "Accepted"),
+        (status = 400, description = "A malformed request", body = Problem,
+            content_type = "application/problem+json"),
+        (status = 422, description = "An unprocessable TC string in `xdm.consentStrings`",
+            body = Problem, content_type = "application/problem+json"),
+    });
     edge_route!(set_consent, set_consent_hinted, Action::SetConsent,
-    "/ee/v1/privacy/set-consent", "/ee/{locationHint}/v1/privacy/set-consent",
-    [ReceiptHeader],
-    summary = "Set the profile's consent (Adobe 1.0, Adobe 2.0 or IAB TCF 2.0)",
-    description = "With the header `consent-receipt: true` (or on a server run with \
-        `--receipts-always`), the answer also carries a `consent:receipt` handle: the \
-        change's signed receipt, a compact JWS verifiable with \
-        `GET /.well-known/consent-receipt-keys`.",
-    request_body(content = SetConsentRequest, content_type = "application/json"),
-    responses(
+        "/ee/v1/privacy/set-consent", "/ee/{locationHint}/v1/privacy/set-consent",
+        [ReceiptHeader], SetConsentRequest, {
+        summary = "Set the profile's consent (Adobe 1.0, Adobe 2.0 or IAB TCF 2.0)",
+        description = "With the header `consent-receipt: true` (or on a server run with \
+            `--receipts-always`), the answer also carries a `consent:receipt` handle: the \
+            change's signed receipt, a compact JWS verifiable with \
+            `GET /.well-known/consent-receipt-keys`."
+    }, {
         (status = 200, description = "Identity and state, with the consent cookie \
             (`general=in|out|pending`) when a decision is known", body = EdgeAnswer<'_>),
         (status = 400, description = "A malformed request", body = Problem,
             content_type = "application/problem+json"),
         (status = 422, description = "An unprocessable consent value", body = Problem,
             content_type = "application/problem+json"),
-        (status = 429, description = "Too many requests from this client; see `Retry-After`"),
-    ));
+    });
     edge_route!(acquire, acquire_hinted, Action::Acquire,
-    "/ee/v1/identity/acquire", "/ee/{locationHint}/v1/identity/acquire", [],
-    summary = "Mint or return the visitor's ECID",
-    request_body(content = Object, content_type = "application/json"),
-    responses(
+        "/ee/v1/identity/acquire", "/ee/{locationHint}/v1/identity/acquire", [], Object, {
+        summary = "Mint or return the visitor's ECID (and CORE, when asked)"
+    }, {
         (status = 200, description = "Identity and state", body = EdgeAnswer<'_>),
         (status = 400, description = "A malformed request", body = Problem,
             content_type = "application/problem+json"),
-        (status = 429, description = "Too many requests from this client; see `Retry-After`"),
-    ));
+    });
 }
 
 #[cfg(test)]

@@ -319,9 +319,9 @@ fn router(state: Arc<AppState>) -> Router {
             "/.well-known/consent-receipt-keys",
             get(admin::receipt_keys),
         )
-        .route("/healthz", get(healthz))
-        .route("/metrics", get(metrics))
-        .route("/openapi.json", get(openapi_doc));
+        .route("/healthz", get(crate::health::healthz))
+        .route("/metrics", get(crate::health::metrics))
+        .route("/openapi.json", get(crate::openapi::openapi_doc));
     public
         .merge(private)
         .layer(DefaultBodyLimit::max(state.config.body_limit))
@@ -466,55 +466,23 @@ async fn observe(State(state): State<Arc<AppState>>, request: Request, next: Nex
     response
 }
 
-/// `GET /healthz`.
-#[utoipa::path(get, path = "/healthz", tag = "operations",
-    summary = "Liveness, including a database round trip",
-    responses(
-        (status = 200, description = "ok", body = String, content_type = "text/plain"),
-        (status = 503, description = "The database does not answer", body = String,
-            content_type = "text/plain"),
-    ))]
-pub(crate) async fn healthz(State(state): State<Arc<AppState>>) -> Response {
-    match state.db.ping().await {
-        Ok(()) => (StatusCode::OK, "ok\n").into_response(),
-        Err(err) => {
-            tracing::error!(%err, "health check failed");
-            (StatusCode::SERVICE_UNAVAILABLE, "database unavailable\n").into_response()
-        }
-    }
-}
-
-/// `GET /metrics`.
-#[utoipa::path(get, path = "/metrics", tag = "operations", summary = "Prometheus metrics",
-    responses(
-        (status = 200, description = "Prometheus text format 0.0.4, with a latency histogram \
-            per route", body = String, content_type = "text/plain"),
-    ))]
-pub(crate) async fn metrics(State(state): State<Arc<AppState>>) -> Response {
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        state.metrics.render(),
-    )
-        .into_response()
-}
-
-/// `GET /openapi.json`.
-#[utoipa::path(get, path = "/openapi.json", tag = "operations", summary = "This document",
-    responses(
-        (status = 200, description = "OpenAPI 3.1, generated from the request and answer types",
-            body = Object),
-    ))]
-pub(crate) async fn openapi_doc() -> Response {
-    (
-        [(header::CONTENT_TYPE, "application/json")],
-        crate::api::document(),
-    )
-        .into_response()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_route_of_the_router_is_documented_and_nothing_else() {
+        let doc: serde_json::Value = serde_json::from_str(crate::openapi::document()).unwrap();
+        let mut documented: Vec<String> =
+            doc["paths"].as_object().unwrap().keys().cloned().collect();
+        let mut routed: Vec<String> = ROUTES
+            .iter()
+            .map(|r| r.replace("{hint}", "{locationHint}"))
+            .collect();
+        documented.sort();
+        routed.sort();
+        assert_eq!(documented, routed);
+    }
 
     #[test]
     fn the_client_is_the_peer_unless_the_peer_is_a_trusted_proxy() {

@@ -738,6 +738,9 @@ scenario!(
             .to_string()
             .contains(r#""name":"https://ns.adobe.com/experience/alloy""#)
     );
+    let ecid = env.cookie_ecid().await;
+    assert_eq!(env.profile(&ecid).await.unwrap().general, "in");
+    assert_eq!(env.events(&ecid).await, 1);
 });
 
 scenario!(
@@ -763,6 +766,10 @@ scenario!(
     assert_eq!(requests.len(), 1, "{requests:?}");
     assert_eq!(requests[0].action, "interact");
     assert_eq!(requests[0].status, 200);
+    let ecid = env.cookie_ecid().await;
+    assert_eq!(env.profile(&ecid).await.unwrap().general, "in");
+    assert_eq!(env.records(&ecid).await.len(), 1);
+    assert_eq!(env.events(&ecid).await, 1);
 });
 
 scenario!(
@@ -777,6 +784,9 @@ scenario!(
     assert!(has_log(&logs, "declined consent"), "{logs:?}");
     assert!(has_log(&logs, "The user previously declined consent."), "{logs:?}");
     assert_eq!(env.count("interact").await, 0);
+    let ecid = env.cookie_ecid().await;
+    assert_eq!(env.profile(&ecid).await.unwrap().general, "out");
+    assert_eq!(env.events(&ecid).await, 0);
 });
 
 scenario!(
@@ -942,6 +952,11 @@ scenario!(
     assert_eq!(env.count("privacy/set-consent").await, 1);
     assert_eq!(env.cookie("consent").await.as_deref(), Some("general=in"));
     assert_eq!(env.count("interact").await, 1);
+    let ecid = env.cookie_ecid().await;
+    let profile = env.profile(&ecid).await.unwrap();
+    assert_eq!(profile.general, "in");
+    assert_eq!(profile.consents["collect"]["val"], "y");
+    assert_eq!(env.events(&ecid).await, 1);
 });
 
 scenario!(
@@ -955,6 +970,11 @@ scenario!(
     assert_eq!(env.count("privacy/set-consent").await, 1);
     assert_eq!(env.cookie("consent").await.as_deref(), Some("general=out"));
     assert_eq!(env.count("interact").await, 0);
+    let ecid = env.cookie_ecid().await;
+    let profile = env.profile(&ecid).await.unwrap();
+    assert_eq!(profile.general, "out");
+    assert_eq!(profile.consents["collect"]["val"], "n");
+    assert_eq!(env.events(&ecid).await, 0);
 });
 
 scenario!(
@@ -1019,6 +1039,24 @@ scenario!(
     assert_eq!(requests.len(), 1);
     assert_eq!(requests[0].status, 200);
     assert!(requests[0].body.to_string().contains("\"id123\""));
+    // The CRM id is kept with the change, as personal detail beside the chain.
+    let ecid = env.cookie_ecid().await;
+    let records = env.records(&ecid).await;
+    assert_eq!(records.len(), 1);
+    assert_eq!(records[0].payload["general"], "in");
+    assert!(!records[0].payload.to_string().contains("id123"));
+    let export = env
+        .h
+        .server()
+        .db()
+        .export(&profile_key(&ecid))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        export["records"][0]["change"]["identityMap"]["HYP"][0]["id"], "id123",
+        "{export}"
+    );
 });
 
 scenario!(
@@ -1054,6 +1092,13 @@ scenario!(
     for kind in ["identity:exchange", "personalization:decisions", "activation:push"] {
         assert!(!requests[0].handle_types().contains(&kind.to_owned()), "{kind}");
     }
+    // What the answer does carry: the visitor's ECID and the cookies, the consent one "out".
+    assert_eq!(requests[0].handle_types(), ["identity:result", "state:store"]);
+    assert_eq!(env.cookie("consent").await.as_deref(), Some("general=out"));
+    let ecid = env.cookie_ecid().await;
+    assert_eq!(env.profile(&ecid).await.unwrap().general, "out");
+    assert_eq!(env.records(&ecid).await.len(), 1);
+    assert_eq!(env.events(&ecid).await, 0);
 });
 
 /// The IAB scenarios' common check: one consent call with the consent sent as given, the
@@ -1191,18 +1236,15 @@ scenario!(
     /// count), and the event is kept without a warning.
     c224677_iab_without_purpose_ten_opts_in, Page::Site, |env| {
     env.configure(json!({})).await;
-    env.set_consent(iab(TC_NO_PURPOSE_TEN, true)).await.value();
-    assert_eq!(env.cookie("consent").await.as_deref(), Some("general=in"));
-    env.send_event().await.value();
-    let interacts: Vec<Request> = env
+    iab_decides(&env, iab(TC_NO_PURPOSE_TEN, true), "in").await;
+    let interact = env
         .requests()
         .await
         .into_iter()
-        .filter(|r| r.action == "interact")
-        .collect();
-    assert_eq!(interacts.len(), 1);
-    assert_eq!(interacts[0].status, 200);
-    assert!(!interacts[0].has_warning("EXEG-0301-200"));
+        .find(|r| r.action == "interact")
+        .unwrap();
+    assert_eq!(interact.status, 200);
+    assert!(!interact.has_warning("EXEG-0301-200"));
 });
 
 scenario!(
@@ -1244,6 +1286,11 @@ scenario!(
     assert!(document_cookie.as_str().unwrap().contains(&cookie("identity")));
     assert!(identity["identity"]["ECID"].is_string(), "{identity}");
     assert!(identity["edge"]["regionId"].as_i64().unwrap_or(0) > 0, "{identity}");
+    // Asking for an identity stores nothing about the visitor.
+    let ecid = identity["identity"]["ECID"].as_str().unwrap();
+    assert_eq!(env.cookie_ecid().await, ecid);
+    assert!(env.profile(ecid).await.is_none());
+    assert_eq!(env.events(ecid).await, 0);
 });
 
 scenario!(
@@ -1264,6 +1311,8 @@ scenario!(
     assert!(env.cookie("identity").await.is_some());
     assert!(identity["identity"]["ECID"].is_string(), "{identity}");
     assert!(identity["edge"]["regionId"].as_i64().unwrap_or(0) > 0, "{identity}");
+    let ecid = identity["identity"]["ECID"].as_str().unwrap();
+    assert_eq!(env.events(ecid).await, 1);
 });
 
 scenario!(
@@ -1325,3 +1374,29 @@ async fn cookies_get_the_same_site_attribute_the_server_asks_for() {
     assert_eq!(identity["secure"], true, "{identity}");
     env.finish().await;
 }
+
+scenario!(
+    /// A `setConsent` that decides nothing about `general` (Adobe 2.0 marketing preferences
+    /// alone) on a visitor with no decision: alloy suspends to pending for every `setConsent` and
+    /// takes its state back only from a consent cookie, and the server writes none (there is no
+    /// decision to write), so alloy stays pending: the next event waits, nothing is collected,
+    /// until a call decides. The preference itself is stored and recorded.
+    a_set_consent_deciding_nothing_leaves_alloy_pending, Page::Site, |env| {
+    env.configure(json!({})).await;
+    env.set_consent(json!([{"standard": "Adobe", "version": "2.0", "value": {
+        "marketing": {"email": {"val": "n"}}, "metadata": {"time": "2019-01-01T15:52:25+00:00"}}}]))
+        .await
+        .value();
+    assert_eq!(env.cookie("consent").await, None);
+    env.start_command("event", "sendEvent", json!({})).await;
+    env.flush().await;
+    assert_eq!(env.count("interact").await, 0, "the event waits: alloy is pending");
+    let ecid = env.cookie_ecid().await;
+    let profile = env.profile(&ecid).await.unwrap();
+    assert_eq!(profile.consents["marketing"]["email"]["val"], "n");
+    assert_eq!(env.records(&ecid).await.len(), 1);
+    env.set_consent(consent_in()).await.value();
+    env.settle("event").await.value();
+    assert_eq!(env.count("interact").await, 1);
+    assert_eq!(env.events(&ecid).await, 1);
+});

@@ -478,8 +478,32 @@ async fn the_server_accepts_exactly_the_edge_bodies_the_schemas_accept() {
     let (status, _) = h.post_json(&url, &garbage).await;
     assert!(status == 400 || status == 422, "{status}");
 
+    let granting = consent_core::consent_tcf::TcString::builder()
+        .purpose_consent(1, true)
+        .vendor_consent(565, true)
+        .build()
+        .unwrap()
+        .encode();
+    let with_strings = |entry: Value| json!({"events": [{"xdm": {"consentStrings": [entry]}}]});
     let events: Vec<(&str, Value)> = vec![
         ("one event", json!({"events": [{"xdm": {"_id": "x-1"}}]})),
+        (
+            "a tc string",
+            with_strings(json!({"consentStandard": "IAB TCF",
+            "consentStandardVersion": "2.0", "consentStringValue": granting,
+            "gdprApplies": true, "containsPersonalData": false})),
+        ),
+        ("an empty consent string entry", with_strings(json!({}))),
+        (
+            "an empty tc string",
+            with_strings(json!({"consentStandard": "IAB TCF",
+            "consentStandardVersion": "2.0", "consentStringValue": ""})),
+        ),
+        (
+            "another standard",
+            with_strings(json!({"consentStandard": "IAB",
+            "consentStandardVersion": "2.0", "consentStringValue": granting})),
+        ),
         (
             "data only",
             json!({"events": [{"data": {"a": 1}}], "meta": {}}),

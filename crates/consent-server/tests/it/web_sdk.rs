@@ -87,6 +87,38 @@ async fn tc_strings_with_events_are_decided_and_recorded(h: &Harness) {
     assert!(warned_out(&answer), "{answer}");
     assert_eq!(db.count_events(&key(&refused)).await.unwrap(), 0);
 
+    // The same strings sent again (alloy may attach them to every event) are recorded once;
+    // a change of mind is recorded.
+    for id in ["e-5", "e-6"] {
+        let (status, answer) = h
+            .post_json(
+                &interact(),
+                &with_ecid(event_with_tc(&tc(true), id), &granted),
+            )
+            .await;
+        assert_eq!(status, 200, "{answer}");
+        assert_eq!(consent_cookie(&answer).as_deref(), Some("general=in"));
+    }
+    assert_eq!(db.records(&key(&granted)).await.unwrap().len(), 1);
+    assert_eq!(db.count_events(&key(&granted)).await.unwrap(), 3);
+    let (_, answer) = h
+        .post_json(
+            &interact(),
+            &with_ecid(event_with_tc(&tc(false), "e-7"), &granted),
+        )
+        .await;
+    assert_eq!(consent_cookie(&answer).as_deref(), Some("general=out"));
+    assert_eq!(db.records(&key(&granted)).await.unwrap().len(), 2);
+
+    // A request refused for another reason (a NUL in an event id) changes no consent.
+    let fresh = "12345678901234567890123456789012345678";
+    let mut bad = with_ecid(event_with_tc(&tc(false), "e-\u{0}"), fresh);
+    bad["events"][0]["xdm"]["_id"] = json!("e-\u{0}");
+    let (status, answer) = h.post_json(&interact(), &bad).await;
+    assert_eq!(status, 400, "{answer}");
+    assert!(db.profile(&key(fresh)).await.unwrap().is_none());
+    assert!(db.records(&key(fresh)).await.unwrap().is_empty());
+
     // A string that does not decode is refused as set-consent refuses it; nothing is stored.
     let (status, answer) = h
         .post_json(&interact(), &event_with_tc("not a tc string", "e-4"))
@@ -258,8 +290,8 @@ on_both!(
 
 async fn a_set_consent_that_decides_nothing_writes_no_consent_cookie(h: &Harness) {
     // Adobe 2.0 without `collect`, on a new visitor: the marketing choice is stored and
-    // recorded, no `general` is decided, and the answer writes no consent cookie, so the Web
-    // SDK keeps the state it had (its default); a later request is served as before.
+    // recorded, no `general` is decided, and the answer writes no consent cookie (there is no
+    // decision to write; alloy then stays pending, `alloy.rs` shows it).
     let body = json!({"consent": [{"standard": "Adobe", "version": "2.0",
         "value": {"marketing": {"email": {"val": "n"}}}}]});
     let (status, answer) = h.post_json(&set_consent(), &body).await;
