@@ -381,14 +381,21 @@ impl Env {
         }
     }
 
-    /// `configure` with the test's organisation, datastream and edge domain, and `extra`.
-    async fn configure(&self, extra: Value) {
+    /// `configure` with the test's organisation, datastream and edge domain, alloy's logging on
+    /// (the scenarios read its messages), and `extra`.
+    async fn configure(&self, mut extra: Value) {
+        extra["debugEnabled"] = json!(true);
+        self.configure_as_given(extra).await;
+    }
+
+    /// `configure` with the test's organisation, datastream and edge domain and `extra` alone,
+    /// as alloy's identity tests configure it.
+    async fn configure_as_given(&self, extra: Value) {
         let mut options = json!({
             "orgId": ORG_A,
             "datastreamId": DS_A,
             "edgeDomain": EDGE_HOST,
             "thirdPartyCookiesEnabled": false,
-            "debugEnabled": true,
         });
         for (k, v) in extra.as_object().unwrap() {
             options[k] = v.clone();
@@ -446,13 +453,16 @@ impl Env {
         }
     }
 
-    /// How many requests of `action` (`interact`, `privacy/set-consent`, …) were sent.
+    /// The requests of `action` (`interact`, `privacy/set-consent`, …).
+    async fn requests_of(&self, action: &str) -> Vec<Request> {
+        let mut requests = self.requests().await;
+        requests.retain(|r| r.action == action);
+        requests
+    }
+
+    /// How many requests of `action` were sent.
     async fn count(&self, action: &str) -> usize {
-        self.requests()
-            .await
-            .iter()
-            .filter(|r| r.action == action)
-            .count()
+        self.requests_of(action).await.len()
     }
 
     /// The ECID alloy has, from `getIdentity`.
@@ -687,12 +697,7 @@ scenario!(
     env.set_consent(consent_in()).await.value();
     env.settle("event").await.value();
     env.send_event().await.value();
-    let interacts: Vec<Request> = env
-        .requests()
-        .await
-        .into_iter()
-        .filter(|r| r.action == "interact")
-        .collect();
+    let interacts = env.requests_of("interact").await;
     assert_eq!(interacts.len(), 2);
     let url = |r: &Request| r.body["events"][0]["xdm"]["web"]["webPageDetails"]["URL"].clone();
     assert_eq!(url(&interacts[0]), href);
@@ -725,12 +730,7 @@ scenario!(
     env.configure(json!({"defaultConsent": "pending"})).await;
     env.set_consent(consent_in()).await.value();
     env.send_event().await.value();
-    let interacts: Vec<Request> = env
-        .requests()
-        .await
-        .into_iter()
-        .filter(|r| r.action == "interact")
-        .collect();
+    let interacts = env.requests_of("interact").await;
     assert_eq!(interacts.len(), 1);
     assert!(
         interacts[0]
@@ -854,12 +854,7 @@ scenario!(
     env.settle("in").await.value();
     env.settle("out").await.value();
     env.settle("event").await.value();
-    let consents: Vec<Request> = env
-        .requests()
-        .await
-        .into_iter()
-        .filter(|r| r.action == "privacy/set-consent")
-        .collect();
+    let consents = env.requests_of("privacy/set-consent").await;
     assert_eq!(consents.len(), 2);
     assert!(consents[1].start >= consents[0].end, "{consents:?}");
     assert_eq!(env.count("interact").await, 0);
@@ -1068,12 +1063,7 @@ scenario!(
     env.set_consent(consent_out()).await.value();
     assert_eq!(env.send_event().await.value(), &json!({}));
     assert!(has_log(&env.logs().await, "declined consent"));
-    let interacts: Vec<Request> = env
-        .requests()
-        .await
-        .into_iter()
-        .filter(|r| r.action == "interact")
-        .collect();
+    let interacts = env.requests_of("interact").await;
     assert_eq!(interacts.len(), 1);
     assert_eq!(interacts[0].body["events"].as_array().unwrap().len(), 1);
     let ecid = env.cookie_ecid().await;
@@ -1272,13 +1262,7 @@ scenario!(
     /// C1703722: `getIdentity` first: one acquire call, a readable identity cookie, and the
     /// region from the `x-adobe-edge` header.
     c1703722_get_identity_first, Page::Site, |env| {
-    env.alloy(
-        "configure",
-        json!({"orgId": ORG_A, "datastreamId": DS_A, "edgeDomain": EDGE_HOST,
-               "thirdPartyCookiesEnabled": false}),
-    )
-    .await
-    .value();
+    env.configure_as_given(json!({})).await;
     let identity = env.alloy("getIdentity", json!({})).await;
     let identity = identity.value();
     assert_eq!(env.count("identity/acquire").await, 1);
@@ -1297,13 +1281,7 @@ scenario!(
     /// C1703723: `getIdentity` after an event uses what the event's answer gave: no acquire
     /// call, and the region.
     c1703723_get_identity_after_an_event, Page::Site, |env| {
-    env.alloy(
-        "configure",
-        json!({"orgId": ORG_A, "datastreamId": DS_A, "edgeDomain": EDGE_HOST,
-               "thirdPartyCookiesEnabled": false}),
-    )
-    .await
-    .value();
+    env.configure_as_given(json!({})).await;
     env.send_event().await.value();
     let identity = env.alloy("getIdentity", json!({})).await;
     let identity = identity.value();

@@ -230,32 +230,21 @@ async fn other_identities_of_a_consent_change_are_kept_apart_and_erasable(h: &Ha
         "the chain holds a digest, not the identity: {}",
         records[0].payload
     );
-    let export = |namespace: &str, id: &str| {
-        h.auth(
-            h.client
-                .get(h.url(&format!("/admin/v1/profiles/{namespace}/{id}/export"))),
-            false,
-        )
+    let export = |namespace: &'static str, id: String| async move {
+        let key = consent_server::ProfileKey {
+            namespace: namespace.to_owned(),
+            id,
+            ..key("")
+        };
+        db.export(&key).await.unwrap().unwrap()
     };
-    let document: Value = export("ECID", &ecid)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let document = export("ECID", ecid.clone()).await;
     assert_eq!(
         document["records"][0]["change"]["identityMap"]["HYP"][0]["id"], "id123",
         "{document}"
     );
     // The CRM id's own export finds the change that names it, and its erasure removes it.
-    let named: Value = export("HYP", "id123")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let named = export("HYP", "id123".to_owned()).await;
     assert_eq!(
         named["elsewhere"]["recordDetails"]
             .as_array()
@@ -273,13 +262,7 @@ async fn other_identities_of_a_consent_change_are_kept_apart_and_erasable(h: &Ha
         .await
         .unwrap();
     assert_eq!(erased.status(), 200);
-    let document: Value = export("ECID", &ecid)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let document = export("ECID", ecid.clone()).await;
     assert!(!document.to_string().contains("id123"), "{document}");
     assert!(db.verify_chain(crate::harness::ORG_A, "prod").await.is_ok());
 }
