@@ -80,9 +80,11 @@ const IMPURE: &[&str] = &[
 
 /// A workspace package: its name and its directory relative to the workspace root.
 #[derive(Debug)]
-struct Member {
-    name: String,
-    dir: PathBuf,
+pub(crate) struct Member {
+    /// The package name.
+    pub(crate) name: String,
+    /// Its directory, relative to the workspace root.
+    pub(crate) dir: PathBuf,
 }
 
 pub(crate) fn check(root: &Path) -> Result<()> {
@@ -138,7 +140,7 @@ pub(crate) fn check(root: &Path) -> Result<()> {
 
 /// The workspace's packages: every `crates/*` with a manifest, the end-to-end tests (`tests/`) and
 /// `xtask` — the `members` of the root manifest.
-fn members(root: &Path) -> Result<Vec<Member>> {
+pub(crate) fn members(root: &Path) -> Result<Vec<Member>> {
     let mut dirs = Vec::new();
     for entry in fs::read_dir(root.join("crates")).context("reading crates/")? {
         let path = entry?.path();

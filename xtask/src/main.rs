@@ -2,8 +2,9 @@
 //!
 //! Run `cargo xtask help` for the list of tasks. The one CI runs is `cargo xtask ci`:
 //! formatting, clippy with warnings denied, the tests (nextest and doctests), rustdoc with
-//! warnings (broken intra-doc links included) denied, and the layering check that keeps
-//! `docs/ARCHITECTURE.md` true.
+//! warnings (broken intra-doc links included) denied, the layering check that keeps
+//! `docs/ARCHITECTURE.md` true (`layering.rs`), and the manifest check that keeps what crates.io
+//! and docs.rs show complete and true (`manifests.rs`).
 
 use std::env;
 use std::path::{Path, PathBuf};
@@ -12,6 +13,8 @@ use std::process::Command;
 use anyhow::{Context, Result, bail};
 
 mod layering;
+mod manifests;
+mod release;
 
 const HELP: &str = "\
 cargo xtask <task>
@@ -21,6 +24,10 @@ Tasks:
   demo        start consent-server on its SQLite default and run the client's quick-start example
               (crates/consent/examples/quickstart.rs) against it
   layering    only the layering, crate-overview and ARCHITECTURE.md-table checks
+  manifests   only the manifest check: what crates.io shows, readmes, publish = false for tools
+  release     cargo xtask release <version> [--dry-run] [--no-ci] [--no-verify]: checks, bumps the
+              versions, moves the changelog's Unreleased section, commits, packages every crate in
+              dependency order, tags v<version>; nothing leaves the machine
   bench       run the criterion benchmarks of every crate (pass a crate name to narrow)
   fuzz        run a cargo-fuzz target: cargo xtask fuzz <target> [seconds]
 ";
@@ -32,6 +39,8 @@ fn main() -> Result<()> {
     match task.as_deref() {
         Some("ci") => ci(),
         Some("layering") => layering::check(&project_root()),
+        Some("manifests") => manifests::check(&project_root()),
+        Some("release") => release::release(&rest),
         Some("bench") => bench(&rest),
         Some("demo") => demo(),
         Some("fuzz") => fuzz(&rest),
@@ -71,6 +80,7 @@ fn run(step: &str, mut cmd: Command) -> Result<()> {
 fn ci() -> Result<()> {
     let root = project_root();
     layering::check(&root)?;
+    manifests::check(&root)?;
 
     let mut fmt = cargo();
     fmt.args(["fmt", "--all", "--", "--check"]);
