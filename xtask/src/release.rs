@@ -8,10 +8,11 @@
 //! 3. Bumps `[workspace.package] version` and the workspace's own entries of
 //!    `[workspace.dependencies]`, updates `Cargo.lock` for them (no network), and moves the
 //!    `Unreleased` section of the changelog under the new version, dated today.
-//! 4. Commits that (`release <version>`), then packages every publishable crate with
-//!    `cargo package --workspace`, which resolves the workspace's own crates locally and builds
-//!    each package from its `.crate` to verify it (`--no-verify` packs without building), and
-//!    prints the order they publish in: dependencies first, the facade last.
+//! 4. Commits that (`release <version>`), then packages every publishable crate in one
+//!    `cargo package --package …` (which resolves the workspace's own crates locally, as
+//!    `--workspace` does, without the crates that are `publish = false`) and builds each package
+//!    from its `.crate` to verify it (`--no-verify` packs without building), and prints the order
+//!    they publish in: dependencies first, the facade last.
 //! 5. Creates the annotated tag `v<version>`. With `--dry-run` that is all; without it, it also
 //!    prints the one command that publishes. Should packaging fail, the release commit is undone.
 
@@ -189,11 +190,14 @@ pub(crate) fn release(args: &[String]) -> Result<()> {
         &format!("release {}", options.version),
     ])?;
     let mut package = cargo(&root);
-    package.args(["package", "--workspace"]);
+    package.arg("package");
+    for name in &order {
+        package.args(["--package", name]);
+    }
     if !options.verify {
         package.arg("--no-verify");
     }
-    if let Err(err) = crate::run("cargo package --workspace", package) {
+    if let Err(err) = crate::run("cargo package (every publishable crate)", package) {
         git(&["reset", "--quiet", "--hard", "HEAD~1"])?;
         return Err(err.context("packaging failed; the release commit was undone"));
     }
