@@ -3,8 +3,9 @@
 //! Run `cargo xtask help` for the list of tasks. The one CI runs is `cargo xtask ci`:
 //! formatting, clippy with warnings denied, the tests (nextest and doctests), rustdoc with
 //! warnings (broken intra-doc links included) denied, the layering check that keeps
-//! `docs/ARCHITECTURE.md` true (`layering.rs`), and the manifest check that keeps what crates.io
-//! and docs.rs show complete and true (`manifests.rs`).
+//! `docs/ARCHITECTURE.md` true (`layering.rs`), the manifest check that keeps what crates.io
+//! and docs.rs show complete and true (`manifests.rs`), and `cargo deny check licenses bans
+//! sources` (`deny.toml`).
 
 use std::env;
 use std::path::{Path, PathBuf};
@@ -20,7 +21,8 @@ const HELP: &str = "\
 cargo xtask <task>
 
 Tasks:
-  ci          fmt --check, clippy -D warnings, tests, doctests, rustdoc -D warnings, layering
+  ci          layering, manifests, cargo deny (licenses, bans, sources), fmt --check,
+              clippy -D warnings, tests, doctests, rustdoc -D warnings
   demo        start consent-server on its SQLite default and run the client's quick-start example
               (crates/consent/examples/quickstart.rs) against it
   layering    only the layering, crate-overview and ARCHITECTURE.md-table checks
@@ -81,6 +83,21 @@ fn ci() -> Result<()> {
     let root = project_root();
     layering::check(&root)?;
     manifests::check(&root)?;
+
+    // Licenses, bans and sources of the dependency tree (deny.toml); no advisories: their
+    // database cannot be fetched here.
+    let mut deny = cargo();
+    deny.args(["deny", "--offline", "check", "licenses", "bans", "sources"]);
+    if Command::new(env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+        .args(["deny", "--version"])
+        .output()
+        .map_or(true, |o| !o.status.success())
+    {
+        bail!(
+            "cargo-deny is not installed: `cargo install --locked cargo-deny@0.20.2` (.ci/run does)"
+        );
+    }
+    run("cargo deny check licenses bans sources", deny)?;
 
     let mut fmt = cargo();
     fmt.args(["fmt", "--all", "--", "--check"]);
