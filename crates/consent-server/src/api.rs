@@ -42,6 +42,39 @@ pub(crate) fn scope_schema() -> Schema {
     one_of_strings(SCOPES)
 }
 
+/// The `List-Unsubscribe-Post` value of RFC 8058 one-click, as a link's answer gives it.
+pub(crate) const ONE_CLICK_POST: &str = "List-Unsubscribe=One-Click";
+
+/// [`ONE_CLICK_POST`].
+fn one_click_post() -> Schema {
+    one_of_strings(&[ONE_CLICK_POST])
+}
+
+/// Functions giving the schema of a string that has one value, for `#[schema(schema_with)]`.
+macro_rules! constants {
+    ($($name:ident = $value:literal),* $(,)?) => {
+        $(
+            #[doc = concat!("`", $value, "`.")]
+            fn $name() -> Schema {
+                one_of_strings(&[$value])
+            }
+        )*
+    };
+}
+
+constants! {
+    adobe = "Adobe",
+    iab_tcf = "IAB TCF",
+    version_1 = "1.0",
+    version_2 = "2.0",
+    one_click = "One-Click",
+    yes = "yes",
+    okp = "OKP",
+    ed25519 = "Ed25519",
+    eddsa = "EdDSA",
+    sig = "sig",
+}
+
 // ---------------------------------------------------------------------------------------------
 // Edge answers
 
@@ -308,50 +341,15 @@ pub(crate) enum ConsentObject {
     IabTcf(IabTcfConsent),
 }
 
-/// `Adobe`.
-#[derive(Debug, ToSchema)]
-#[allow(dead_code, reason = "a schema")]
-pub(crate) enum AdobeStandard {
-    /// Adobe.
-    Adobe,
-}
-
-/// `1.0`.
-#[derive(Debug, ToSchema)]
-#[allow(dead_code, reason = "a schema")]
-pub(crate) enum Version1 {
-    /// 1.0.
-    #[serde(rename = "1.0")]
-    V1,
-}
-
-/// `2.0`.
-#[derive(Debug, ToSchema)]
-#[allow(dead_code, reason = "a schema")]
-pub(crate) enum Version2 {
-    /// 2.0.
-    #[serde(rename = "2.0")]
-    V2,
-}
-
-/// `IAB TCF`.
-#[derive(Debug, ToSchema)]
-#[allow(dead_code, reason = "a schema")]
-pub(crate) enum IabStandard {
-    /// IAB TCF.
-    #[serde(rename = "IAB TCF")]
-    IabTcf,
-}
-
 /// `{"standard":"Adobe","version":"1.0","value":{"general":"in"|"out"}}`.
 #[derive(Debug, ToSchema)]
 #[serde(deny_unknown_fields)]
 #[allow(dead_code, reason = "a schema of what consent-core reads")]
 pub(crate) struct AdobeV1Consent {
-    #[schema(inline)]
-    standard: AdobeStandard,
-    #[schema(inline)]
-    version: Version1,
+    #[schema(schema_with = adobe)]
+    standard: String,
+    #[schema(schema_with = version_1)]
+    version: String,
     #[schema(inline)]
     value: AdobeV1Value,
 }
@@ -383,10 +381,10 @@ pub(crate) enum InOrOut {
 #[serde(deny_unknown_fields)]
 #[allow(dead_code, reason = "a schema of what consent-core reads")]
 pub(crate) struct AdobeV2Consent {
-    #[schema(inline)]
-    standard: AdobeStandard,
-    #[schema(inline)]
-    version: Version2,
+    #[schema(schema_with = adobe)]
+    standard: String,
+    #[schema(schema_with = version_2)]
+    version: String,
     value: XdmConsents,
 }
 
@@ -482,10 +480,10 @@ pub(crate) enum ConsentVal {
 #[serde(deny_unknown_fields)]
 #[allow(dead_code, reason = "a schema of what consent-core reads")]
 pub(crate) struct IabTcfConsent {
-    #[schema(inline)]
-    standard: IabStandard,
-    #[schema(inline)]
-    version: Version2,
+    #[schema(schema_with = iab_tcf)]
+    standard: String,
+    #[schema(schema_with = version_2)]
+    version: String,
     /// A TC string.
     #[schema(min_length = 1)]
     value: String,
@@ -551,12 +549,12 @@ pub(crate) struct EventXdm {
 pub(crate) struct ConsentString {
     /// `IAB TCF`.
     #[serde(rename = "consentStandard")]
-    #[schema(inline)]
-    standard: IabStandard,
+    #[schema(schema_with = iab_tcf)]
+    standard: String,
     /// `2.0`.
     #[serde(rename = "consentStandardVersion")]
-    #[schema(inline)]
-    version: Version2,
+    #[schema(schema_with = version_2)]
+    version: String,
     /// The TC string.
     #[serde(rename = "consentStringValue")]
     #[schema(min_length = 1)]
@@ -648,30 +646,13 @@ pub(crate) struct ProfilePath {
 #[allow(dead_code, reason = "a schema of what prefs::post_kind reads")]
 pub(crate) struct UnsubscribeForm {
     /// RFC 8058 one-click.
-    #[serde(rename = "List-Unsubscribe")]
-    #[schema(inline)]
-    list_unsubscribe: Option<OneClick>,
+    #[serde(rename = "List-Unsubscribe", default)]
+    #[schema(schema_with = one_click)]
+    list_unsubscribe: String,
     /// The landing page's confirm button.
-    #[schema(inline)]
-    confirm: Option<Yes>,
-}
-
-/// `One-Click`.
-#[derive(Debug, ToSchema)]
-#[allow(dead_code, reason = "a schema")]
-pub(crate) enum OneClick {
-    /// One-Click.
-    #[serde(rename = "One-Click")]
-    OneClick,
-}
-
-/// `yes`.
-#[derive(Debug, ToSchema)]
-#[allow(dead_code, reason = "a schema")]
-pub(crate) enum Yes {
-    /// yes.
-    #[serde(rename = "yes")]
-    Yes,
+    #[serde(default)]
+    #[schema(schema_with = yes)]
+    confirm: String,
 }
 
 /// The answer of the consent preferences API.
@@ -757,19 +738,11 @@ pub(crate) struct Link {
     pub(crate) url: String,
     /// The `List-Unsubscribe` header value.
     pub(crate) list_unsubscribe: String,
-    /// The `List-Unsubscribe-Post` header value.
-    #[schema(inline)]
-    pub(crate) list_unsubscribe_post: OneClickPost,
+    /// The `List-Unsubscribe-Post` header value ([`ONE_CLICK_POST`]).
+    #[schema(schema_with = one_click_post)]
+    pub(crate) list_unsubscribe_post: &'static str,
     /// When the link expires, in seconds since the epoch; `null` when never.
     pub(crate) expires_at: Option<i64>,
-}
-
-/// `List-Unsubscribe=One-Click`.
-#[derive(Debug, Serialize, ToSchema)]
-pub(crate) enum OneClickPost {
-    /// The RFC 8058 value.
-    #[serde(rename = "List-Unsubscribe=One-Click")]
-    OneClick,
 }
 
 /// A profile and its consent records.
@@ -1052,19 +1025,20 @@ pub(crate) struct Jwks {
 }
 
 impl Jwks {
-    /// The body of `GET /.well-known/consent-receipt-keys`: the receipt keys' public halves.
+    /// The body of `GET /.well-known/consent-receipt-keys`: the receipt keys' public halves,
+    /// as consent-core's `Jwk::ed25519` made them (every member is set there).
     pub(crate) fn of(jwks: &consent_core::receipt::Jwks) -> String {
         let text = |v: &Option<String>| v.clone().unwrap_or_default();
         let keys = jwks
             .keys
             .iter()
             .map(|k| Jwk {
-                kty: Okp::Okp,
-                crv: Ed25519::Ed25519,
+                kty: k.kty.clone(),
+                crv: text(&k.crv),
                 x: text(&k.x),
                 kid: text(&k.kid),
-                alg: EdDsa::EdDsa,
-                use_: Sig::Sig,
+                alg: text(&k.alg),
+                use_: text(&k.use_),
             })
             .collect();
         serde_json::to_string(&Jwks { keys }).unwrap_or_default()
@@ -1076,51 +1050,20 @@ impl Jwks {
 #[serde(deny_unknown_fields)]
 pub(crate) struct Jwk {
     /// `OKP`.
-    #[schema(inline)]
-    pub(crate) kty: Okp,
+    #[schema(schema_with = okp)]
+    pub(crate) kty: String,
     /// `Ed25519`.
-    #[schema(inline)]
-    pub(crate) crv: Ed25519,
+    #[schema(schema_with = ed25519)]
+    pub(crate) crv: String,
     /// The public key, base64url without padding.
     pub(crate) x: String,
     /// The key id tokens name in their `kid`.
     pub(crate) kid: String,
     /// `EdDSA`.
-    #[schema(inline)]
-    pub(crate) alg: EdDsa,
+    #[schema(schema_with = eddsa)]
+    pub(crate) alg: String,
     /// `sig`.
     #[serde(rename = "use")]
-    #[schema(inline)]
-    pub(crate) use_: Sig,
-}
-
-/// `OKP`.
-#[derive(Debug, Serialize, ToSchema)]
-pub(crate) enum Okp {
-    /// OKP.
-    #[serde(rename = "OKP")]
-    Okp,
-}
-
-/// `Ed25519`.
-#[derive(Debug, Serialize, ToSchema)]
-pub(crate) enum Ed25519 {
-    /// Ed25519.
-    Ed25519,
-}
-
-/// `EdDSA`.
-#[derive(Debug, Serialize, ToSchema)]
-pub(crate) enum EdDsa {
-    /// EdDSA.
-    #[serde(rename = "EdDSA")]
-    EdDsa,
-}
-
-/// `sig`.
-#[derive(Debug, Serialize, ToSchema)]
-pub(crate) enum Sig {
-    /// sig.
-    #[serde(rename = "sig")]
-    Sig,
+    #[schema(schema_with = sig)]
+    pub(crate) use_: String,
 }

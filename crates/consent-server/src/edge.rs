@@ -1136,57 +1136,58 @@ pub(crate) mod routes {
     /// A handler for the plain path and one for the `{locationHint}` form, with their OpenAPI
     /// annotation: `$doc` (summary, description), the request body `$body`, the answers
     /// particular to the action, and those every Edge route may give.
+    /// One handler `$item` with its OpenAPI annotation: `$path`, the parameters, `$doc`
+    /// (summary, description), the request body `$body`, the answers particular to the action,
+    /// and those every Edge route may give.
+    macro_rules! edge_handler {
+        ($path:literal, [$($params:ty),*], $body:ty, { $($doc:tt)* }, { $($responses:tt)* },
+         $item:item) => {
+            #[utoipa::path(post, path = $path, tag = "edge", params($($params),*), $($doc)*,
+                request_body(content = $body, content_type = "application/json"),
+                responses($($responses)*
+                    (status = 403, description = "An `Origin` not allowed for the datastream \
+                        (no CORS headers; nothing changed)", body = String,
+                        content_type = "text/plain"),
+                    (status = 413, description = "A body over the size limit"),
+                    (status = 429, description = "Too many requests from this client; see \
+                        `Retry-After`"),
+                    (status = 500, description = "Storage failed", body = Problem,
+                        content_type = "application/problem+json")))]
+            $item
+        };
+    }
+
+    /// A handler for the plain path and one for the `{locationHint}` form ([`edge_handler`]).
     macro_rules! edge_route {
         ($plain:ident, $hinted:ident, $action:expr, $path:literal, $hinted_path:literal,
-         [$($params:ty),*], $body:ty, { $($doc:tt)* }, { $($responses:tt)* }) => {
-            #[utoipa::path(post, path = $path, tag = "edge", params(EdgeParams $(, $params)*),
-                $($doc)*,
-                request_body(content = $body, content_type = "application/json"),
-                responses($($responses)*
-                    (status = 403, description = "An `Origin` not allowed for the datastream \
-                        (no CORS headers; nothing changed)", body = String,
-                        content_type = "text/plain"),
-                    (status = 413, description = "A body over the size limit"),
-                    (status = 429, description = "Too many requests from this client; see \
-                        `Retry-After`"),
-                    (status = 500, description = "Storage failed", body = Problem,
-                        content_type = "application/problem+json")))]
-            pub(crate) async fn $plain(
-                State(state): State<Arc<AppState>>,
-                Query(query): Query<Vec<(String, String)>>,
-                headers: HeaderMap,
-                body: Bytes,
-            ) -> Response {
-                let query = EdgeQuery::from_pairs(query);
-                handle(state, $action, None, query, &headers, &body)
-                    .await
-                    .into_response()
-            }
+         [$($params:ty),*], $body:ty, $doc:tt, $responses:tt) => {
+            edge_handler!($path, [EdgeParams $(, $params)*], $body, $doc, $responses,
+                pub(crate) async fn $plain(
+                    State(state): State<Arc<AppState>>,
+                    Query(query): Query<Vec<(String, String)>>,
+                    headers: HeaderMap,
+                    body: Bytes,
+                ) -> Response {
+                    let query = EdgeQuery::from_pairs(query);
+                    handle(state, $action, None, query, &headers, &body)
+                        .await
+                        .into_response()
+                });
 
-            #[utoipa::path(post, path = $hinted_path, tag = "edge",
-                params(LocationHint, EdgeParams $(, $params)*), $($doc)*,
-                request_body(content = $body, content_type = "application/json"),
-                responses($($responses)*
-                    (status = 403, description = "An `Origin` not allowed for the datastream \
-                        (no CORS headers; nothing changed)", body = String,
-                        content_type = "text/plain"),
-                    (status = 413, description = "A body over the size limit"),
-                    (status = 429, description = "Too many requests from this client; see \
-                        `Retry-After`"),
-                    (status = 500, description = "Storage failed", body = Problem,
-                        content_type = "application/problem+json")))]
-            pub(crate) async fn $hinted(
-                State(state): State<Arc<AppState>>,
-                Path(hint): Path<String>,
-                Query(query): Query<Vec<(String, String)>>,
-                headers: HeaderMap,
-                body: Bytes,
-            ) -> Response {
-                let query = EdgeQuery::from_pairs(query);
-                handle(state, $action, Some(hint), query, &headers, &body)
-                    .await
-                    .into_response()
-            }
+            edge_handler!($hinted_path, [LocationHint, EdgeParams $(, $params)*], $body, $doc,
+                $responses,
+                pub(crate) async fn $hinted(
+                    State(state): State<Arc<AppState>>,
+                    Path(hint): Path<String>,
+                    Query(query): Query<Vec<(String, String)>>,
+                    headers: HeaderMap,
+                    body: Bytes,
+                ) -> Response {
+                    let query = EdgeQuery::from_pairs(query);
+                    handle(state, $action, Some(hint), query, &headers, &body)
+                        .await
+                        .into_response()
+                });
         };
     }
 

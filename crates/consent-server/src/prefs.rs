@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use utoipa::ToSchema;
 
 use crate::api::{
-    ApiError, DecryptedLink, ErrorCode, LinkParamsQuery, OneClickPost, OrgHeaders,
+    ApiError, DecryptedLink, ErrorCode, LinkParamsQuery, ONE_CLICK_POST, OrgHeaders,
     PreferencesResponse, ProfileAnswer, ProfilePath, ReceiptHeader, RecordAnswer, StoredConsents,
     UnsubscribeForm,
 };
@@ -1046,7 +1046,7 @@ pub(crate) async fn create_link(
     Ok(Json(crate::api::Link {
         url: format!("{base}/unsubscribe?{query}"),
         list_unsubscribe: format!("<{base}/unsubscribe?{query}>"),
-        list_unsubscribe_post: OneClickPost::OneClick,
+        list_unsubscribe_post: ONE_CLICK_POST,
         expires_at: exp,
         params: link.params,
         pid: link.pid,
