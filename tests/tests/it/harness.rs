@@ -169,6 +169,8 @@ pub(crate) struct Server {
     dir: tempfile::TempDir,
     starts: u32,
     pg: Option<sqlx::PgPool>,
+    /// Arguments added to every start (`start_with`).
+    extra_args: Vec<String>,
 }
 
 impl std::fmt::Debug for Server {
@@ -189,6 +191,12 @@ impl Server {
 
     /// Starts a server on `backend`; `None` when PostgreSQL is asked for and not configured.
     pub(crate) async fn start_on(backend: Backend) -> Option<Self> {
+        Self::start_with(backend, &[]).await
+    }
+
+    /// Starts a server on `backend` with `args` added to the command line of every start (files
+    /// they name, a keys file for instance, are the caller's to keep).
+    pub(crate) async fn start_with(backend: Backend, args: &[String]) -> Option<Self> {
         let dir = tempfile::tempdir().unwrap();
         let database_url = match backend {
             Backend::Sqlite => format!("sqlite://{}", dir.path().join("consent.db").display()),
@@ -202,6 +210,7 @@ impl Server {
             dir,
             starts: 0,
             pg: None,
+            extra_args: args.to_vec(),
         };
         server.spawn().await;
         Some(server)
@@ -210,6 +219,33 @@ impl Server {
     /// The base URL the client is given.
     pub(crate) fn base_url(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    /// A second server process on the same database (and the same extra arguments), with a
+    /// port and a scratch directory of its own.
+    pub(crate) async fn start_beside(&self) -> Self {
+        let mut server = Self {
+            child: None,
+            addr: "127.0.0.1:0".parse().unwrap(),
+            backend: self.backend,
+            database_url: self.database_url.clone(),
+            dir: tempfile::tempdir().unwrap(),
+            starts: 0,
+            pg: None,
+            extra_args: self.extra_args.clone(),
+        };
+        server.spawn().await;
+        server
+    }
+
+    /// The database URL the server runs on.
+    pub(crate) fn database_url(&self) -> &str {
+        &self.database_url
+    }
+
+    /// The server process's id while it runs.
+    pub(crate) fn pid(&self) -> Option<u32> {
+        self.child.as_ref().and_then(Child::id)
     }
 
     /// A directory for the test's own files (client data directories), removed with the server.
@@ -232,6 +268,7 @@ impl Server {
                 .arg("--database")
                 .arg(&self.database_url)
                 .args(["--default-org", ORG, "--rate-limit", "0"])
+                .args(&self.extra_args)
                 .env_remove("DATABASE_URL")
                 .env_remove("CONSENT_KEYS")
                 .env_remove("CONSENT_LISTEN")

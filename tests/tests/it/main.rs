@@ -11,7 +11,10 @@
 //! - `improvements`: the acceptance tests of §6.7, asserting the better behaviour;
 //! - `seed004`: the nine rows of the `defaultConsent` × `setConsent` table, both columns;
 //! - `restarts`: client restarts with queued events, the server stopped or killed mid-delivery;
-//! - `crash`: `kill -9` of a process using the client (`e2e-child`), and a new one delivering.
+//! - `crash`: `kill -9` of a process using the client (`e2e-child`), and a new one delivering;
+//! - `server_crash`: `kill -9` of the server under load, restarted: every answer is durable;
+//! - `two_servers`: two server processes on one PostgreSQL database, nothing lost or doubled;
+//! - `soak`: the server under a steady mixed load, its errors, latency and memory per window.
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests fail loudly")]
 
 /// Runs a test body on SQLite and on PostgreSQL (the latter passes with a note when
@@ -34,9 +37,13 @@ macro_rules! on_both {
 
 mod crash;
 mod harness;
+mod http;
 mod iab;
 mod improvements;
 mod restarts;
 mod scenarios;
 mod seed004;
+mod server_crash;
+mod soak;
 mod support;
+mod two_servers;
