@@ -13,9 +13,12 @@ use std::process::Command;
 
 use anyhow::{Context, Result, bail};
 
+mod bench;
+mod fuzz;
 mod layering;
 mod manifests;
 mod release;
+mod soak;
 
 const HELP: &str = "\
 cargo xtask <task>
@@ -30,8 +33,14 @@ Tasks:
   release     cargo xtask release <version> [--dry-run] [--no-ci] [--no-verify]: checks, bumps the
               versions, moves the changelog's Unreleased section, commits, packages every crate in
               dependency order, tags v<version>; nothing leaves the machine
-  bench       run the criterion benchmarks of every crate (pass a crate name to narrow)
-  fuzz        run a cargo-fuzz target: cargo xtask fuzz <target> [seconds]
+  bench       cargo xtask bench [crate…] [--quick]: run the benchmarks (every crate's, or the named
+              crates') with a progress bar and rewrite the generated tables of docs/benchmarks.md
+              (ours, the peer's, the ratio, the machine, the date, the command)
+  soak        cargo xtask soak [--minutes N] [--rate R] [--postgres]: the release server under a
+              steady mixed load for N minutes (default 10) per database, with a progress bar and
+              the errors, p50/p99 and resident memory per minute (tests/tests/it/soak.rs)
+  fuzz        cargo xtask fuzz <target|all> [--seconds N] | --list: run cargo-fuzz targets (nightly)
+              for N seconds each (default 60), with a progress bar and a summary; fails on a finding
 ";
 
 fn main() -> Result<()> {
@@ -43,9 +52,10 @@ fn main() -> Result<()> {
         Some("layering") => layering::check(&project_root()),
         Some("manifests") => manifests::check(&project_root()),
         Some("release") => release::release(&rest),
-        Some("bench") => bench(&rest),
+        Some("bench") => bench::bench(&rest),
         Some("demo") => demo(),
-        Some("fuzz") => fuzz(&rest),
+        Some("soak") => soak::soak(&rest),
+        Some("fuzz") => fuzz::fuzz(&rest),
         Some("help") | Some("--help") | Some("-h") | None => {
             eprint!("{HELP}");
             Ok(())
@@ -245,31 +255,4 @@ fn demo() -> Result<()> {
     }
     eprintln!("\ndemo: done");
     Ok(())
-}
-
-fn bench(rest: &[String]) -> Result<()> {
-    let mut cmd = cargo();
-    cmd.arg("bench");
-    match rest.first() {
-        Some(krate) => cmd.args(["-p", krate]),
-        None => cmd.arg("--workspace"),
-    };
-    run("cargo bench", cmd)
-}
-
-fn fuzz(rest: &[String]) -> Result<()> {
-    let Some(target) = rest.first() else {
-        bail!("usage: cargo xtask fuzz <target> [seconds]");
-    };
-    let seconds = rest.get(1).map(String::as_str).unwrap_or("60");
-    let mut cmd = Command::new("cargo");
-    cmd.current_dir(project_root().join("fuzz")).args([
-        "+nightly",
-        "fuzz",
-        "run",
-        target,
-        "--",
-        &format!("-max_total_time={seconds}"),
-    ]);
-    run("cargo fuzz run", cmd)
 }

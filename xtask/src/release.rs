@@ -235,7 +235,7 @@ fn cargo(root: &Path) -> Command {
 }
 
 /// Today's date, `YYYY-MM-DD`, in UTC (from `date`, as git and the changelog's readers see it).
-fn today(root: &Path) -> Result<String> {
+pub(crate) fn today(root: &Path) -> Result<String> {
     let output = Command::new("date")
         .args(["-u", "+%Y-%m-%d"])
         .current_dir(root)
@@ -314,24 +314,7 @@ fn release_changelog(changelog: &str, version: &Version, date: &str) -> Result<S
 /// The publishable packages of the workspace in the order they publish: each after the
 /// workspace crates it depends on (normal and build dependencies), the facade last.
 fn publish_order(root: &Path) -> Result<Vec<String>> {
-    let output = cargo(root)
-        .args([
-            "metadata",
-            "--no-deps",
-            "--format-version",
-            "1",
-            "--offline",
-        ])
-        .output()
-        .context("running cargo metadata")?;
-    if !output.status.success() {
-        bail!(
-            "cargo metadata: {}",
-            String::from_utf8_lossy(&output.stderr).trim()
-        );
-    }
-    let metadata: serde_json::Value =
-        serde_json::from_slice(&output.stdout).context("reading cargo metadata")?;
+    let metadata = metadata(root)?;
     let packages = metadata["packages"].as_array().cloned().unwrap_or_default();
     let publishable: BTreeSet<String> = packages
         .iter()
@@ -386,6 +369,29 @@ fn order(deps: &BTreeMap<String, BTreeSet<String>>) -> Result<Vec<String>> {
         }
     }
     Ok(done)
+}
+
+/// `cargo metadata --no-deps` of the workspace at `root`, offline.
+pub(crate) fn metadata(root: &Path) -> Result<serde_json::Value> {
+    let output = cargo(root)
+        .args([
+            "metadata",
+            "--no-deps",
+            "--format-version",
+            "1",
+            "--offline",
+        ])
+        .output()
+        .context("running cargo metadata")?;
+    if !output.status.success() {
+        bail!(
+            "cargo metadata: {}",
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+    }
+    let metadata: serde_json::Value =
+        serde_json::from_slice(&output.stdout).context("reading cargo metadata")?;
+    Ok(metadata)
 }
 
 #[cfg(test)]

@@ -6,7 +6,9 @@
 //! runs only the loads whose name contains it, e.g. `set-consent`). The load generator
 //! runs in the same process as the servers, so on a small machine they share the cores. After a
 //! warm-up the loads take turns in slices of half a second, so that a slower stretch of a shared
-//! machine falls on every row alike; each row sums its slices.
+//! machine falls on every row alike; each row sums its slices. `-- --list` names the loads, and
+//! `CONSENT_LOAD_REPORT=<file>` also writes each load's wall time per request there, one JSON
+//! object per line (both for `cargo xtask bench`).
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -164,7 +166,30 @@ fn keys() -> String {
     .to_string()
 }
 
+/// The loads, in the order they run (`--list` prints them as criterion does, for `cargo xtask
+/// bench`).
+const LOADS: [&str; 4] = [
+    BARE,
+    "bare, with set-consent's bytes (not the ceiling)",
+    SET_CONSENT,
+    PREFERENCE,
+];
+const BARE: &str = "bare axum endpoint";
+const SET_CONSENT: &str = "set-consent (Adobe 1.0, alternating in/out)";
+const PREFERENCE: &str = "preference update (email yes/no)";
+
 fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        let gate = |name: &str| match name {
+            BARE => true,
+            PREFERENCE => wanted("preference"),
+            _ => wanted("set-consent"),
+        };
+        for name in LOADS.iter().filter(|name| gate(name)) {
+            println!("load/{name}: benchmark");
+        }
+        return;
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -225,7 +250,7 @@ async fn bench() {
         let client = client.clone();
         let url = format!("http://{bare_addr}/bare");
         loads.push(Load {
-            name: "bare axum endpoint",
+            name: BARE,
             one: Arc::new(move |_, _| {
                 let request = client.post(&url).body("{}").send();
                 Box::pin(async move { request.await.is_ok_and(|r| r.status().is_success()) })
@@ -275,11 +300,11 @@ async fn bench() {
             })
         };
         loads.push(Load {
-            name: "bare, with set-consent's bytes (not the ceiling)",
+            name: LOADS[1],
             one: posting(format!("http://{bare_addr}/sized?configId={DS}")),
         });
         loads.push(Load {
-            name: "set-consent (Adobe 1.0, alternating in/out)",
+            name: SET_CONSENT,
             one: posting(url),
         });
     }
@@ -316,7 +341,7 @@ async fn bench() {
             )
         });
         loads.push(Load {
-            name: "preference update (email yes/no)",
+            name: PREFERENCE,
             one: Arc::new(move |worker, i| {
                 let request = client
                     .post(&links[worker])
@@ -335,6 +360,21 @@ async fn bench() {
     server.shutdown().await.unwrap();
 
     let ceiling = outcomes[0].rate();
+    // For `cargo xtask bench`: one line per load, its wall time per request (the inverse of the
+    // rate at 64 connections), so that it can stand next to the bare endpoint's.
+    if let Some(path) = std::env::var_os("CONSENT_LOAD_REPORT") {
+        let report: String = loads
+            .iter()
+            .zip(&outcomes)
+            .map(|(load, o)| {
+                format!(
+                    "{}\n",
+                    json!({"id": format!("load/{}", load.name), "nanos": 1e9 / o.rate()})
+                )
+            })
+            .collect();
+        std::fs::write(path, report).unwrap();
+    }
     println!("| endpoint | req/s | vs bare | p50 | p99 | errors | CPU µs/request (cores busy) |");
     println!("|---|---:|---:|---:|---:|---:|---:|");
     for (load, o) in loads.iter().zip(&outcomes) {
