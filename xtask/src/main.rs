@@ -36,9 +36,10 @@ Tasks:
   bench       cargo xtask bench [crate…] [--quick]: run the benchmarks (every crate's, or the named
               crates') with a progress bar and rewrite the generated tables of docs/benchmarks.md
               (ours, the peer's, the ratio, the machine, the date, the command)
-  soak        cargo xtask soak [--minutes N] [--rate R] [--postgres]: the release server under a
-              steady mixed load for N minutes (default 10) per database, with a progress bar and
-              the errors, p50/p99 and resident memory per minute (tests/tests/it/soak.rs)
+  soak        cargo xtask soak [--minutes N] [--rate R] [--cycles C] [--postgres]: the release
+              server under a steady mixed load for N minutes (default 10) per database (errors,
+              p50/p99, resident memory per minute), then the client killed at random instants C
+              times (default 1,000): events lost, duplicated, withdrawn (tests/tests/it/)
   fuzz        cargo xtask fuzz <target|all> [--seconds N] | --list: run cargo-fuzz targets (nightly)
               for N seconds each (default 60), with a progress bar and a summary; fails on a finding
 ";

@@ -1,5 +1,6 @@
-//! `cargo xtask soak [--minutes N] [--rate R] [--postgres]`: the long version of the soak test
-//! (`tests/tests/it/soak.rs`), with a progress bar and a summary.
+//! `cargo xtask soak [--minutes N] [--rate R] [--cycles C] [--postgres]`: the long versions of the
+//! soak test (`tests/tests/it/soak.rs`) and of the client crash cycles
+//! (`tests/tests/it/crash.rs`), with a progress bar and a summary.
 //!
 //! - The server is the release build of `consent-server` (built first), the load the e2e
 //!   package's soak test, run once per database with `cargo test` (no per-test timeout).
@@ -10,9 +11,13 @@
 //!   writes a JSON line per window to `target/xtask-soak/report.jsonl`, which the progress bar
 //!   follows, and the summary prints per window the requests, errors, p50, p99 and the server's
 //!   resident memory. The test's own output is in `target/xtask-soak/soak.log`.
-//! - The task fails when the test does: an error, memory that moved more than 10 % between the
-//!   first and the last window, a profile that does not hold the last acknowledged consent, or a
-//!   record chain that does not verify.
+//! - Then the client is killed at random instants C times (default 1,000; CI runs 50) on each
+//!   database, and the summary gives the cycles, the events enqueued, delivered once, withdrawn
+//!   and never stored, lost and duplicated (`target/xtask-soak/crash.jsonl`).
+//! - The task fails when a test does: an error, memory that moved more than 10 % between the
+//!   first and the last window, a profile that does not hold the last acknowledged consent, a
+//!   record chain that does not verify, or an event lost, doubled or delivered after its consent
+//!   was withdrawn.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -23,12 +28,13 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 
-const USAGE: &str = "cargo xtask soak [--minutes N] [--rate R] [--postgres]";
+const USAGE: &str = "cargo xtask soak [--minutes N] [--rate R] [--cycles C] [--postgres]";
 
 #[derive(Debug, PartialEq, Eq)]
 struct Options {
     minutes: u64,
     rate: u64,
+    cycles: u64,
     postgres: bool,
 }
 
@@ -36,6 +42,7 @@ fn parse(args: &[String]) -> Result<Options> {
     let mut options = Options {
         minutes: 10,
         rate: 200,
+        cycles: 1_000,
         postgres: false,
     };
     let mut args = args.iter();
@@ -51,6 +58,7 @@ fn parse(args: &[String]) -> Result<Options> {
         match arg.as_str() {
             "--minutes" => options.minutes = number("--minutes")?,
             "--rate" => options.rate = number("--rate")?,
+            "--cycles" => options.cycles = number("--cycles")?,
             "--postgres" => options.postgres = true,
             other => bail!("unknown argument {other:?}: {USAGE}"),
         }
@@ -275,7 +283,6 @@ pub(crate) fn soak(args: &[String]) -> Result<()> {
     done.store(true, Ordering::Relaxed);
     let _ = follower.join();
     bar.finish_and_clear();
-    drop(cluster);
 
     let lines = read_report(&report);
     eprintln!(
@@ -299,6 +306,77 @@ pub(crate) fn soak(args: &[String]) -> Result<()> {
         );
     }
     eprintln!("soak: passed; report in {}", report.display());
+
+    // The client killed at random instants, many times.
+    let crash_report = out.join("crash.jsonl");
+    let _ = fs::remove_file(&crash_report);
+    let crash_log = out.join("crash.log");
+    let mut crash = crate::cargo();
+    crash
+        .args([
+            "test",
+            "--locked",
+            "-p",
+            "consent-e2e",
+            "--test",
+            "it",
+            "--",
+            "crash::child_killed_at_random_instants",
+            "--nocapture",
+            "--test-threads",
+            "1",
+        ])
+        .env("CONSENT_CRASH_CYCLES", options.cycles.to_string())
+        .env("CONSENT_CRASH_REPORT", &crash_report)
+        .env(
+            "CONSENT_E2E_SERVER_BIN",
+            root.join("target/release/consent-server"),
+        );
+    match &postgres {
+        Some(url) => {
+            crash
+                .env("CONSENT_TEST_POSTGRES_URL", url)
+                .env("CONSENT_TEST_REQUIRE_POSTGRES", "1");
+        }
+        None => {
+            crash.env_remove("CONSENT_TEST_POSTGRES_URL");
+        }
+    }
+    let log = fs::File::create(&crash_log)?;
+    crash.stdout(log.try_clone()?).stderr(log);
+    eprintln!(
+        "\n==> client crash cycles: {} kills per database",
+        options.cycles
+    );
+    let spinner = indicatif::ProgressBar::new_spinner();
+    spinner.enable_steady_tick(Duration::from_millis(200));
+    spinner.set_message(format!("{} cycles", options.cycles));
+    let status = crash.status().context("starting the crash cycles")?;
+    spinner.finish_and_clear();
+    for line in read_report(&crash_report) {
+        eprintln!(
+            "{}: {} cycles, {} events enqueued: {} delivered once, {} withdrawn and never \
+             stored, {} either way ({} stored); lost {}, duplicated {}, {} resent and \
+             deduplicated by the server",
+            line["backend"].as_str().unwrap_or("?"),
+            line["cycles"],
+            line["enqueued"],
+            line["delivered_once"],
+            line["withdrawn_never_stored"],
+            line["either"],
+            line["either_stored"],
+            line["lost"],
+            line["duplicated"],
+            line["resent_and_deduplicated"]
+        );
+    }
+    drop(cluster);
+    if !status.success() {
+        bail!(
+            "the crash cycles failed ({status}); their output is in {}",
+            crash_log.display()
+        );
+    }
     Ok(())
 }
 
@@ -317,6 +395,7 @@ mod tests {
             Options {
                 minutes: 10,
                 rate: 200,
+                cycles: 1_000,
                 postgres: false
             }
         );
@@ -326,12 +405,15 @@ mod tests {
                 "30",
                 "--rate",
                 "500",
+                "--cycles",
+                "20",
                 "--postgres"
             ]))
             .unwrap(),
             Options {
                 minutes: 30,
                 rate: 500,
+                cycles: 20,
                 postgres: true
             }
         );
