@@ -170,6 +170,8 @@ pub(crate) fn bench(args: &[String]) -> Result<()> {
     fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
     let criterion_home = out.join("criterion");
 
+    // What is measured is what is checked out now (later commits during a long run do not count).
+    let measured_commit = commit(&root);
     let mut build = crate::cargo();
     build.args(["bench", "--locked", "--no-run"]);
     for krate in unique_crates(&targets) {
@@ -226,7 +228,7 @@ pub(crate) fn bench(args: &[String]) -> Result<()> {
 
     let context = Machine {
         date: crate::release::today(&root)?,
-        commit: commit(&root),
+        commit: measured_commit,
         rustc: rustc(),
         cores: std::thread::available_parallelism().map_or(1, usize::from),
         model: cpu_model(),
