@@ -12,6 +12,7 @@
 //! - `seed004`: the nine rows of the `defaultConsent` × `setConsent` table, both columns;
 //! - `restarts`: client restarts with queued events, the server stopped or killed mid-delivery;
 //! - `crash`: `kill -9` of a process using the client (`e2e-child`), and a new one delivering;
+//! - `chaos`: a fault proxy spoiling 30 % of the requests; every event once, the last choice;
 //! - `server_crash`: `kill -9` of the server under load, restarted: every answer is durable;
 //! - `two_servers`: two server processes on one PostgreSQL database, nothing lost or doubled;
 //! - `soak`: the server under a steady mixed load, its errors, latency and memory per window.
@@ -35,6 +36,7 @@ macro_rules! on_both {
     };
 }
 
+mod chaos;
 mod crash;
 mod harness;
 mod http;

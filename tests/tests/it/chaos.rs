@@ -1,0 +1,282 @@
+//! Chaos: a fault proxy on loopback between the client and the server that spoils 30 % of the
+//! requests, each in one of six ways: a delay, a connection reset before the server sees the
+//! request, a 503 from the proxy, an answer whose body is cut short, an answer written slowly,
+//! and an answer lost after the server acted on the request.
+//!
+//! Through it, a `consent::Client` enqueues events while pending, changes consent several times
+//! and ends with "in", and flushes. Every event enqueued is stored exactly once, consent ends as
+//! the person last chose on both sides, and the client's memory is reported (resident memory of
+//! the test process before and after).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use consent::RetryPolicy;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::harness::{Backend, Server};
+use crate::restarts::flush_until_ok;
+use crate::support::{adobe_v1, builder, page_view};
+
+/// How many requests the proxy spoiled, by kind, and how many it passed.
+#[derive(Default)]
+struct Tally {
+    passed: AtomicU64,
+    faults: [AtomicU64; 6],
+}
+
+const FAULTS: [&str; 6] = [
+    "delay",
+    "reset before the server",
+    "503 from the proxy",
+    "body cut short",
+    "slow answer",
+    "answer lost after the server acted",
+];
+
+/// A request read off a connection: its head and body, as bytes.
+async fn read_request(stream: &mut TcpStream) -> Option<(String, Vec<u8>)> {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 8192];
+    let head_end = loop {
+        let n = stream.read(&mut chunk).await.ok()?;
+        if n == 0 {
+            return None;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        if let Some(at) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break at + 4;
+        }
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
+    let length: usize = head
+        .lines()
+        .find_map(|l| {
+            let (name, value) = l.split_once(':')?;
+            name.eq_ignore_ascii_case("content-length")
+                .then(|| value.trim().parse().ok())?
+        })
+        .unwrap_or(0);
+    let mut body = buf[head_end..].to_vec();
+    while body.len() < length {
+        let n = stream.read(&mut chunk).await.ok()?;
+        if n == 0 {
+            return None;
+        }
+        body.extend_from_slice(&chunk[..n]);
+    }
+    Some((head, body))
+}
+
+/// Sends the request to the server as it came (one request per connection) and returns the raw
+/// answer.
+async fn forward(upstream: &str, head: &str, body: &[u8]) -> Option<Vec<u8>> {
+    let mut server = TcpStream::connect(upstream).await.ok()?;
+    // One exchange per connection: ask the server to close after it.
+    let mut rewritten = String::new();
+    for line in head.trim_end_matches("\r\n\r\n").split("\r\n") {
+        if line.to_ascii_lowercase().starts_with("connection:") {
+            continue;
+        }
+        rewritten.push_str(line);
+        rewritten.push_str("\r\n");
+    }
+    rewritten.push_str("connection: close\r\n\r\n");
+    server.write_all(rewritten.as_bytes()).await.ok()?;
+    server.write_all(body).await.ok()?;
+    let mut answer = Vec::new();
+    server.read_to_end(&mut answer).await.ok()?;
+    Some(answer)
+}
+
+/// The proxy: accepts connections, reads one request each, and spoils 30 % of them.
+async fn proxy(listener: TcpListener, upstream: String, tally: Arc<Tally>) {
+    let mut seed = 0x1234_5678_9ABC_DEF1_u64;
+    loop {
+        let Ok((mut client, _)) = listener.accept().await else {
+            return;
+        };
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        let roll = seed;
+        let upstream = upstream.clone();
+        let tally = tally.clone();
+        tokio::spawn(async move {
+            let Some((head, body)) = read_request(&mut client).await else {
+                return;
+            };
+            let fault = (roll % 100 < 30).then_some((roll >> 8) as usize % FAULTS.len());
+            match fault {
+                None => tally.passed.fetch_add(1, Ordering::Relaxed),
+                Some(kind) => tally.faults[kind].fetch_add(1, Ordering::Relaxed),
+            };
+            match fault {
+                Some(1) => return, // reset: dropped unanswered, the server never saw it
+                Some(2) => {
+                    let _ = client
+                        .write_all(
+                            b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+                        )
+                        .await;
+                    return;
+                }
+                Some(0) => tokio::time::sleep(Duration::from_millis(50 + (roll >> 16) % 250)).await,
+                _ => {}
+            }
+            let Some(answer) = forward(&upstream, &head, &body).await else {
+                return;
+            };
+            match fault {
+                Some(5) => {} // the server acted; the answer is lost
+                Some(3) => {
+                    // The head says the whole length; half the body comes, then the connection
+                    // closes.
+                    let cut = answer.len() - (answer.len() - head_len(&answer)) / 2;
+                    let _ = client.write_all(&answer[..cut.max(1)]).await;
+                }
+                Some(4) => {
+                    for piece in answer.chunks(64) {
+                        if client.write_all(piece).await.is_err() {
+                            return;
+                        }
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                    }
+                }
+                _ => {
+                    let _ = client.write_all(&answer).await;
+                }
+            }
+        });
+    }
+}
+
+fn head_len(answer: &[u8]) -> usize {
+    answer
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map_or(answer.len(), |at| at + 4)
+}
+
+fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+async fn faults_on_30_percent_body(backend: Backend) {
+    let Some(mut server) = Server::start_on(backend).await else {
+        return;
+    };
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let proxy_url = format!("http://{}", listener.local_addr().unwrap());
+    let upstream = server.base_url().trim_start_matches("http://").to_owned();
+    let tally = Arc::new(Tally::default());
+    let proxy_task = tokio::spawn(proxy(listener, upstream, tally.clone()));
+
+    let dir = server.scratch("client");
+    // One event per request, so that the faults meet a few hundred requests.
+    let client = builder(&proxy_url, &dir, "pending")
+        .batch_size(1)
+        .retry_policy(
+            RetryPolicy::default()
+                .with_max_attempts(10)
+                .with_backoff(Duration::from_millis(5), Duration::from_millis(50))
+                .with_deadline(Duration::from_secs(10)),
+        )
+        .build()
+        .await
+        .unwrap();
+    let rss_before = rss_kib();
+    let mut ids = Vec::new();
+    // Pending: queued; then "in" five times and "out" once (round 3). Each round's events are
+    // flushed before its consent call while consent is in, so none is left for an "out" to
+    // purge; the ones enqueued while out are declined and have no id.
+    for round in 0..6 {
+        for n in 0..50 {
+            if let Ok(id) = client
+                .enqueue(page_view(&format!("https://example.com/{round}/{n}")))
+                .await
+            {
+                ids.push(id);
+            }
+        }
+        if round > 0 && round != 4 {
+            flush_until_ok(&client, 20).await;
+        }
+        let choice = if round == 3 { "out" } else { "in" };
+        // A set-consent may fail through the faults: call it again until it is answered.
+        let mut tries = 0;
+        while let Err(e) = client.set_consent(adobe_v1(choice)).await {
+            tries += 1;
+            assert!(tries < 20, "set_consent kept failing: {e}");
+        }
+    }
+    flush_until_ok(&client, 20).await;
+    let rss_after = rss_kib();
+    let state = client.consent().state;
+    let stats = client.stats();
+    client.shutdown().await.unwrap();
+    proxy_task.abort();
+
+    let faults: Vec<u64> = tally
+        .faults
+        .iter()
+        .map(|f| f.load(Ordering::Relaxed))
+        .collect();
+    let spoiled: u64 = faults.iter().sum();
+    let passed = tally.passed.load(Ordering::Relaxed);
+    eprintln!(
+        "chaos ({backend:?}): {} requests, {spoiled} spoiled ({}); {} events enqueued; client RSS \
+         {rss_before} → {rss_after} KiB; {stats:?}",
+        passed + spoiled,
+        FAULTS
+            .iter()
+            .zip(&faults)
+            .map(|(name, n)| format!("{name} {n}"))
+            .collect::<Vec<_>>()
+            .join(", "),
+        ids.len()
+    );
+
+    // Every event enqueued (with "out" in between: the ones enqueued while out were declined
+    // and have no id) is stored exactly once.
+    let mut expected: Vec<String> = ids.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        expected.len(),
+        250,
+        "round 4 was declined, the others queued"
+    );
+    expected.sort();
+    assert_eq!(
+        server.event_ids().await,
+        expected,
+        "every event once, none extra"
+    );
+    assert_eq!(state, consent::Decision::In);
+    let records = server.set_consent_records().await;
+    assert_eq!(
+        records.last().map(|r| r["general"].clone()),
+        Some(serde_json::json!("in")),
+        "the server ends with the last choice"
+    );
+    assert!(
+        spoiled * 100 >= (passed + spoiled) * 15,
+        "the proxy spoiled too little"
+    );
+    for (name, n) in FAULTS.iter().zip(&faults) {
+        assert!(*n > 0, "no request met the fault {name:?}");
+    }
+    server.stop().await;
+}
+on_both!(
+    faults_on_30_percent_of_requests,
+    super::faults_on_30_percent_body
+);
