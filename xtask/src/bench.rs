@@ -132,6 +132,12 @@ fn parse(args: &[String]) -> Result<Options> {
 struct Target {
     krate: String,
     bench: String,
+    /// Its source file (to match the executable cargo builds for it).
+    src_path: String,
+    /// The crate's directory: where `cargo bench` would run it.
+    dir: PathBuf,
+    /// The built executable, once `cargo bench --no-run` said where it is.
+    exe: Option<PathBuf>,
 }
 
 /// One measured benchmark: its id and nanoseconds per element (per iteration without a
@@ -172,12 +178,7 @@ pub(crate) fn bench(args: &[String]) -> Result<()> {
 
     // What is measured is what is checked out now (later commits during a long run do not count).
     let measured_commit = commit(&root);
-    let mut build = crate::cargo();
-    build.args(["bench", "--locked", "--no-run"]);
-    for krate in unique_crates(&targets) {
-        build.args(["-p", &krate]);
-    }
-    crate::run("cargo bench --no-run", build)?;
+    let targets = build(targets)?;
 
     let load_before = load_average();
     // What each target will run, for the progress bar.
@@ -269,6 +270,10 @@ fn targets(root: &Path, crates: &[String]) -> Result<Vec<Target>> {
     let mut all = Vec::new();
     for package in metadata["packages"].as_array().into_iter().flatten() {
         let name = package["name"].as_str().unwrap_or_default();
+        let dir = Path::new(package["manifest_path"].as_str().unwrap_or_default())
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_default();
         for target in package["targets"].as_array().into_iter().flatten() {
             let is_bench = target["kind"]
                 .as_array()
@@ -277,6 +282,9 @@ fn targets(root: &Path, crates: &[String]) -> Result<Vec<Target>> {
                 all.push(Target {
                     krate: name.to_owned(),
                     bench: target["name"].as_str().unwrap_or_default().to_owned(),
+                    src_path: target["src_path"].as_str().unwrap_or_default().to_owned(),
+                    dir: dir.clone(),
+                    exe: None,
                 });
             }
         }
@@ -303,18 +311,59 @@ fn target_dir(root: &Path) -> PathBuf {
         .unwrap_or_else(|| root.join("target"))
 }
 
-fn bench_command(target: &Target) -> Command {
-    let mut cmd = crate::cargo();
-    cmd.args([
+/// Builds every target in one `cargo bench --no-run` (one feature resolution for all, as the
+/// workspace builds them) and notes each executable: the targets then run straight from it, as
+/// `cargo bench` would run them (in the crate's directory, with `--bench`), so that no target
+/// rebuilds the dependencies with the features of its package alone.
+fn build(mut targets: Vec<Target>) -> Result<Vec<Target>> {
+    let mut build = crate::cargo();
+    build.args([
         "bench",
-        "--quiet",
         "--locked",
-        "-p",
-        &target.krate,
-        "--bench",
-        &target.bench,
-        "--",
+        "--no-run",
+        "--message-format=json-render-diagnostics",
     ]);
+    for krate in unique_crates(&targets) {
+        build.args(["-p", &krate]);
+    }
+    build.stdout(Stdio::piped());
+    eprintln!("\n==> cargo bench --no-run");
+    let output = build.output().context("running cargo bench --no-run")?;
+    if !output.status.success() {
+        bail!("`cargo bench --no-run` failed with {}", output.status);
+    }
+    for line in String::from_utf8_lossy(&output.stdout).lines() {
+        let Ok(message) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        let is_bench = message["target"]["kind"]
+            .as_array()
+            .is_some_and(|kinds| kinds.iter().any(|k| k == "bench"));
+        let (Some(src), Some(exe)) = (
+            message["target"]["src_path"].as_str(),
+            message["executable"].as_str(),
+        ) else {
+            continue;
+        };
+        if is_bench {
+            for target in targets.iter_mut().filter(|t| t.src_path == src) {
+                target.exe = Some(PathBuf::from(exe));
+            }
+        }
+    }
+    if let Some(missing) = targets.iter().find(|t| t.exe.is_none()) {
+        bail!(
+            "cargo bench --no-run built no executable for {}/{}",
+            missing.krate,
+            missing.bench
+        );
+    }
+    Ok(targets)
+}
+
+fn bench_command(target: &Target) -> Command {
+    let mut cmd = Command::new(target.exe.as_deref().unwrap_or(Path::new("false")));
+    cmd.current_dir(&target.dir).arg("--bench");
     cmd
 }
 
@@ -327,7 +376,7 @@ fn list(target: &Target) -> Result<Vec<String>> {
         .with_context(|| format!("listing {}/{}", target.krate, target.bench))?;
     if !output.status.success() {
         bail!(
-            "`cargo bench -p {} --bench {} -- --list` failed with {}",
+            "{}/{} --list failed with {}",
             target.krate,
             target.bench,
             output.status
