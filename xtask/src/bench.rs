@@ -706,7 +706,21 @@ pub(crate) fn splice(doc: &str, krate: &str, table: &str) -> Result<String> {
             format!("{}{block}{}", &section[..b], &section[e + end.len()..])
         }
         (None, None) => {
-            // Under the first heading of the section, or right after the opening marker.
+            // Under the first heading of the section, which must name the crate (a heading of
+            // another crate there means the markers are misplaced), or right after the opening
+            // marker when the section has no heading.
+            if let Some(heading) = section.lines().find(|l| l.starts_with("## ")) {
+                let named = heading[3..]
+                    .split(|c: char| c == ':' || c.is_whitespace())
+                    .next()
+                    .unwrap_or_default();
+                if named != krate {
+                    bail!(
+                        "docs/benchmarks.md: the first heading of `{open}` is {heading:?}, about \
+                         another crate: move the markers"
+                    );
+                }
+            }
             let after_open = open.len();
             let insert_at = section[after_open..]
                 .find("\n## ")
@@ -907,6 +921,10 @@ mod tests {
         assert!(both.contains("## consent\n\n<!-- bench-table: consent -->\nT\n<!-- end bench-table: consent -->\n\nMore prose.\n<!-- end: consent -->"));
         assert!(both.contains("TABLE TWO"));
         assert!(splice(doc, "consent-store", "T\n").is_err());
+        // A section whose first heading is another crate's: its markers are misplaced.
+        let misplaced =
+            "<!-- section: consent -->\n## consent-server: receipts\n<!-- end: consent -->\n";
+        assert!(splice(misplaced, "consent", "T\n").is_err());
         let broken = doc.replace("<!-- end: consent-tcf -->", "");
         assert!(splice(&broken, "consent-tcf", "T\n").is_err());
     }
