@@ -172,7 +172,7 @@ pub(crate) fn bench(args: &[String]) -> Result<()> {
     if targets.is_empty() {
         bail!("no bench target in {:?}", options.crates);
     }
-    let out = target_dir(&root).join("xtask-bench");
+    let out = crate::target_dir().join("xtask-bench");
     fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
     let criterion_home = out.join("criterion");
 
@@ -188,14 +188,7 @@ pub(crate) fn bench(args: &[String]) -> Result<()> {
         listed.push((target.clone(), ids));
     }
     let total: usize = listed.iter().map(|(_, ids)| ids.len()).sum();
-    let bar = indicatif::ProgressBar::new(total as u64);
-    bar.set_style(
-        indicatif::ProgressStyle::with_template(
-            "{elapsed_precise} [{bar:32}] {pos}/{len} {wide_msg}",
-        )
-        .map_err(|e| anyhow::anyhow!("progress bar template: {e}"))?
-        .progress_chars("=> "),
-    );
+    let bar = crate::progress_bar(total as u64, " benchmarks");
 
     let mut figures: BTreeMap<String, Vec<Figure>> = BTreeMap::new();
     let mut done = 0usize;
@@ -305,12 +298,6 @@ fn targets(root: &Path, crates: &[String]) -> Result<Vec<Target>> {
         .collect())
 }
 
-fn target_dir(root: &Path) -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root.join("target"))
-}
-
 /// Builds every target in one `cargo bench --no-run` (one feature resolution for all, as the
 /// workspace builds them) and notes each executable: the targets then run straight from it, as
 /// `cargo bench` would run them (in the crate's directory, with `--bench`), so that no target
@@ -416,19 +403,28 @@ fn run_target(
         .spawn()
         .with_context(|| format!("starting {}/{}", target.krate, target.bench))?;
     let mut file = fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
-    // stderr to the log from a thread of its own, so that neither pipe fills up.
+    // stderr (where criterion says which benchmark it is on) to a log of its own, from a
+    // thread, so that neither pipe fills up.
     let stderr = child.stderr.take().context("no stderr pipe")?;
     let err_log = log.with_extension("stderr.log");
+    let err_bar = bar.clone();
+    let krate = target.krate.clone();
     let err_thread = std::thread::spawn(move || -> std::io::Result<()> {
         let mut out = fs::File::create(err_log)?;
-        std::io::copy(&mut BufReader::new(stderr), &mut out).map(|_| ())
+        for line in BufReader::new(stderr).lines() {
+            let line = line?;
+            writeln!(out, "{line}")?;
+            if let Some(id) = benchmarking(&line) {
+                err_bar.set_message(format!("{krate}: {id}"));
+            }
+        }
+        Ok(())
     });
     let stdout = child.stdout.take().context("no stdout pipe")?;
     for line in BufReader::new(stdout).lines() {
         let line = line.context("reading the benchmark's output")?;
         writeln!(file, "{line}")?;
-        if let Some(id) = line.strip_prefix("Benchmarking ") {
-            let id = id.split(": ").next().unwrap_or(id);
+        if let Some(id) = benchmarking(&line) {
             bar.set_message(format!("{}: {id}", target.krate));
         } else if line.trim_start().starts_with("time:") {
             bar.inc(1);
@@ -447,6 +443,14 @@ fn run_target(
         );
     }
     Ok(())
+}
+
+/// The benchmark a `Benchmarking <id>: <phase>` line of criterion names (it writes them to
+/// stderr, with carriage returns on a terminal).
+fn benchmarking(line: &str) -> Option<&str> {
+    let line = line.rsplit('\r').next().unwrap_or(line);
+    let id = line.strip_prefix("Benchmarking ")?;
+    Some(id.split(": ").next().unwrap_or(id))
 }
 
 /// Criterion's options for `--quick`: its quick mode, with a short warm-up and measurement.
@@ -601,6 +605,15 @@ fn duration(nanos: f64) -> String {
     format!("{value:.digits$} {unit}")
 }
 
+/// The peer's time over ours, `—` when ours is zero (nothing to divide by).
+fn ratio(peer: f64, ours: f64) -> String {
+    if ours > 0.0 && peer.is_finite() {
+        format!("{:.2}×", peer / ours)
+    } else {
+        "—".to_owned()
+    }
+}
+
 fn cell(figure: &Figure) -> String {
     let mut text = duration(figure.nanos);
     if let Some(per) = figure.per {
@@ -665,11 +678,11 @@ pub(crate) fn table(
                 Some(p) => {
                     let _ = writeln!(
                         out,
-                        "| `{}` | {} | `{peer}` | {} | {:.2}× |",
+                        "| `{}` | {} | `{peer}` | {} | {} |",
                         figure.id,
                         cell(figure),
                         cell(p),
-                        p.nanos / figure.nanos
+                        ratio(p.nanos, figure.nanos)
                     );
                 }
                 None => {
@@ -728,7 +741,8 @@ pub(crate) fn splice(doc: &str, krate: &str, table: &str) -> Result<String> {
                     let heading = after_open + h + 1;
                     section[heading..].find('\n').map(|n| heading + n + 1)
                 })
-                .unwrap_or(after_open + 1);
+                .unwrap_or(after_open + 1)
+                .min(section.len());
             format!(
                 "{}\n{block}\n\n{}",
                 &section[..insert_at],
@@ -985,6 +999,36 @@ mod tests {
         assert_eq!(load_figures(&path).unwrap()[0].nanos, 12.5);
         fs::write(&path, "{\"id\":\"load/x\"}\n").unwrap();
         assert!(load_figures(&path).is_err());
+    }
+
+    #[test]
+    fn criterion_status_lines_name_the_benchmark() {
+        assert_eq!(
+            benchmarking("Benchmarking check/general/in: Warming up for 500.00 ms"),
+            Some("check/general/in")
+        );
+        assert_eq!(
+            benchmarking("\rBenchmarking a/b: Collecting 10 samples\rBenchmarking a/c: Analyzing"),
+            Some("a/c")
+        );
+        assert_eq!(
+            benchmarking("check/general/in   time:   [1 ns 2 ns 3 ns]"),
+            None
+        );
+    }
+
+    #[test]
+    fn a_zero_figure_gives_no_ratio_and_an_empty_section_no_panic() {
+        assert_eq!(ratio(4.0, 2.0), "2.00×");
+        assert_eq!(ratio(4.0, 0.0), "—");
+        let empty = "<!-- section: consent -->\n<!-- end: consent -->\n";
+        let out = splice(empty, "consent", "T\n").unwrap();
+        assert!(
+            out.contains("T\n<!-- end bench-table: consent -->"),
+            "{out}"
+        );
+        let tight = "<!-- section: consent --><!-- end: consent -->";
+        assert!(splice(tight, "consent", "T\n").is_ok());
     }
 
     #[test]

@@ -179,7 +179,7 @@ pub(crate) fn fuzz(args: &[String]) -> Result<()> {
              `cargo install cargo-fuzz`"
         );
     }
-    let logs = root.join("target").join("xtask-fuzz");
+    let logs = crate::target_dir().join("xtask-fuzz");
     fs::create_dir_all(&logs)?;
 
     let mut build = Command::new("cargo");
@@ -270,14 +270,7 @@ fn run_one(fuzz_dir: &Path, logs: &Path, target: &str, seconds: u64) -> Result<O
         .spawn()
         .with_context(|| format!("starting cargo fuzz run {target}"))?;
 
-    let bar = indicatif::ProgressBar::new(seconds);
-    bar.set_style(
-        indicatif::ProgressStyle::with_template(
-            "{elapsed_precise} [{bar:32}] {pos}/{len} s {wide_msg}",
-        )
-        .map_err(|e| anyhow::anyhow!("progress bar template: {e}"))?
-        .progress_chars("=> "),
-    );
+    let bar = crate::progress_bar(seconds, " s");
     bar.set_message(target.to_owned());
     // The bar follows the clock: late in a run libFuzzer prints rarely.
     let done = Arc::new(AtomicBool::new(false));

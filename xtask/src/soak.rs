@@ -152,11 +152,42 @@ fn read_report(path: &Path) -> Vec<serde_json::Value> {
         .collect()
 }
 
+/// `cargo test` of the e2e tests matching `filter`, one at a time and with their output, against
+/// `server_bin`, on SQLite and, given a URL, PostgreSQL (then required, not skipped).
+fn e2e_test(filter: &str, server_bin: &Path, postgres: Option<&str>) -> Command {
+    let mut test = crate::cargo();
+    test.args([
+        "test",
+        "--locked",
+        "-p",
+        "consent-e2e",
+        "--test",
+        "it",
+        "--",
+        filter,
+        "--nocapture",
+        "--test-threads",
+        "1",
+    ])
+    .env("CONSENT_E2E_SERVER_BIN", server_bin);
+    match postgres {
+        Some(url) => {
+            test.env("CONSENT_TEST_POSTGRES_URL", url)
+                .env("CONSENT_TEST_REQUIRE_POSTGRES", "1");
+        }
+        None => {
+            test.env_remove("CONSENT_TEST_POSTGRES_URL");
+        }
+    }
+    test
+}
+
 /// `cargo xtask soak …`.
 pub(crate) fn soak(args: &[String]) -> Result<()> {
     let options = parse(args)?;
     let root = crate::project_root();
-    let out = root.join("target").join("xtask-soak");
+    let out = crate::target_dir().join("xtask-soak");
+    let server_bin = crate::target_dir().join("release").join("consent-server");
     fs::create_dir_all(&out)?;
     let report = out.join("report.jsonl");
     let _ = fs::remove_file(&report);
@@ -202,36 +233,10 @@ pub(crate) fn soak(args: &[String]) -> Result<()> {
     let backends: u64 = if postgres.is_some() { 2 } else { 1 };
 
     let secs = options.minutes * 60;
-    let mut test = crate::cargo();
-    test.args([
-        "test",
-        "--locked",
-        "-p",
-        "consent-e2e",
-        "--test",
-        "it",
-        "--",
-        "soak::",
-        "--nocapture",
-        "--test-threads",
-        "1",
-    ])
-    .env("CONSENT_SOAK_SECS", secs.to_string())
-    .env("CONSENT_SOAK_RATE", options.rate.to_string())
-    .env("CONSENT_SOAK_REPORT", &report)
-    .env(
-        "CONSENT_E2E_SERVER_BIN",
-        root.join("target/release/consent-server"),
-    );
-    match &postgres {
-        Some(url) => {
-            test.env("CONSENT_TEST_POSTGRES_URL", url)
-                .env("CONSENT_TEST_REQUIRE_POSTGRES", "1");
-        }
-        None => {
-            test.env_remove("CONSENT_TEST_POSTGRES_URL");
-        }
-    }
+    let mut test = e2e_test("soak::", &server_bin, postgres.as_deref());
+    test.env("CONSENT_SOAK_SECS", secs.to_string())
+        .env("CONSENT_SOAK_RATE", options.rate.to_string())
+        .env("CONSENT_SOAK_REPORT", &report);
     let log_path = out.join("soak.log");
     let log = fs::File::create(&log_path)?;
     test.stdout(log.try_clone()?).stderr(log);
@@ -247,14 +252,7 @@ pub(crate) fn soak(args: &[String]) -> Result<()> {
         }
     );
     let windows = options.minutes * backends;
-    let bar = indicatif::ProgressBar::new(windows);
-    bar.set_style(
-        indicatif::ProgressStyle::with_template(
-            "{elapsed_precise} [{bar:32}] {pos}/{len} windows {wide_msg}",
-        )
-        .map_err(|e| anyhow::anyhow!("progress bar template: {e}"))?
-        .progress_chars("=> "),
-    );
+    let bar = crate::progress_bar(windows, " windows");
     bar.set_message("warming up");
     let mut child = test.spawn().context("starting the soak test")?;
     let done = Arc::new(AtomicBool::new(false));
@@ -311,37 +309,14 @@ pub(crate) fn soak(args: &[String]) -> Result<()> {
     let crash_report = out.join("crash.jsonl");
     let _ = fs::remove_file(&crash_report);
     let crash_log = out.join("crash.log");
-    let mut crash = crate::cargo();
+    let mut crash = e2e_test(
+        "crash::child_killed_at_random_instants",
+        &server_bin,
+        postgres.as_deref(),
+    );
     crash
-        .args([
-            "test",
-            "--locked",
-            "-p",
-            "consent-e2e",
-            "--test",
-            "it",
-            "--",
-            "crash::child_killed_at_random_instants",
-            "--nocapture",
-            "--test-threads",
-            "1",
-        ])
         .env("CONSENT_CRASH_CYCLES", options.cycles.to_string())
-        .env("CONSENT_CRASH_REPORT", &crash_report)
-        .env(
-            "CONSENT_E2E_SERVER_BIN",
-            root.join("target/release/consent-server"),
-        );
-    match &postgres {
-        Some(url) => {
-            crash
-                .env("CONSENT_TEST_POSTGRES_URL", url)
-                .env("CONSENT_TEST_REQUIRE_POSTGRES", "1");
-        }
-        None => {
-            crash.env_remove("CONSENT_TEST_POSTGRES_URL");
-        }
-    }
+        .env("CONSENT_CRASH_REPORT", &crash_report);
     let log = fs::File::create(&crash_log)?;
     crash.stdout(log.try_clone()?).stderr(log);
     eprintln!(
@@ -349,6 +324,7 @@ pub(crate) fn soak(args: &[String]) -> Result<()> {
         options.cycles
     );
     let spinner = indicatif::ProgressBar::new_spinner();
+    // A spinner: the cycles report only at the end.
     spinner.enable_steady_tick(Duration::from_millis(200));
     spinner.set_message(format!("{} cycles", options.cycles));
     let status = crash.status().context("starting the crash cycles")?;

@@ -37,10 +37,9 @@ use serde_json::json;
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
     let [_, base, data_dir, org, datastream, mode, events] = args.as_slice() else {
-        return Err(
-            "usage: e2e-child <base URL> <data dir> <org> <datastream> <pending|in> <events>"
-                .into(),
-        );
+        return Err("usage: e2e-child <base URL> <data dir> <org> <datastream> \
+             <pending|in|cycle-deliver|cycle-withdraw|cycle-mixed> <events or seed>"
+            .into());
     };
     let events: usize = events.parse()?;
     let client = Client::builder()
@@ -92,13 +91,8 @@ async fn cycle(
     seed: u64,
     odds: (u64, u64),
 ) -> Result<(), Box<dyn std::error::Error>> {
-    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let mut next = move || {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        state
-    };
+    let mut random = consent_e2e::XorShift::new(seed);
+    let mut next = move || random.next_u64();
     let say = |line: &str| -> std::io::Result<()> {
         let mut stdout = std::io::stdout().lock();
         writeln!(stdout, "{line}")?;

@@ -254,10 +254,7 @@ async fn one_cycle(
 /// it enqueues and changes consent; at the end consent is given and the server holds every
 /// event `enqueue` returned, exactly once, and none whose consent was withdrawn first.
 async fn killed_at_random_instants_body(backend: Backend) {
-    let cycles: u64 = std::env::var("CONSENT_CRASH_CYCLES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(50);
+    let cycles = consent_e2e::env_u64("CONSENT_CRASH_CYCLES", 50);
     let Some(mut server) = Server::start_on(backend).await else {
         return;
     };
@@ -266,14 +263,12 @@ async fn killed_at_random_instants_body(backend: Backend) {
     // first "in".
     let mut steps = Vec::new();
     let mut dirs = Vec::new();
-    let mut seed = 0x2545_F491_4F6C_DD1D_u64;
+    let mut random = consent_e2e::XorShift::new(0x2545_F491_4F6C_DD1D);
     for cycle in 0..cycles {
         if cycle % CYCLES_PER_LIFE == 0 {
             dirs.push(server.scratch(&format!("client-{cycle}")));
         }
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
+        let seed = random.next_u64();
         let after = Duration::from_millis(seed % 300);
         let dir = dirs.last().unwrap();
         // A life delivers, withdraws, or does both, the same for its five cycles.
@@ -335,15 +330,7 @@ async fn killed_at_random_instants_body(backend: Backend) {
         "resent_and_deduplicated": resent, "problems": problems.len(),
     });
     eprintln!("client crash cycles: {figures}");
-    if let Some(path) = std::env::var_os("CONSENT_CRASH_REPORT") {
-        use std::io::Write as _;
-        let mut file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-            .unwrap();
-        writeln!(file, "{figures}").unwrap();
-    }
+    consent_e2e::append_report("CONSENT_CRASH_REPORT", &figures).unwrap();
     assert!(problems.is_empty(), "{problems:#?}");
     assert_eq!(duplicated, 0);
     assert!(

@@ -100,3 +100,22 @@ pub(crate) async fn create_link(http: &reqwest::Client, base: &str, id: &str) ->
         page: answer["url"].as_str().unwrap().to_owned(),
     }
 }
+
+/// A set-consent body: Adobe 1.0 `general` for the ECID `id`.
+pub(crate) fn set_consent_body(id: &str, general: &str) -> Value {
+    json!({
+        "consent": [{"standard": "Adobe", "version": "1.0", "value": {"general": general}}],
+        "identityMap": {"ECID": [{"id": id}]}
+    })
+}
+
+/// `GET /admin/v1/profiles/{namespace}/{id}/export`: the profile, its records and events.
+pub(crate) async fn export(http: &reqwest::Client, base: &str, namespace: &str, id: &str) -> Value {
+    admin(http.get(format!("{base}/admin/v1/profiles/{namespace}/{id}/export")))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use serde_json::{Value, json};
+use serde_json::json;
 
 use crate::harness::{Backend, DATASTREAM, ORG, Server};
 use crate::http::{self, admin, check};
@@ -65,12 +65,7 @@ async fn worker(
 ) -> Ledger {
     let mut ledger = Ledger::default();
     let url = format!("{base}/ee/v1/privacy/set-consent?configId={DATASTREAM}");
-    let set_consent = |id: &str, general: &str| {
-        json!({
-            "consent": [{"standard": "Adobe", "version": "1.0", "value": {"general": general}}],
-            "identityMap": {"ECID": [{"id": id}]}
-        })
-    };
+    let set_consent = http::set_consent_body;
     let mut i = 0u64;
     while !stop.load(Ordering::Relaxed) {
         let ok = match i % 3 {
@@ -135,21 +130,8 @@ async fn worker(
     ledger
 }
 
-async fn export(http: &reqwest::Client, base: &str, namespace: &str, id: &str) -> Value {
-    admin(http.get(format!("{base}/admin/v1/profiles/{namespace}/{id}/export")))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
-}
-
 async fn killed_under_load_body(backend: Backend) {
-    let kills: u64 = std::env::var("CONSENT_SERVER_CRASH_KILLS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(5);
+    let kills = consent_e2e::env_u64("CONSENT_SERVER_CRASH_KILLS", 5);
     let keys = http::Keys::new();
     let Some(mut server) = Server::start_with(backend, &keys.args()).await else {
         return;
@@ -187,7 +169,7 @@ async fn killed_under_load_body(backend: Backend) {
         .collect();
 
     // Kill at instants spread over 150–650 ms of load, each after the load got answers again.
-    let mut seed = 0x9E37_79B9_7F4A_7C15_u64 ^ u64::from(std::process::id());
+    let mut random = consent_e2e::XorShift::new(u64::from(std::process::id()));
     for _ in 0..kills {
         let before = answered.load(Ordering::Relaxed);
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
@@ -198,10 +180,7 @@ async fn killed_under_load_body(backend: Backend) {
             );
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        tokio::time::sleep(Duration::from_millis(150 + seed % 500)).await;
+        tokio::time::sleep(Duration::from_millis(150 + random.next_u64() % 500)).await;
         server.kill().await;
         tokio::time::sleep(Duration::from_millis(50)).await;
         server.restart().await;
@@ -218,7 +197,7 @@ async fn killed_under_load_body(backend: Backend) {
     for (w, ledger) in ledgers.iter().enumerate() {
         for (id, general, ok) in &ledger.fresh {
             let stored = server.profile_general(id).await;
-            let records = export(&http, &base, "ECID", id).await["records"]
+            let records = http::export(&http, &base, "ECID", id).await["records"]
                 .as_array()
                 .map_or(0, Vec::len);
             match (ok, stored.as_deref()) {
@@ -244,7 +223,7 @@ async fn killed_under_load_body(backend: Backend) {
         }
         for (n, sent) in &ledger.links {
             let id = format!("crash-{w}-{n}");
-            let doc = export(&http, &base, "CRMID", &id).await;
+            let doc = http::export(&http, &base, "CRMID", &id).await;
             let stored = doc["profile"]["consents"]["marketing"]["email"]["val"].as_str();
             let may = allowed(sent, None);
             if !may.contains(&stored) {
@@ -272,10 +251,9 @@ async fn killed_under_load_body(backend: Backend) {
     assert!(problems.is_empty(), "{problems:#?}\n{log}");
     assert!(chain.is_ok(), "the record chain does not verify: {chain:?}");
     assert!(fresh_answered > 0);
-    assert!(
-        fresh_unanswered > 0,
-        "no call was cut by a kill: the test did not test anything"
-    );
+    // Calls refused while the server was down count here too: this only shows that the kills
+    // interrupted the load.
+    assert!(fresh_unanswered > 0, "the kills interrupted nothing");
 }
 
 on_both!(killed_under_load, super::killed_under_load_body);

@@ -26,6 +26,11 @@ use serde_json::{Value, json};
 
 use crate::harness::{Backend, DATASTREAM, ORG, Server};
 use crate::http::{self, admin, check};
+use consent_e2e::env_u64;
+
+fn report(line: &Value) {
+    consent_e2e::append_report("CONSENT_SOAK_REPORT", line).unwrap();
+}
 
 const WORKERS: usize = 8;
 /// Identities per worker: each identity belongs to one worker, so its calls are in order. A
@@ -38,13 +43,6 @@ const IDENTITIES: usize = 1024;
 /// checkpointer's, and some slack. The short version allows this much or 10 %, whichever is more;
 /// the long version (four minutes or more) holds the 10 % alone.
 const PAGE_CACHE_ALLOWANCE_KIB: u64 = 24 * 1024;
-
-fn env_u64(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 fn ecid(worker: usize, n: usize) -> String {
     format!("{:038}", 7_000_000 + worker * IDENTITIES + n)
@@ -90,29 +88,6 @@ fn quantile(sorted: &[Duration], q: f64) -> f64 {
     sorted[at].as_secs_f64() * 1000.0
 }
 
-/// The resident memory of a process, in KiB (`VmRSS` of `/proc/<pid>/status`).
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .unwrap()
-}
-
-fn report(line: &Value) {
-    if let Some(path) = std::env::var_os("CONSENT_SOAK_REPORT") {
-        use std::io::Write as _;
-        let mut file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-            .unwrap();
-        writeln!(file, "{line}").unwrap();
-    }
-}
-
 /// One worker: its identities, its unsubscribe link (the preferences API and the landing page),
 /// and the last consent the server
 /// acknowledged to each identity.
@@ -140,10 +115,7 @@ async fn worker(
             0..=4 => {
                 let into = next_choice.entry(id.clone()).or_insert(true);
                 let general = if *into { "in" } else { "out" };
-                let body = json!({
-                    "consent": [{"standard": "Adobe", "version": "1.0", "value": {"general": general}}],
-                    "identityMap": {"ECID": [{"id": id}]}
-                });
+                let body = http::set_consent_body(&id, general);
                 let outcome = check(http.post(&set_consent).json(&body).send().await).await;
                 if outcome.is_ok() {
                     acknowledged.insert(id.clone(), general);
@@ -238,7 +210,7 @@ async fn soak_body(backend: Backend) {
     for n in 1..=windows {
         tokio::time::sleep(Duration::from_secs(window_secs)).await;
         let (latencies, errors, first_errors) = window.take();
-        let rss = rss_kib(pid);
+        let rss = consent_e2e::rss_kib(&pid.to_string()).unwrap();
         let (p50, p99) = (quantile(&latencies, 0.50), quantile(&latencies, 0.99));
         eprintln!(
             "| {n} | {} | {errors} | {p50:.2} ms | {p99:.2} ms | {:.1} MiB |",
