@@ -290,6 +290,13 @@ pub(crate) fn soak(args: &[String]) -> Result<()> {
     for line in &lines {
         if let Some(text) = row(line) {
             eprintln!("{text}");
+            if let Some(by) = line["p99_ms_by_request"].as_object() {
+                let parts: Vec<String> = by
+                    .iter()
+                    .map(|(op, p)| format!("{op} {:.1}", p.as_f64().unwrap_or(0.0)))
+                    .collect();
+                eprintln!("          p99 ms by request: {}", parts.join(", "));
+            }
         }
     }
     for line in &lines {

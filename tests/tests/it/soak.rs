@@ -48,17 +48,27 @@ fn ecid(worker: usize, n: usize) -> String {
     format!("{:038}", 7_000_000 + worker * IDENTITIES + n)
 }
 
+/// The kinds of request of the mix, in the order `worker` numbers them.
+const OPS: [&str; 5] = [
+    "set-consent",
+    "interact",
+    "preference update",
+    "preference page",
+    "export",
+];
+
 /// What the workers measured since the window began.
 #[derive(Default)]
 struct Window {
-    latencies: Mutex<Vec<Duration>>,
+    /// Every request's latency, with the index of its kind in [`OPS`].
+    latencies: Mutex<Vec<(Duration, usize)>>,
     errors: AtomicU64,
     first_errors: Mutex<Vec<String>>,
 }
 
 impl Window {
-    fn record(&self, started: Instant, outcome: Result<(), String>) {
-        self.latencies.lock().unwrap().push(started.elapsed());
+    fn record(&self, started: Instant, op: usize, outcome: Result<(), String>) {
+        self.latencies.lock().unwrap().push((started.elapsed(), op));
         if let Err(e) = outcome {
             self.errors.fetch_add(1, Ordering::Relaxed);
             let mut first = self.first_errors.lock().unwrap();
@@ -68,12 +78,24 @@ impl Window {
         }
     }
 
-    /// Takes this window's figures and starts the next.
-    fn take(&self) -> (Vec<Duration>, u64, Vec<String>) {
-        let mut latencies = std::mem::take(&mut *self.latencies.lock().unwrap());
-        latencies.sort();
+    /// Takes this window's figures and starts the next: all latencies sorted, and the p99 of
+    /// each kind of request.
+    fn take(&self) -> (Vec<Duration>, Vec<f64>, u64, Vec<String>) {
+        let mut tagged = std::mem::take(&mut *self.latencies.lock().unwrap());
+        tagged.sort();
+        let by_op = (0..OPS.len())
+            .map(|op| {
+                let mine: Vec<Duration> = tagged
+                    .iter()
+                    .filter(|(_, o)| *o == op)
+                    .map(|(d, _)| *d)
+                    .collect();
+                quantile(&mine, 0.99)
+            })
+            .collect();
         (
-            latencies,
+            tagged.into_iter().map(|(d, _)| d).collect(),
+            by_op,
             self.errors.swap(0, Ordering::Relaxed),
             std::mem::take(&mut *self.first_errors.lock().unwrap()),
         )
@@ -143,13 +165,17 @@ async fn worker(
             }
         };
         let op = match i % 10 {
-            0..=4 => "set-consent",
-            5 | 6 => "interact",
-            7 => "preference update",
-            8 => "preference page",
-            _ => "export",
+            0..=4 => 0,
+            5 | 6 => 1,
+            7 => 2,
+            8 => 3,
+            _ => 4,
         };
-        window.record(started, outcome.map_err(|e| format!("{op}: {e}")));
+        window.record(
+            started,
+            op,
+            outcome.map_err(|e| format!("{}: {e}", OPS[op])),
+        );
         i += 1;
     }
     acknowledged
@@ -200,7 +226,7 @@ async fn soak_body(backend: Backend) {
 
     // Warm-up: connections, caches, the allocator, the first pages of the database.
     tokio::time::sleep(Duration::from_secs(window_secs)).await;
-    let (_, warm_errors, warm_first) = window.take();
+    let (_, _, warm_errors, warm_first) = window.take();
     assert_eq!(warm_errors, 0, "errors during the warm-up: {warm_first:?}");
 
     eprintln!("soak on {name}: {rate} requests/s, {windows} windows of {window_secs} s");
@@ -209,7 +235,7 @@ async fn soak_body(backend: Backend) {
     let mut rows = Vec::new();
     for n in 1..=windows {
         tokio::time::sleep(Duration::from_secs(window_secs)).await;
-        let (latencies, errors, first_errors) = window.take();
+        let (latencies, by_op, errors, first_errors) = window.take();
         let rss = consent_e2e::rss_kib(&pid.to_string()).unwrap();
         let (p50, p99) = (quantile(&latencies, 0.50), quantile(&latencies, 0.99));
         eprintln!(
@@ -221,6 +247,7 @@ async fn soak_body(backend: Backend) {
             "backend": name, "window": n, "of": windows, "secs": window_secs,
             "requests": latencies.len(), "errors": errors,
             "p50_ms": p50, "p99_ms": p99, "rss_kib": rss,
+            "p99_ms_by_request": OPS.iter().zip(&by_op).map(|(op, p)| (op.to_string(), json!(p))).collect::<serde_json::Map<_, _>>(),
         }));
         rows.push((latencies.len(), errors, rss, first_errors));
     }
@@ -230,7 +257,7 @@ async fn soak_body(backend: Backend) {
         acknowledged.extend(task.await.unwrap());
     }
     // The requests in flight when the clock stopped.
-    let (_, late_errors, late_first) = window.take();
+    let (_, _, late_errors, late_first) = window.take();
 
     let requests: usize = rows.iter().map(|r| r.0).sum();
     let errors: u64 = rows.iter().map(|r| r.1).sum::<u64>() + late_errors;
