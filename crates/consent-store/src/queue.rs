@@ -375,6 +375,9 @@ pub enum OpenQueueError {
     },
 }
 
+/// The most events [`EventQueue::read_from`] reserves room for up front (it grows past it).
+const READ_RESERVE: usize = 4096;
+
 /// Why an event was not appended. In every case the event is not in the queue.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -397,6 +400,10 @@ pub enum AppendError {
     /// An earlier write or sync failed; reopen the queue to recover.
     #[error("event queue is unusable after an I/O error; reopen it")]
     Poisoned,
+    /// Every sequence number has been given out (only a damaged or crafted segment name can
+    /// bring a queue there): the event was refused rather than given a number already used.
+    #[error("event queue has no sequence number left")]
+    SequenceExhausted,
 }
 
 /// Why a sync failed.
@@ -1572,6 +1579,9 @@ impl<I: Io> EventQueue<I> {
         if self.poisoned {
             return Err(AppendError::Poisoned);
         }
+        if self.next_seq == u64::MAX {
+            return Err(AppendError::SequenceExhausted);
+        }
         self.check_background()?;
         let frame_len = FRAME_HEADER + payload.len() as u64;
         let len = u32::try_from(payload.len()).map_err(|_| AppendError::TooLarge(payload.len()))?;
@@ -2094,8 +2104,12 @@ impl<I: Io> EventQueue<I> {
     pub fn read_from(&self, from: u64, max: usize) -> Result<Vec<Event>, ReadError> {
         let visible = self.durable_seq().min(self.next_seq);
         let mut seq = from.max(self.head);
-        let mut out =
-            Vec::with_capacity(max.min(usize::try_from(visible.saturating_sub(seq)).unwrap_or(0)));
+        // Reserve for what can be read, not for the span of sequence numbers: a damaged or
+        // crafted segment name can put `head` and `next_seq` far apart.
+        let mut out = Vec::with_capacity(
+            max.min(usize::try_from(visible.saturating_sub(seq)).unwrap_or(0))
+                .min(READ_RESERVE),
+        );
         let idx = self.segments.partition_point(|s| s.end() <= seq);
         let last = self.segments.len().saturating_sub(1);
         let mut chosen = Vec::new();

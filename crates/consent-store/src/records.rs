@@ -559,8 +559,11 @@ impl<I: Io> RecordLog<I> {
             let line = i + 1;
             let value: Value =
                 serde_json::from_slice(raw).map_err(|_| VerifyError::Malformed { line })?;
-            let record: ConsentRecord = serde_json::from_value(value.clone())
-                .map_err(|_| VerifyError::Malformed { line })?;
+            // The record from the line's bytes, as `records()` reads it, not from `value`: a
+            // `Value` keeps only the last of two equal keys, so a line with a field written
+            // twice (the hashed copy last) would verify and then not read.
+            let record: ConsentRecord =
+                serde_json::from_slice(raw).map_err(|_| VerifyError::Malformed { line })?;
             if record_hash(value) != record.hash {
                 return Err(VerifyError::Hash { line });
             }

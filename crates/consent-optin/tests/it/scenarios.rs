@@ -854,3 +854,19 @@ fn oi_19_one_service_per_page() {
     last.approve(&[Category::Target], false).unwrap();
     assert_eq!((events.count(), through_clone.count()), (3, 2));
 }
+
+/// Found while fuzzing the cookie reader (`fuzz/fuzz_targets/optin_cookie.rs`): an escape with
+/// a sign (`%+9`) was decoded as a byte, where `decodeURIComponent` throws, so a cookie
+/// VisitorAPI.js reads as invalid approved `aa` here. It is invalid here too: nothing stored.
+#[test]
+fn oi_13_a_cookie_with_a_signed_escape_is_invalid_as_in_visitor_api() {
+    let valid = Arc::new(MemoryStorage::new());
+    valid.insert_raw(COOKIE_NAME, "%7B%22aa%22%3Atrue%7D");
+    assert_eq!(approved(&optin(stored(&valid)).permissions()), ["aa"]);
+
+    let signed = Arc::new(MemoryStorage::new());
+    signed.insert_raw(COOKIE_NAME, "%+9%7B%22aa%22%3Atrue%7D");
+    let read = optin(stored(&signed));
+    assert!(approved(&read.permissions()).is_empty());
+    assert_ne!(read.status(), Status::Complete);
+}

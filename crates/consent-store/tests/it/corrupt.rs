@@ -192,3 +192,43 @@ fn a_sealed_segment_with_a_destroyed_end_does_not_stop_the_queue() {
     queue.purge().unwrap();
     assert_eq!(all_files(dir.path()), [dir.path().join("head")]);
 }
+
+/// Found by fuzzing (`fuzz/fuzz_targets/queue_recovery.rs`): a lone segment whose name puts the
+/// head far below the next sequence number opened fine, then `peek(usize::MAX)` reserved room
+/// for every number in between and panicked ("capacity overflow"). It reads what there is.
+#[test]
+fn a_segment_name_far_from_the_head_does_not_make_peek_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let queue_dir = dir.path().join("queue");
+    std::fs::create_dir_all(&queue_dir).unwrap();
+    std::fs::write(
+        queue_dir.join("18446526518137807214.seg"),
+        [
+            0x01, 0, 0, 0, 0, 0, 0, 0, 0x6e, 0x61, 0x6d, 0x65, 0x22, 0x3a, 0xff, 0xff,
+        ],
+    )
+    .unwrap();
+    let queue = EventQueue::open(DiskIo, &queue_dir, big_segments()).unwrap();
+    let events = queue.peek(usize::MAX).unwrap();
+    assert!(events.len() as u64 <= queue.len());
+}
+
+/// Found by fuzzing: a segment named `u64::MAX` leaves no sequence number to give; `append`
+/// overflowed (a panic, or in a release build the numbers would start again at zero). It is
+/// refused with a typed error and the queue is unchanged.
+#[test]
+fn no_sequence_number_left_is_a_typed_refusal() {
+    let dir = tempfile::tempdir().unwrap();
+    let queue_dir = dir.path().join("queue");
+    std::fs::create_dir_all(&queue_dir).unwrap();
+    std::fs::write(queue_dir.join("18446744073709551615.seg"), [0xff; 16]).unwrap();
+    let mut queue = EventQueue::open(DiskIo, &queue_dir, big_segments()).unwrap();
+    let before = queue.len();
+    let err = queue.append(b"an event").unwrap_err();
+    assert!(
+        matches!(err, consent_store::AppendError::SequenceExhausted),
+        "{err:?}"
+    );
+    assert_eq!(queue.len(), before);
+    assert!(err.to_string().contains("no sequence number left"));
+}

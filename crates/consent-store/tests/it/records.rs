@@ -187,3 +187,24 @@ fn export_is_json_lines_of_verified_records() {
     assert!(log.export_jsonl(&mut out).is_err());
     assert!(out.is_empty(), "nothing is exported from a broken chain");
 }
+
+/// Found by fuzzing (`fuzz/fuzz_targets/record_log_recovery.rs`): a line with its `payload`
+/// written twice, a forged copy first and the hashed one last, verified (a JSON value keeps the
+/// last copy) and then failed to read (`records()` refuses a field written twice). `verify`
+/// refuses it too now.
+#[test]
+fn verify_catches_a_field_written_twice() {
+    check(
+        |l| {
+            let original = l[0].clone();
+            let payload_at = original.find("\"payload\":").unwrap();
+            let forged = "\"payload\":{\"general\":\"out\"},";
+            l[0] = format!(
+                "{}{forged}{}",
+                &original[..payload_at],
+                &original[payload_at..]
+            );
+        },
+        |e| matches!(e, VerifyError::Malformed { line: 1 }),
+    );
+}
