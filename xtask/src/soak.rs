@@ -304,13 +304,17 @@ pub(crate) fn soak(args: &[String]) -> Result<()> {
             eprintln!("{text}");
         }
     }
-    if !status.success() {
-        bail!(
-            "the soak failed ({status}); its output is in {}",
+    // The crash cycles run whatever the soak said: both sets of figures are wanted.
+    let soak_failed = if status.success() {
+        eprintln!("soak: passed; report in {}", report.display());
+        None
+    } else {
+        eprintln!(
+            "soak: FAILED ({status}); its output is in {}",
             log_path.display()
         );
-    }
-    eprintln!("soak: passed; report in {}", report.display());
+        Some(log_path)
+    };
 
     // The client killed at random instants, many times.
     let crash_report = out.join("crash.jsonl");
@@ -354,13 +358,19 @@ pub(crate) fn soak(args: &[String]) -> Result<()> {
         );
     }
     drop(cluster);
-    if !status.success() {
-        bail!(
+    match (soak_failed, status.success()) {
+        (None, true) => Ok(()),
+        (Some(log), true) => bail!("the soak failed; its output is in {}", log.display()),
+        (None, false) => bail!(
             "the crash cycles failed ({status}); their output is in {}",
             crash_log.display()
-        );
+        ),
+        (Some(log), false) => bail!(
+            "the soak and the crash cycles failed; their output is in {} and {}",
+            log.display(),
+            crash_log.display()
+        ),
     }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -14,6 +14,31 @@ use crate::harness::{Backend, DATASTREAM, ORG, Server};
 use crate::restarts::flush_until_ok;
 use crate::support::{adobe_v1, client};
 
+/// Starts `e2e-child <base URL> <dir> <org> <datastream> <mode> <arg>` (`arg`: events or seed)
+/// with its stdout piped, as lines.
+fn spawn_child(
+    server: &Server,
+    dir: &std::path::Path,
+    mode: &str,
+    arg: u64,
+) -> (
+    tokio::process::Child,
+    tokio::io::Lines<BufReader<tokio::process::ChildStdout>>,
+) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_e2e-child"))
+        .arg(server.base_url())
+        .arg(dir)
+        .args([ORG, DATASTREAM, mode, &arg.to_string()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    (child, lines)
+}
+
 /// Runs `e2e-child` in `mode` with `events` events, reads the ids it enqueued, and kills it with
 /// SIGKILL as soon as it says `ENQUEUED`. Returns the ids (as the new client sees them).
 async fn run_and_kill_child(
@@ -22,17 +47,7 @@ async fn run_and_kill_child(
     mode: &str,
     events: usize,
 ) -> Vec<String> {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_e2e-child"))
-        .arg(server.base_url())
-        .arg(dir)
-        .args([ORG, DATASTREAM, mode, &events.to_string()])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let (mut child, mut lines) = spawn_child(server, dir, mode, events as u64);
     let mut ids = Vec::new();
     loop {
         let line = tokio::time::timeout(Duration::from_secs(60), lines.next_line())
@@ -205,17 +220,7 @@ async fn one_cycle(
     seed: u64,
     after: Duration,
 ) -> Vec<Step> {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_e2e-child"))
-        .arg(server.base_url())
-        .arg(dir)
-        .args([ORG, DATASTREAM, mode, &seed.to_string()])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let (mut child, mut lines) = spawn_child(server, dir, mode, seed);
     let ready = tokio::time::timeout(Duration::from_secs(60), lines.next_line())
         .await
         .expect("the child did not start within 60 s")

@@ -238,9 +238,16 @@ impl Server {
         server
     }
 
-    /// The database URL the server runs on.
-    pub(crate) fn database_url(&self) -> &str {
-        &self.database_url
+    /// Stops the server gracefully and verifies the record chain of [`ORG`], `prod` in its
+    /// database (`Db::verify_chain`): `Ok(records)` or `Err(first bad sequence number)`.
+    pub(crate) async fn stop_and_verify_chain(&mut self) -> Result<i64, i64> {
+        self.stop().await;
+        consent_server::Db::open(&self.database_url)
+            .await
+            .unwrap()
+            .verify_chain(ORG, "prod")
+            .await
+            .unwrap()
     }
 
     /// The server process's id while it runs.

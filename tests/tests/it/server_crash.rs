@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use crate::harness::{Backend, DATASTREAM, ORG, Server};
+use crate::harness::{Backend, DATASTREAM, Server};
 use crate::http::{self, admin, check};
 
 const WORKERS: usize = 4;
@@ -233,15 +233,8 @@ async fn killed_under_load_body(backend: Backend) {
             }
         }
     }
-    let database_url = server.database_url().to_owned();
     let log = server.log();
-    server.stop().await;
-    let chain = consent_server::Db::open(&database_url)
-        .await
-        .unwrap()
-        .verify_chain(ORG, "prod")
-        .await
-        .unwrap();
+    let chain = server.stop_and_verify_chain().await;
     eprintln!(
         "server crash ({backend:?}): {kills} kills, {} answers; fresh set-consent: {fresh_answered} \
          answered and stored, {fresh_unanswered} unanswered ({fresh_unanswered_stored} of them \

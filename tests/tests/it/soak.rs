@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::harness::{Backend, DATASTREAM, ORG, Server};
+use crate::harness::{Backend, DATASTREAM, Server};
 use crate::http::{self, admin, check};
 use consent_e2e::env_u64;
 
@@ -280,10 +280,7 @@ async fn soak_body(backend: Backend) {
             wrong.push(format!("{id}: acknowledged {general}, stored {stored:?}"));
         }
     }
-    let database_url = server.database_url().to_owned();
-    server.stop().await;
-    let db = consent_server::Db::open(&database_url).await.unwrap();
-    let chain = db.verify_chain(ORG, "prod").await.unwrap();
+    let chain = server.stop_and_verify_chain().await;
     report(&json!({
         "backend": name, "done": true, "requests": requests, "errors": errors,
         "rss_first_kib": first_rss, "rss_last_kib": last_rss, "rss_growth": growth,

@@ -19,7 +19,7 @@ use std::sync::Arc;
 
 use serde_json::{Value, json};
 
-use crate::harness::{Backend, DATASTREAM, ORG, Server};
+use crate::harness::{Backend, DATASTREAM, Server};
 use crate::http::{self, admin, check};
 
 const WORKERS: usize = 6;
@@ -214,15 +214,8 @@ async fn two_servers_on_one_postgres_lose_nothing() {
             }
         }
     }
-    let url = a.database_url().to_owned();
-    a.stop().await;
     b.stop().await;
-    let chain = consent_server::Db::open(&url)
-        .await
-        .unwrap()
-        .verify_chain(ORG, "prod")
-        .await
-        .unwrap();
+    let chain = a.stop_and_verify_chain().await;
     eprintln!(
         "two servers: {} calls answered apart, {} contested; {contested_records} contested \
          records; chain {chain:?}",
