@@ -65,21 +65,18 @@ async fn worker(
 ) -> Ledger {
     let mut ledger = Ledger::default();
     let url = format!("{base}/ee/v1/privacy/set-consent?configId={DATASTREAM}");
-    let set_consent = http::set_consent_body;
+    // One set-consent call; whether it was answered.
+    let post = |id: &str, general: &str| {
+        let request = http.post(&url).json(&http::set_consent_body(id, general));
+        async move { check(request.send().await).await.is_ok() }
+    };
     let mut i = 0u64;
     while !stop.load(Ordering::Relaxed) {
         let ok = match i % 3 {
             0 => {
                 let id = ecid(10 + w as u64, i);
                 let general = if i.is_multiple_of(2) { "in" } else { "out" };
-                let ok = check(
-                    http.post(&url)
-                        .json(&set_consent(&id, general))
-                        .send()
-                        .await,
-                )
-                .await
-                .is_ok();
+                let ok = post(&id, general).await;
                 ledger.fresh.push((id, general, ok));
                 ok
             }
@@ -91,14 +88,7 @@ async fn worker(
                 } else {
                     "out"
                 };
-                let ok = check(
-                    http.post(&url)
-                        .json(&set_consent(&id, general))
-                        .send()
-                        .await,
-                )
-                .await
-                .is_ok();
+                let ok = post(&id, general).await;
                 sent.push((general, ok));
                 ok
             }
