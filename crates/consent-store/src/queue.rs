@@ -46,8 +46,8 @@
 //!
 //! Opening scans every segment and checks each frame's checksum and sequence number. At a frame
 //! that is cut short or does not check out, the scan looks for the next frame that does, with a
-//! plausible sequence number (first where the damaged frame's own length points, then at every
-//! later byte). What it finds decides:
+//! plausible sequence number (first where the damaged frame's own length points, when the very
+//! next sequence number is there, then at every later byte). What it finds decides:
 //!
 //! - **Nothing valid after it: a tail.** In the last segment that is a torn write, left by a crash,
 //!   and it is cut off (counted in [`RecoveryReport::torn_bytes`]). Only the last segment can end
@@ -906,6 +906,9 @@ fn resync(data: &[u8], at: usize, expected: u64, base: u64) -> Option<(usize, u6
         seq >= expected && seq - base <= (pos / FRAME_HEADER as usize) as u64
     };
     // A flipped bit in a payload leaves the frame's length intact: the next frame is right there.
+    // Taken only when it carries the very next sequence number: a frame with a later one there
+    // (appended after an earlier recovery cut the damaged tail) would skip a valid frame in
+    // between, so that is left to the search below, which finds the first.
     let claimed = data
         .get(at + 4..at + 8)
         .and_then(|b| b.try_into().ok())
@@ -914,7 +917,7 @@ fn resync(data: &[u8], at: usize, expected: u64, base: u64) -> Option<(usize, u6
         .and_then(|len| (at + FRAME_HEADER as usize).checked_add(len));
     if let Some(next) = claimed
         && let Some((seq, _)) = parse_frame(data, next)
-        && plausible(next, seq)
+        && seq == expected
     {
         return Some((next, seq));
     }

@@ -232,3 +232,51 @@ fn no_sequence_number_left_is_a_typed_refusal() {
     assert_eq!(queue.len(), before);
     assert!(err.to_string().contains("no sequence number left"));
 }
+
+/// Found by fuzzing (`fuzz/fuzz_targets/queue_recovery.rs`): recovery took a damaged frame's own
+/// length at its word whenever a valid frame started there, so when an event appended after
+/// recovery put a frame exactly where that length pointed, the next open jumped over the valid
+/// frame between the two and lost an event it had recovered at the two opens before (with a
+/// report). Recovery now jumps by the damaged frame's length only to the very next sequence
+/// number; otherwise it takes the first valid frame after the damage.
+#[test]
+fn an_append_after_damage_does_not_make_recovery_skip_a_valid_frame() {
+    const SEGMENT: &str = concat!(
+        "c7c07aec5d000000000000000000000000000000000000000000000000000a000000fcffffffffffffff",
+        "00000000000000b5602b000000000000000000000000000000006c7d7d732e706167655669657773222c",
+        "22776562223a7b22775db5602b0000000000000000000000006c7d7d",
+    );
+    let bytes: Vec<u8> = (0..SEGMENT.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&SEGMENT[i..i + 2], 16).unwrap())
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let queue_dir = dir.path().join("queue");
+    std::fs::create_dir_all(&queue_dir).unwrap();
+    std::fs::write(queue_dir.join("00000000000000000000.seg"), &bytes).unwrap();
+    let config = || QueueConfig::default().with_sync(SyncPolicy::None);
+
+    let first = EventQueue::open(DiskIo, &queue_dir, config()).unwrap();
+    let recovered = first.peek(usize::MAX).unwrap();
+    assert!(!recovered.is_empty(), "the segment holds a valid frame");
+    drop(first);
+    let mut second = EventQueue::open(DiskIo, &queue_dir, config()).unwrap();
+    assert_eq!(second.peek(usize::MAX).unwrap(), recovered);
+    let appended = second.append(b"{\"eventType\":\"fuzz.appended\"}").unwrap();
+    second.sync().unwrap();
+    drop(second);
+
+    let third = EventQueue::open(DiskIo, &queue_dir, config()).unwrap();
+    let mut expected = recovered;
+    expected.push(consent_store::Event {
+        seq: appended.seq,
+        payload: b"{\"eventType\":\"fuzz.appended\"}".to_vec(),
+    });
+    assert_eq!(third.peek(usize::MAX).unwrap(), expected);
+    assert_eq!(
+        third.recovery().lost_events,
+        0,
+        "{:?}",
+        third.recovery().damage
+    );
+}
