@@ -42,6 +42,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use crate::config::Config;
+use crate::ops::Refusal;
 use crate::state::AppState;
 
 /// The answer header alloy reads the region from.
@@ -205,6 +206,7 @@ pub(crate) async fn layer(
             let config_id = config_id(request.uri());
             if !allowed(&state.config, config_id.as_deref(), origin.as_bytes()) {
                 tracing::debug!(?origin, ?config_id, "origin not allowed: refused");
+                state.metrics.refuse(Refusal::CorsOrigin);
                 let mut refused = (StatusCode::FORBIDDEN, "origin not allowed\n").into_response();
                 refused
                     .headers_mut()

@@ -198,7 +198,7 @@ pub(crate) async fn handle(
         .and_then(Value::as_array)
         .is_some_and(|fetch| fetch.iter().any(|n| n == "CORE"));
     let identities = read_identities(&body, headers, &names)
-        .map_err(|detail| EdgeError::invalid("EXEG-0102-400", 400, detail, &request_id))?;
+        .map_err(|(code, detail)| EdgeError::invalid(code, 400, detail, &request_id))?;
     let (ecid, minted) = match identities.ecid.clone() {
         Some(ecid) => (ecid, false),
         None => (mint_ecid(), true),
@@ -967,24 +967,32 @@ impl Identities {
 /// The longest identity value looked up; longer ones cannot be a stored profile's.
 const MAX_IDENTITY_LEN: usize = 1024;
 
-/// Reads the request's ECIDs (see [`Identities`]). An id with a NUL character is refused (the
-/// error's detail): no database can store it alike, and PostgreSQL not at all.
+/// Reads the request's ECIDs (see [`Identities`]). Refused, with the Edge code and the detail:
+/// an id with a NUL character anywhere (`EXEG-0102-400`: no database can store it alike, and
+/// PostgreSQL not at all), and an ECID of the request's identity map (`identityMap` or
+/// `xdm.identityMap`) that is not one (`EXEG-0003-400`, naming it, as Adobe's Edge answers
+/// alloy's test C14699834): a client that sends one has no identity to speak for, and one with
+/// CR, LF or `;` in it is an attempt on the identity cookie. Cookies are the server's own, so an
+/// id read from a damaged one is only not used.
 fn read_identities(
     body: &Value,
     headers: &HeaderMap,
     names: &CookieNames,
-) -> Result<Identities, String> {
+) -> Result<Identities, (&'static str, String)> {
     let valid =
         |id: &str| !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_digit());
-    let nul = |id: &str| -> Result<(), String> {
+    let nul = |id: &str| -> Result<(), (&'static str, String)> {
         if id.contains('\0') {
-            Err("An identity id must not contain a NUL character.".to_owned())
+            Err((
+                "EXEG-0102-400",
+                "An identity id must not contain a NUL character.".to_owned(),
+            ))
         } else {
             Ok(())
         }
     };
     let mut found = Identities::default();
-    let add = |found: &mut Identities, id: &str| -> Result<(), String> {
+    let add = |found: &mut Identities, id: &str| -> Result<(), (&'static str, String)> {
         nul(id)?;
         if found.ecid.is_none() && valid(id) {
             found.ecid = Some(id.to_owned());
@@ -997,6 +1005,16 @@ fn read_identities(
     };
     for pointer in ["/identityMap/ECID", "/xdm/identityMap/ECID"] {
         for id in ecids_at(body, pointer) {
+            nul(id)?;
+            if !valid(id) {
+                let shown: String = id.chars().take(128).collect();
+                return Err((
+                    "EXEG-0003-400",
+                    format!(
+                        "Invalid ECID {shown:?} in the identity map: an ECID is 1 to 64 digits."
+                    ),
+                ));
+            }
             add(&mut found, id)?;
         }
     }

@@ -7,6 +7,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use axum::response::Response;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric, NoLabelSet};
 use prometheus_client::metrics::MetricType;
@@ -49,6 +50,11 @@ pub struct Metrics {
     pub unsubscribes: AtomicU64,
     /// Links refused (tampered, expired, unknown key).
     pub links_refused: AtomicU64,
+    /// Link opt-outs that changed nothing: the choice was already in place (a repeated or
+    /// replayed link; RFC 8058 wants a retried one-click answered as a success).
+    pub link_repeats: AtomicU64,
+    /// Requests refused, by [`Refusal`] (indexed by [`Refusal::index`]).
+    refused: [AtomicU64; Refusal::ALL.len()],
     /// Requests refused by the rate limit.
     pub rate_limited: AtomicU64,
     /// Requests that timed out.
@@ -66,6 +72,90 @@ pub struct Metrics {
     pub connections_accepted: AtomicU64,
     /// Request latency by route, method and status class.
     latency: Latency,
+}
+
+/// Why a request was refused, the `reason` of `consent_requests_refused_total`: every 4xx
+/// answer but 404 (nothing there) and 408 (counted as a timeout) is one, and so is a request
+/// from an origin CORS does not allow (answered before the other layers).
+///
+/// A handler names the reason by putting it in its answer's extensions ([`Refusal::tag`]);
+/// an answer without one (axum's own: a body over the limit, a method the route does not have,
+/// a query that does not parse) is classified by its status ([`Refusal::of`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Refusal {
+    /// Missing or wrong credentials (401).
+    Credentials,
+    /// Credentials that do not cover the organisation or sandbox asked for (403).
+    Scope,
+    /// A tampered, truncated, forged, expired or unknown-key link.
+    Link,
+    /// A request from an origin the datastream does not allow (403, `cors.rs`).
+    CorsOrigin,
+    /// A body over the limit (413).
+    BodyTooLarge,
+    /// A malformed request: a body that does not parse or nests too deeply, an invalid consent
+    /// value, an identity with control characters, a missing part (400, 415, 422).
+    Malformed,
+    /// A method the route does not have (405).
+    Method,
+    /// A rate limit: per client, per API key, or failed authentications (429; each also has its
+    /// own counter).
+    RateLimit,
+}
+
+impl Refusal {
+    /// Every reason, in the order they are exported.
+    pub(crate) const ALL: [Refusal; 8] = [
+        Refusal::Credentials,
+        Refusal::Scope,
+        Refusal::Link,
+        Refusal::CorsOrigin,
+        Refusal::BodyTooLarge,
+        Refusal::Malformed,
+        Refusal::Method,
+        Refusal::RateLimit,
+    ];
+
+    /// The label value.
+    pub(crate) fn label(self) -> &'static str {
+        match self {
+            Refusal::Credentials => "credentials",
+            Refusal::Scope => "scope",
+            Refusal::Link => "link",
+            Refusal::CorsOrigin => "cors_origin",
+            Refusal::BodyTooLarge => "body_too_large",
+            Refusal::Malformed => "malformed",
+            Refusal::Method => "method",
+            Refusal::RateLimit => "rate_limit",
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+
+    /// `response`, marked as refused for this reason.
+    pub(crate) fn tag(self, mut response: Response) -> Response {
+        response.extensions_mut().insert(self);
+        response
+    }
+
+    /// The refusal an answer stands for: the reason its handler named, else one read from its
+    /// status; `None` for an answer that is not a refusal.
+    pub(crate) fn of(response: &Response) -> Option<Refusal> {
+        if let Some(named) = response.extensions().get::<Refusal>() {
+            return Some(*named);
+        }
+        Some(match response.status().as_u16() {
+            400 | 415 | 422 => Refusal::Malformed,
+            401 => Refusal::Credentials,
+            403 => Refusal::Scope,
+            405 => Refusal::Method,
+            413 => Refusal::BodyTooLarge,
+            429 => Refusal::RateLimit,
+            _ => return None,
+        })
+    }
 }
 
 /// Adds one to a counter.
@@ -146,6 +236,20 @@ impl Metrics {
             latency: Latency::new(routes),
             ..Self::default()
         }
+    }
+
+    /// Counts one refused request.
+    pub(crate) fn refuse(&self, reason: Refusal) {
+        if let Some(counter) = self.refused.get(reason.index()) {
+            inc(counter);
+        }
+    }
+
+    /// How many requests were refused for `reason`.
+    pub(crate) fn refused(&self, reason: Refusal) -> u64 {
+        self.refused
+            .get(reason.index())
+            .map_or(0, |c| c.load(Ordering::Relaxed))
     }
 
     /// The latency slot of a route template; `None` (no route matched) and templates not given
@@ -272,6 +376,22 @@ impl Snapshot {
                 "consent_links_refused",
                 "Unsubscribe links refused as tampered, expired or signed with an unknown key.",
                 one(&m.links_refused),
+            ),
+            (
+                "consent_link_repeats",
+                "Link opt-outs that changed nothing: the choice was already in place (a \
+                 repeated or replayed link).",
+                one(&m.link_repeats),
+            ),
+            (
+                "consent_requests_refused",
+                "Requests refused, by reason: credentials, scope (credentials of another \
+                 organisation or sandbox), link, cors_origin, body_too_large, malformed, method, \
+                 rate_limit.",
+                Refusal::ALL
+                    .iter()
+                    .map(|r| (Some(("reason", r.label())), m.refused(*r)))
+                    .collect(),
             ),
             (
                 "consent_rate_limited",

@@ -20,7 +20,7 @@ use crate::api::{
 use crate::config::ApiKey;
 use crate::db::{ConsentChange, Profile, ProfileKey, Recorded};
 use crate::links::{CHANNELS, LinkError, LinkParams, LinkProfile, MAX_PART_CHARS, SCOPES};
-use crate::ops::inc;
+use crate::ops::{Refusal, inc};
 use crate::state::AppState;
 use crate::util::{iso8601, merge, now_millis};
 
@@ -67,6 +67,27 @@ impl PrefError {
         }
     }
 
+    /// Why the request counts as refused (`consent_requests_refused_total`); `None` for what is
+    /// not a refusal (no such profile, a storage failure).
+    fn refusal(&self) -> Option<Refusal> {
+        match self {
+            PrefError::Unauthenticated => Some(Refusal::Credentials),
+            PrefError::Forbidden => Some(Refusal::Scope),
+            PrefError::Link(_) => Some(Refusal::Link),
+            PrefError::BadRequest(_) => Some(Refusal::Malformed),
+            PrefError::RateLimited(_) => Some(Refusal::RateLimit),
+            PrefError::NotFound | PrefError::Internal => None,
+        }
+    }
+
+    /// `response`, marked with this error's refusal.
+    fn tag(&self, response: Response) -> Response {
+        match self.refusal() {
+            Some(reason) => reason.tag(response),
+            None => response,
+        }
+    }
+
     fn code(&self) -> ErrorCode {
         match self {
             PrefError::Unauthenticated => ErrorCode::Unauthenticated,
@@ -103,7 +124,7 @@ impl IntoResponse for PrefError {
                 .headers_mut()
                 .insert(header::RETRY_AFTER, retry_after(wait));
         }
-        response
+        self.tag(response)
     }
 }
 
@@ -421,11 +442,11 @@ fn refused_page(err: &PrefError) -> Response {
         PrefError::Link(_) => "This unsubscribe link is not valid.",
         _ => "The request could not be completed.",
     };
-    html(
+    err.tag(html(
         err.status(),
         "Unsubscribe",
         &format!("<p id=\"error\">{}</p>", html_escape(message)),
-    )
+    ))
 }
 
 /// `GET /unsubscribe`: the landing page. It changes nothing.
@@ -584,8 +605,10 @@ pub(crate) async fn unsubscribe(
         PostKind::OneClick => "one-click",
         PostKind::Confirm => "landing-page",
     };
-    if let Err(err) = apply(&state, &link, &profile, &[choice], source).await {
-        return refused_page(&err);
+    match apply(&state, &link, &profile, &[choice], source).await {
+        Err(err) => return refused_page(&err),
+        Ok((0, _, _)) => inc(&state.metrics.link_repeats),
+        Ok(_) => {}
     }
     match kind {
         PostKind::OneClick => (

@@ -20,7 +20,7 @@ use crate::admin;
 use crate::config::Config;
 use crate::db::{Db, OpenError};
 use crate::edge::routes as edge;
-use crate::ops::{Metrics, RateLimiter, inc};
+use crate::ops::{Metrics, RateLimiter, Refusal, inc};
 use crate::prefs::{self, retry_after};
 use crate::state::AppState;
 
@@ -449,6 +449,9 @@ async fn observe(State(state): State<Arc<AppState>>, request: Request, next: Nex
         }
     };
     let status = response.status();
+    if let Some(reason) = Refusal::of(&response) {
+        state.metrics.refuse(reason);
+    }
     if authenticated && status == StatusCode::UNAUTHORIZED {
         inc(&state.metrics.auth_failures);
         if let Some(ip) = client {

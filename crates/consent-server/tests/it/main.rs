@@ -4,6 +4,7 @@
 
 #[cfg(unix)]
 mod alloy;
+mod attack;
 #[cfg(unix)]
 mod binary;
 #[cfg(unix)]

@@ -50,14 +50,14 @@ fn seal(aad: &[u8], plaintext: &Value) -> String {
 
 /// The three parts of a link.
 #[derive(Debug, Clone)]
-struct Link {
-    params: String,
-    pid: String,
-    sig: String,
+pub(crate) struct Link {
+    pub(crate) params: String,
+    pub(crate) pid: String,
+    pub(crate) sig: String,
 }
 
 impl Link {
-    fn of(answer: &Value) -> Self {
+    pub(crate) fn of(answer: &Value) -> Self {
         Self {
             params: answer["params"].as_str().unwrap().to_owned(),
             pid: answer["pid"].as_str().unwrap().to_owned(),
@@ -74,8 +74,16 @@ impl Link {
         Self { params, pid, sig }
     }
 
-    fn query(&self) -> String {
-        format!("params={}&pid={}&sig={}", self.params, self.pid, self.sig)
+    /// The link's query string, each part percent-encoded (the attack suite sends parts that
+    /// are not base64url).
+    pub(crate) fn query(&self) -> String {
+        use crate::attack::enc;
+        format!(
+            "params={}&pid={}&sig={}",
+            enc(&self.params),
+            enc(&self.pid),
+            enc(&self.sig)
+        )
     }
 }
 
