@@ -194,6 +194,15 @@ pub enum SignError {
     /// The system's random number generator failed.
     #[error("no randomness available")]
     Random,
+    /// A part of the link would be longer than the endpoints accept ([`MAX_PART_CHARS`] after
+    /// the key id), so the link could never be used: `part` is `params` or `pid`.
+    #[error("the link's {part} would be {chars} characters, more than the {max} the endpoints accept", max = MAX_PART_CHARS)]
+    TooLong {
+        /// `params` or `pid`.
+        part: &'static str,
+        /// Its length after the key id.
+        chars: usize,
+    },
 }
 
 /// The link keys: the current one makes links, all of them verify.
@@ -256,6 +265,12 @@ impl LinkKeys {
             &pid_aad(&params.org, &params.sandbox, &params_part),
             &profile_json,
         )?;
+        for (part, text) in [("params", &params_part), ("pid", &pid)] {
+            let chars = part_chars(text);
+            if chars > MAX_PART_CHARS {
+                return Err(SignError::TooLong { part, chars });
+            }
+        }
         let params = params_part;
         let tag = mac(key, &params, &pid);
         Ok(SignedLink {
@@ -453,6 +468,40 @@ mod tests {
             e: Some("a@example.com".into()),
             ens: Some("Email".into()),
         }
+    }
+
+    /// Found by fuzzing (`fuzz/fuzz_targets/link_params.rs`): `sign` made links whose parts were
+    /// longer than `verify` and `decrypt` accept, so a signed link did not round-trip (the admin
+    /// API refused them, by a check of its own). `sign` refuses them itself; a link just under
+    /// the limit still round-trips.
+    #[test]
+    fn a_link_too_long_to_verify_is_not_signed() {
+        let keys = keys();
+        let mut long = params(None);
+        // A NUL is escaped to six characters in JSON, then grows by a third in base64.
+        long.org = "\0".repeat(1100);
+        let err = keys.sign(&long, &profile()).unwrap_err();
+        assert!(
+            matches!(err, SignError::TooLong { part: "params", chars } if chars > MAX_PART_CHARS),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("params"), "{err}");
+        let mut long_pid = profile();
+        long_pid.pid = "x".repeat(7000);
+        let err = keys.sign(&params(None), &long_pid).unwrap_err();
+        assert!(
+            matches!(err, SignError::TooLong { part: "pid", .. }),
+            "{err:?}"
+        );
+
+        let mut fits = params(None);
+        fits.org = "\0".repeat(900);
+        let link = keys.sign(&fits, &profile()).unwrap();
+        assert!(part_chars(&link.params) <= MAX_PART_CHARS);
+        assert_eq!(
+            keys.verify(&link.params, &link.pid, &link.sig, 0).unwrap(),
+            (fits, profile())
+        );
     }
 
     #[test]

@@ -928,21 +928,12 @@ fn check_link_identities(link: &LinkParams, profile: &LinkProfile) -> Result<(),
     check_chars("sandbox", &link.sandbox)
 }
 
-/// Refuses a link with a part longer than the endpoints accept (it could never be used), naming
-/// the longest field that went into that part.
-fn check_link_size(
-    link: &crate::links::SignedLink,
-    params: &LinkParams,
-    profile: &LinkProfile,
-) -> Result<(), PrefError> {
-    let longest = |fields: &[(&'static str, &str)]| {
-        fields
-            .iter()
-            .max_by_key(|(_, value)| value.len())
-            .map_or("", |(name, _)| *name)
-    };
-    let (part, chars, field) = if crate::links::part_chars(&link.params) > MAX_PART_CHARS {
-        let field = longest(&[
+/// The refusal of a link whose `part` would be longer than the endpoints accept
+/// ([`crate::links::SignError::TooLong`]: it could never be used), naming the longest field that
+/// went into that part.
+fn too_long(part: &str, chars: usize, params: &LinkParams, profile: &LinkProfile) -> PrefError {
+    let fields: &[(&'static str, &str)] = if part == "params" {
+        &[
             ("message.m", &params.m),
             ("message.ci", &params.ci),
             ("message.jv", &params.jv),
@@ -951,10 +942,9 @@ fn check_link_size(
                 "subscription",
                 params.subscription.as_deref().unwrap_or_default(),
             ),
-        ]);
-        ("params", crate::links::part_chars(&link.params), field)
-    } else if crate::links::part_chars(&link.pid) > MAX_PART_CHARS {
-        let field = longest(&[
+        ]
+    } else {
+        &[
             ("profile.id", &profile.pid),
             ("profile.namespace", &profile.pns),
             ("address.value", profile.e.as_deref().unwrap_or_default()),
@@ -962,15 +952,16 @@ fn check_link_size(
                 "address.namespace",
                 profile.ens.as_deref().unwrap_or_default(),
             ),
-        ]);
-        ("pid", crate::links::part_chars(&link.pid), field)
-    } else {
-        return Ok(());
+        ]
     };
-    Err(PrefError::BadRequest(format!(
+    let field = fields
+        .iter()
+        .max_by_key(|(_, value)| value.len())
+        .map_or("", |(name, _)| *name);
+    PrefError::BadRequest(format!(
         "'{field}' is too long: the link's {part} would be {chars} characters, more than the \
          {MAX_PART_CHARS} the unsubscribe endpoints accept"
-    )))
+    ))
 }
 
 /// `POST /admin/v1/unsubscribe-links`: makes a link for a profile of the caller's own
@@ -1054,11 +1045,15 @@ pub(crate) async fn create_link(
         .keys
         .links
         .sign(&params, &profile)
-        .map_err(|err| {
-            tracing::error!(%err, "cannot sign a link");
-            PrefError::Internal
+        .map_err(|err| match err {
+            crate::links::SignError::TooLong { part, chars } => {
+                too_long(part, chars, &params, &profile)
+            }
+            err => {
+                tracing::error!(%err, "cannot sign a link");
+                PrefError::Internal
+            }
         })?;
-    check_link_size(&link, &params, &profile)?;
     let query = format!("params={}&pid={}&sig={}", link.params, link.pid, link.sig);
     let base = state
         .config
