@@ -38,13 +38,16 @@ const WORKERS: usize = 8;
 /// Identities per worker: each identity belongs to one worker, so its calls are in order. A
 /// worker moves to its next identity every ten requests, so that an identity's history (what an
 /// export reads) stays short, as a site's visitors' do: at 200 requests/s one pass over them
-/// takes about seven minutes.
-const IDENTITIES: usize = 1024;
-/// What SQLite's page caches may add to the server's memory while the database grows: 2 MiB
-/// (its default `cache_size`) for each of the pool's 8 connections, the writer's and the
-/// checkpointer's, and some slack. The short version allows this much or 10 %, whichever is more;
-/// the long version (four minutes or more) holds the 10 % alone.
-const PAGE_CACHE_ALLOWANCE_KIB: u64 = 24 * 1024;
+/// takes about fourteen minutes, longer than the 10-minute run and its warm-up. (With half as
+/// many, the second pass began in the seventh minute, every history doubled from there on, and
+/// the server's memory stepped up with it.)
+const IDENTITIES: usize = 2048;
+/// What SQLite's page caches may add to the server's memory while the database grows from
+/// empty: 256 KiB (the server's `cache_size`) for each of the pool's 8 connections, the writer's,
+/// the event inserter's and the checkpointer's, about 3 MiB, and slack for a debug build's first
+/// allocations. The short version allows this much or 10 %, whichever is more; the long version
+/// (four minutes or more) holds the 10 % alone.
+const PAGE_CACHE_ALLOWANCE_KIB: u64 = 8 * 1024;
 
 fn ecid(worker: usize, n: usize) -> String {
     format!("{:038}", 7_000_000 + worker * IDENTITIES + n)
