@@ -969,9 +969,9 @@ const MAX_IDENTITY_LEN: usize = 1024;
 
 /// Reads the request's ECIDs (see [`Identities`]). Refused, with the Edge code and the detail:
 /// an id with a NUL character anywhere (`EXEG-0102-400`: no database can store it alike, and
-/// PostgreSQL not at all), and an ECID of the request's identity map (`identityMap` or
-/// `xdm.identityMap`) that is not one (`EXEG-0003-400`, naming it, as Adobe's Edge answers
-/// alloy's test C14699834): a client that sends one has no identity to speak for, and one with
+/// PostgreSQL not at all), and an ECID of an identity map (the request's `identityMap` or
+/// `xdm.identityMap`, an event's `xdm.identityMap`) that is not one (`EXEG-0003-400`, naming it,
+/// as Adobe's Edge answers alloy's test C14699834, which sends it both ways): a client that sends one has no identity to speak for, and one with
 /// CR, LF or `;` in it is an attempt on the identity cookie. Cookies are the server's own, so an
 /// id read from a damaged one is only not used.
 fn read_identities(
@@ -1003,18 +1003,20 @@ fn read_identities(
         }
         Ok(())
     };
+    let ecid = |id: &str| -> Result<(), (&'static str, String)> {
+        nul(id)?;
+        if valid(id) {
+            return Ok(());
+        }
+        let shown: String = id.chars().take(128).collect();
+        Err((
+            "EXEG-0003-400",
+            format!("Invalid ECID {shown:?} in the identity map: an ECID is 1 to 64 digits."),
+        ))
+    };
     for pointer in ["/identityMap/ECID", "/xdm/identityMap/ECID"] {
         for id in ecids_at(body, pointer) {
-            nul(id)?;
-            if !valid(id) {
-                let shown: String = id.chars().take(128).collect();
-                return Err((
-                    "EXEG-0003-400",
-                    format!(
-                        "Invalid ECID {shown:?} in the identity map: an ECID is 1 to 64 digits."
-                    ),
-                ));
-            }
+            ecid(id)?;
             add(&mut found, id)?;
         }
     }
@@ -1069,16 +1071,12 @@ fn read_identities(
                     let Some(id) = entry.get("id").and_then(Value::as_str) else {
                         continue;
                     };
-                    nul(id)?;
-                    if valid(id) {
-                        first.get_or_insert(id);
-                        if entry.get("primary") == Some(&Value::Bool(true)) {
-                            primary.get_or_insert(id);
-                        }
+                    ecid(id)?;
+                    first.get_or_insert(id);
+                    if entry.get("primary") == Some(&Value::Bool(true)) {
+                        primary.get_or_insert(id);
                     }
-                    if !id.is_empty() && id.len() <= MAX_IDENTITY_LEN {
-                        own.push(id.to_owned());
-                    }
+                    own.push(id.to_owned());
                 }
             }
             found.events.push(own);

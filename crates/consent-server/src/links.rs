@@ -194,7 +194,7 @@ pub enum SignError {
     /// The system's random number generator failed.
     #[error("no randomness available")]
     Random,
-    /// A part of the link would be longer than the endpoints accept ([`MAX_PART_CHARS`] after
+    /// A part of the link would be longer than the endpoints accept (8,192 characters after
     /// the key id), so the link could never be used: `part` is `params` or `pid`.
     #[error("the link's {part} would be {chars} characters, more than the {max} the endpoints accept", max = MAX_PART_CHARS)]
     TooLong {

@@ -94,7 +94,8 @@ pub(crate) enum Refusal {
     /// A body over the limit (413).
     BodyTooLarge,
     /// A malformed request: a body that does not parse or nests too deeply, an invalid consent
-    /// value, an identity with control characters, a missing part (400, 415, 422).
+    /// value, an identity with control characters, a missing part (400, 415, 422, and any other
+    /// 4xx not named here).
     Malformed,
     /// A method the route does not have (405).
     Method,
@@ -147,12 +148,13 @@ impl Refusal {
             return Some(*named);
         }
         Some(match response.status().as_u16() {
-            400 | 415 | 422 => Refusal::Malformed,
             401 => Refusal::Credentials,
             403 => Refusal::Scope,
             405 => Refusal::Method,
             413 => Refusal::BodyTooLarge,
             429 => Refusal::RateLimit,
+            404 | 408 => return None,
+            400..=499 => Refusal::Malformed,
             _ => return None,
         })
     }

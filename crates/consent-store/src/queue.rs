@@ -46,8 +46,9 @@
 //!
 //! Opening scans every segment and checks each frame's checksum and sequence number. At a frame
 //! that is cut short or does not check out, the scan looks for the next frame that does, with a
-//! plausible sequence number (first where the damaged frame's own length points, when the very
-//! next sequence number is there, then at every later byte). What it finds decides:
+//! plausible sequence number (at every byte after the damaged frame's start; where the damaged
+//! frame's own length points only when the frame there has that frame's own number). What it
+//! finds decides:
 //!
 //! - **Nothing valid after it: a tail.** In the last segment that is a torn write, left by a crash,
 //!   and it is cut off (counted in [`RecoveryReport::torn_bytes`]). Only the last segment can end
@@ -905,10 +906,12 @@ fn resync(data: &[u8], at: usize, expected: u64, base: u64) -> Option<(usize, u6
     let plausible = |pos: usize, seq: u64| {
         seq >= expected && seq - base <= (pos / FRAME_HEADER as usize) as u64
     };
-    // A flipped bit in a payload leaves the frame's length intact: the next frame is right there.
-    // Taken only when it carries the very next sequence number: a frame with a later one there
-    // (appended after an earlier recovery cut the damaged tail) would skip a valid frame in
-    // between, so that is left to the search below, which finds the first.
+    // Where the damaged frame's own length points, a frame is taken at once only when it carries
+    // the damaged frame's own number (that frame written again). Any other frame there is left to
+    // the search below, which finds the first valid frame after the damage: jumping to a frame
+    // with a later number can skip a valid frame in between (fuzzing found one: an event
+    // appended after an earlier recovery had cut the damaged tail landed exactly there). So after
+    // a flipped bit in a payload the next frame is found by the search, byte by byte.
     let claimed = data
         .get(at + 4..at + 8)
         .and_then(|b| b.try_into().ok())

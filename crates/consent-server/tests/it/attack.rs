@@ -737,6 +737,16 @@ async fn every_attack_is_refused_changes_nothing_and_is_counted(h: &Harness) {
             );
         }
         s.add(
+            format!("interact with hostile ECID {i} in an event"),
+            s.edge(
+                "interact",
+                &json!({"events": [{"xdm": {"_id": format!("ev-hostile-event-{i}"),
+                        "identityMap": {"ECID": [{"id": hostile, "primary": true}]}}}]}),
+            ),
+            400,
+            Some("malformed"),
+        );
+        s.add(
             format!("interact with hostile ECID {i}"),
             s.edge(
                 "interact",
@@ -814,6 +824,31 @@ async fn every_attack_is_refused_changes_nothing_and_is_counted(h: &Harness) {
             None,
         );
         refused_events += 2;
+    }
+
+    // CR/LF in a cookie value (possible in `meta.state` only: no client can send it in a header).
+    for (i, value) in [
+        "general=in\r\nSet-Cookie: kndctr_ORGA_AdobeOrg_consent=general=in",
+        "general=in\n",
+    ]
+    .iter()
+    .enumerate()
+    {
+        s.add(
+            format!("consent cookie with CR/LF {i} in meta.state"),
+            s.edge(
+                "interact",
+                &with_ecid(
+                    json!({"meta": {"state": {"entries": [
+                        {"key": "kndctr_ORGA_AdobeOrg_consent", "value": value}]}},
+                        "events": [{"xdm": {"_id": format!("ev-crlf-{i}")}}]}),
+                    OPTED_OUT,
+                ),
+            ),
+            200,
+            None,
+        );
+        refused_events += 1;
     }
 
     // ---- One-click unsubscribe done wrong
