@@ -596,6 +596,41 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_refusal_is_the_reason_its_handler_named_else_read_from_the_status() {
+        use axum::http::StatusCode;
+        use axum::response::IntoResponse as _;
+        let of = |status: u16| Refusal::of(&StatusCode::from_u16(status).unwrap().into_response());
+        assert_eq!(of(400), Some(Refusal::Malformed));
+        assert_eq!(of(401), Some(Refusal::Credentials));
+        assert_eq!(of(403), Some(Refusal::Scope));
+        assert_eq!(of(405), Some(Refusal::Method));
+        assert_eq!(of(413), Some(Refusal::BodyTooLarge));
+        assert_eq!(of(415), Some(Refusal::Malformed));
+        assert_eq!(of(409), Some(Refusal::Malformed));
+        assert_eq!(of(429), Some(Refusal::RateLimit));
+        // Not refusals: nothing there, a timeout (counted apart), success, a server error.
+        for status in [200, 204, 404, 408, 500, 503] {
+            assert_eq!(of(status), None, "{status}");
+        }
+        // The handler's word wins over the status (a 403 for a link, a 400 for a link).
+        let tagged = Refusal::Link.tag(StatusCode::FORBIDDEN.into_response());
+        assert_eq!(Refusal::of(&tagged), Some(Refusal::Link));
+        let tagged = Refusal::Link.tag(StatusCode::BAD_REQUEST.into_response());
+        assert_eq!(Refusal::of(&tagged), Some(Refusal::Link));
+        // Counted under its own label, and exported.
+        let metrics = Metrics::default();
+        metrics.refuse(Refusal::CorsOrigin);
+        metrics.refuse(Refusal::CorsOrigin);
+        assert_eq!(metrics.refused(Refusal::CorsOrigin), 2);
+        assert_eq!(metrics.refused(Refusal::Link), 0);
+        assert!(
+            metrics
+                .render()
+                .contains("consent_requests_refused_total{reason=\"cors_origin\"} 2")
+        );
+    }
+
+    #[test]
     fn the_bucket_refills() {
         let limiter = RateLimiter::new(1);
         let ip = IpAddr::from([127, 0, 0, 1]);

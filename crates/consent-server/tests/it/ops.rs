@@ -198,3 +198,26 @@ async fn shutdown_drains_in_flight_requests() {
         .unwrap()
         .unwrap();
 }
+
+/// Every SQLite connection keeps a small page cache (`PRAGMA cache_size = -256`, see
+/// `model::SQLITE_PRAGMAS`): with SQLite's 2 MiB default the server's memory crept up in the
+/// 10-minute soak (`docs/reliability.md`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_connections_keep_a_small_page_cache() {
+    use sqlx::Row as _;
+    let h = Harness::start(Db::Sqlite).await.unwrap();
+    // Several pooled connections at once, each must have it.
+    let mut conns = Vec::new();
+    for _ in 0..3 {
+        conns.push(h.server().db().pool().acquire().await.unwrap());
+    }
+    for conn in &mut conns {
+        let row = sqlx::query("PRAGMA cache_size")
+            .fetch_one(&mut **conn)
+            .await
+            .unwrap();
+        assert_eq!(row.try_get::<i64, _>(0).unwrap(), -256);
+    }
+    drop(conns);
+    h.shutdown().await;
+}
